@@ -1,0 +1,1 @@
+"""The M-Pesa payment gateway: validates checkouts, talks to Daraja, stores every transaction."""

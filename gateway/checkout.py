@@ -1,0 +1,85 @@
+"""What a checkout request must look like: phone and amount rules, and field trimming.
+
+The messages here are part of the public contract (clients match on them); keep them exact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
+
+INVALID_PHONE = "Invalid phone number format"
+_PHONE = re.compile(r"^(?:\+254|254|0)([17]\d{8})$")
+_SEPARATORS = re.compile(r"[\s\-]")
+
+
+class CheckoutError(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def normalise_phone(raw: Any) -> str:
+    """07XXXXXXXX, 01XXXXXXXX, 2547…, 2541…, +254… (spaces or dashes tolerated) → 2547…/2541…"""
+    if not isinstance(raw, str):
+        raise CheckoutError(INVALID_PHONE, "phone")
+    match = _PHONE.match(_SEPARATORS.sub("", raw))
+    if not match:
+        raise CheckoutError(INVALID_PHONE, "phone")
+    return "254" + match.group(1)
+
+
+def amount_message(max_amount: int) -> str:
+    return f"Amount must be between 1 and {max_amount:,}"
+
+
+def parse_amount(raw: Any, max_amount: int) -> int:
+    """A whole number of KES from 1 to `max_amount`. Decimals are rejected, never rounded."""
+    value: int | None = None
+    if isinstance(raw, bool):
+        value = None
+    elif isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)  # JSON 100.0 from a JavaScript number is still a whole amount
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        value = int(raw.strip())
+    if value is None or not 1 <= value <= max_amount:
+        raise CheckoutError(amount_message(max_amount), "amount")
+    return value
+
+
+def _optional_text(body: dict[str, Any], name: str, default: str, limit: int) -> str:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise CheckoutError(f"{name} must be a string", name)
+    # Daraja's limits: trimmed rather than rejected, so a long cart reference still pays.
+    return trim(value, limit) or default
+
+
+@dataclass(frozen=True)
+class Checkout:
+    phone: str
+    amount: int
+    account_reference: str
+    description: str
+
+
+def parse_checkout(body: dict[str, Any], max_amount: int) -> Checkout:
+    return Checkout(
+        phone=normalise_phone(body.get("phone")),
+        amount=parse_amount(body.get("amount"), max_amount),
+        account_reference=_optional_text(body, "accountReference", "Payment", ACCOUNT_REFERENCE_MAX),
+        description=_optional_text(body, "description", "Payment", TRANSACTION_DESC_MAX),
+    )
+
+
+def mask_phone(phone: str) -> str:
+    """254712345678 → 2547****5678, for pages and logs."""
+    return phone[:4] + "*" * (len(phone) - 8) + phone[-4:] if len(phone) > 8 else phone

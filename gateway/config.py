@@ -1,0 +1,277 @@
+"""Settings: read once from the environment (and `.env`), checked, then passed around.
+
+`load_settings()` is the only place that reads `os.environ`. It refuses a configuration that
+cannot work, with a `ConfigError` whose message is one line naming what to set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+SANDBOX_BASE_URL = "https://sandbox.safaricom.co.ke"
+PRODUCTION_BASE_URL = "https://api.safaricom.co.ke"
+SANDBOX_SHORTCODE = "174379"
+# Safaricom's published sandbox passkey: public, but still treated as a secret in logs.
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+# The credentials the gateway and the simulator share when nothing is configured in simulator mode.
+DEMO_CONSUMER_KEY = "simulator-demo-consumer-key"
+DEMO_CONSUMER_SECRET = "simulator-demo-consumer-secret"
+
+MODES = ("simulator", "sandbox", "production")
+TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
+DEFAULT_DATABASE_URL = "sqlite:///data/mpesa.sqlite3"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or unsafe; the message is one line that names what to set."""
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """Timings and behaviour of the offline Daraja look-alike (all in seconds)."""
+
+    pin: str = "12345"
+    auto_answer_delay: float = 3.0
+    prompt_lifetime: float = 60.0
+    callback_delay: float = 0.5
+    late_callback_delay: float = 20.0
+    callback_timeout: float = 10.0
+    token_lifetime: int = 3599
+    query_pending_style: str = "500"  # "500" (being processed) or "4999"
+    lock_subscriber: bool = True
+    account_reference_max: int = 12
+    scenarios_file: str | None = None
+    # Extra merchants the simulator accepts, as "shortcode:passkey" pairs.
+    extra_merchants: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3001
+    app_env: str = "development"
+    frontend_url: str = ""
+    mpesa_env: str = "simulator"
+    base_url: str = ""
+    consumer_key: str = DEMO_CONSUMER_KEY
+    consumer_secret: str = field(default=DEMO_CONSUMER_SECRET, repr=False)
+    shortcode: str = SANDBOX_SHORTCODE
+    passkey: str = field(default=SANDBOX_PASSKEY, repr=False)
+    transaction_type: str = "CustomerPayBillOnline"
+    till_number: str = ""
+    callback_url: str = ""
+    database_url: str = DEFAULT_DATABASE_URL
+    business_name: str = "Demo Shop"
+    max_amount: int = 150_000
+    daraja_timeout: float = 15.0
+    reconcile_after: float = 20.0
+    reconcile_interval: float = 10.0
+    reconcile_max_interval: float = 60.0
+    payment_timeout: float = 300.0
+    max_body_bytes: int = 64 * 1024
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+
+    @property
+    def simulator_mounted(self) -> bool:
+        return self.mpesa_env == "simulator"
+
+    @property
+    def public_host(self) -> str:
+        """The host a client on this machine uses to reach the server."""
+        if self.host in ("", "0.0.0.0", "::"):
+            return "127.0.0.1"
+        return self.host
+
+    @property
+    def server_url(self) -> str:
+        host = "localhost" if self.public_host == "127.0.0.1" else self.public_host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def callback_path(self) -> str:
+        return urlsplit(self.callback_url).path or "/"
+
+    @property
+    def party_b(self) -> str:
+        if self.transaction_type == "CustomerBuyGoodsOnline":
+            return self.till_number
+        return self.shortcode
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false (got {raw!r})")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {raw!r})")
+    return raw
+
+
+def _url(name: str, value: str, *, https_only: bool = False) -> str:
+    parts = urlsplit(value)
+    schemes = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in schemes or not parts.hostname:
+        kind = "an https URL" if https_only else "an http(s) URL"
+        raise ConfigError(f"{name} must be {kind} (got {value!r})")
+    return value.rstrip("/") if name != "CALLBACK_URL" else value
+
+
+def _merchants(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        shortcode, _, passkey = item.partition(":")
+        if not shortcode.isdigit() or not passkey:
+            raise ConfigError("SIMULATOR_MERCHANTS must be shortcode:passkey pairs separated by commas")
+        pairs.append((shortcode, passkey))
+    return tuple(pairs)
+
+
+def _simulator_settings(env: Mapping[str, str]) -> SimulatorSettings:
+    pin = env.get("SIMULATOR_PIN", "").strip() or "12345"
+    if not (pin.isdigit() and 4 <= len(pin) <= 6):
+        raise ConfigError("SIMULATOR_PIN must be 4 to 6 digits")
+    return SimulatorSettings(
+        pin=pin,
+        auto_answer_delay=_seconds(env, "SIMULATOR_AUTO_ANSWER_SECONDS", 3.0),
+        prompt_lifetime=_seconds(env, "SIMULATOR_PROMPT_LIFETIME_SECONDS", 60.0),
+        callback_delay=_seconds(env, "SIMULATOR_CALLBACK_DELAY_SECONDS", 0.5),
+        late_callback_delay=_seconds(env, "SIMULATOR_LATE_CALLBACK_SECONDS", 20.0),
+        callback_timeout=_seconds(env, "SIMULATOR_CALLBACK_TIMEOUT_SECONDS", 10.0),
+        token_lifetime=_int(env, "SIMULATOR_TOKEN_LIFETIME_SECONDS", 3599, 1, 86_400),
+        query_pending_style=_choice(env, "SIMULATOR_QUERY_PENDING_STYLE", "500", ("500", "4999")),
+        lock_subscriber=_bool(env, "SIMULATOR_LOCK_SUBSCRIBER", True),
+        account_reference_max=_int(env, "SIMULATOR_ACCOUNT_REFERENCE_MAX", 12, 1, 100),
+        scenarios_file=env.get("SIMULATOR_SCENARIOS_FILE", "").strip() or None,
+        extra_merchants=_merchants(env.get("SIMULATOR_MERCHANTS", "")),
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build and check the settings; `env` defaults to `os.environ`."""
+    env = os.environ if env is None else env
+    get = lambda name: env.get(name, "").strip()  # noqa: E731
+
+    mode = _choice(env, "MPESA_ENV", "simulator", MODES)
+    app_env = _choice(env, "APP_ENV", "production" if mode == "production" else "development",
+                      ("development", "production"))
+    host = get("HOST") or "127.0.0.1"
+    port = _int(env, "PORT", 3001, 1, 65535)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    local_url = f"http://{local}:{port}"
+
+    key, secret = get("MPESA_CONSUMER_KEY"), get("MPESA_CONSUMER_SECRET")
+    shortcode, passkey = get("MPESA_BUSINESS_SHORTCODE"), get("MPESA_PASSKEY")
+    callback_url = get("CALLBACK_URL")
+
+    if mode == "simulator":
+        if bool(key) != bool(secret):
+            raise ConfigError("Set both MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET, or neither (simulator mode)")
+        key, secret = key or DEMO_CONSUMER_KEY, secret or DEMO_CONSUMER_SECRET
+        base_url = f"{local_url}/daraja"
+        callback_url = callback_url or f"{local_url}/mpesa/callback"
+    else:
+        if not key or not secret:
+            raise ConfigError(f"MPESA_ENV={mode} needs MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET "
+                              "(from your app on developer.safaricom.co.ke)")
+        base_url = SANDBOX_BASE_URL if mode == "sandbox" else PRODUCTION_BASE_URL
+        if not callback_url:
+            raise ConfigError(f"MPESA_ENV={mode} needs CALLBACK_URL, a public URL Daraja can POST to "
+                              "(e.g. https://shop.example.com/mpesa/callback)")
+    if mode == "production":
+        if not shortcode or not passkey:
+            raise ConfigError("MPESA_ENV=production needs MPESA_BUSINESS_SHORTCODE and MPESA_PASSKEY")
+        _url("CALLBACK_URL", callback_url, https_only=True)
+    else:
+        _url("CALLBACK_URL", callback_url)
+    if get("MPESA_BASE_URL"):
+        base_url = _url("MPESA_BASE_URL", get("MPESA_BASE_URL"))
+
+    shortcode = shortcode or SANDBOX_SHORTCODE
+    passkey = passkey or SANDBOX_PASSKEY
+    if not shortcode.isdigit() or not 5 <= len(shortcode) <= 7:
+        raise ConfigError(f"MPESA_BUSINESS_SHORTCODE must be 5 to 7 digits (got {shortcode!r})")
+    transaction_type = _choice(env, "MPESA_TRANSACTION_TYPE", "CustomerPayBillOnline", TRANSACTION_TYPES)
+    till = get("MPESA_TILL_NUMBER")
+    if transaction_type == "CustomerBuyGoodsOnline" and not (till.isdigit() and 5 <= len(till) <= 7):
+        raise ConfigError("MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline needs MPESA_TILL_NUMBER (5 to 7 digits)")
+
+    frontend_url = get("FRONTEND_URL") or f"http://localhost:{port}"
+    _url("FRONTEND_URL", frontend_url)
+    database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(f"DATABASE_URL must start with sqlite:/// (got {database_url.split(':')[0]!r})")
+    if database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL: PostgreSQL storage is not available in this version; use sqlite:///path")
+
+    return Settings(
+        host=host,
+        port=port,
+        app_env=app_env,
+        frontend_url=frontend_url.rstrip("/"),
+        mpesa_env=mode,
+        base_url=base_url.rstrip("/"),
+        consumer_key=key,
+        consumer_secret=secret,
+        shortcode=shortcode,
+        passkey=passkey,
+        transaction_type=transaction_type,
+        till_number=till,
+        callback_url=callback_url,
+        database_url=database_url,
+        business_name=get("BUSINESS_NAME") or "Demo Shop",
+        max_amount=_int(env, "MPESA_MAX_AMOUNT", 150_000, 1, 1_000_000),
+        daraja_timeout=_seconds(env, "DARAJA_TIMEOUT_SECONDS", 15.0),
+        reconcile_after=_seconds(env, "RECONCILE_AFTER_SECONDS", 20.0),
+        reconcile_interval=_seconds(env, "RECONCILE_INTERVAL_SECONDS", 10.0),
+        reconcile_max_interval=_seconds(env, "RECONCILE_MAX_INTERVAL_SECONDS", 60.0),
+        payment_timeout=_seconds(env, "PAYMENT_TIMEOUT_SECONDS", 300.0),
+        simulator=_simulator_settings(env),
+    )
+
+
+def sqlite_path(database_url: str) -> Path:
+    """`sqlite:///data/x.db` → `data/x.db` (relative to the working directory);
+    `sqlite:////abs/x.db` → `/abs/x.db`."""
+    return Path(database_url.removeprefix("sqlite:///"))

@@ -1,0 +1,1 @@
+"""A Daraja (Safaricom M-Pesa API) client: OAuth token cache, STK push and STK query."""

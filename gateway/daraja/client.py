@@ -1,0 +1,213 @@
+"""The Daraja client: configured once with a base URL and credentials, the only thing that
+differs between the simulator, Safaricom's sandbox and production."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from .errors import DarajaAuthError, DarajaError, DarajaUnavailable
+from .wire import code_str, nairobi_timestamp, parse_expires_in, stk_password
+
+log = logging.getLogger(__name__)
+
+OAUTH_PATH = "/oauth/v1/generate?grant_type=client_credentials"
+STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
+STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+
+
+class TokenCache:
+    """One OAuth token, refreshed before it expires; concurrent callers share one refresh."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[tuple[str, int]]], *,
+                 clock: Callable[[], float] = time.monotonic, max_margin: float = 300.0) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._max_margin = max_margin
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._inflight: asyncio.Future[str] | None = None
+        self.fetches = 0
+
+    async def get(self) -> str:
+        if self._token is not None and self._clock() < self._refresh_at:
+            return self._token
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._refresh())
+        # shield: one caller giving up must not cancel the refresh the others are waiting on
+        return await asyncio.shield(self._inflight)
+
+    def invalidate(self, token: str) -> None:
+        """Forget `token` if it is still the current one (another caller may have replaced it)."""
+        if token == self._token:
+            self._token = None
+
+    async def _refresh(self) -> str:
+        try:
+            self.fetches += 1
+            token, lifetime = await self._fetch()
+            # Refresh a few minutes early (a fifth of the lifetime for short-lived tokens).
+            margin = min(self._max_margin, lifetime / 5)
+            self._token, self._refresh_at = token, self._clock() + lifetime - margin
+            return token
+        finally:
+            self._inflight = None
+
+
+@dataclass(frozen=True)
+class StkPushRequest:
+    phone: str  # 2547XXXXXXXX / 2541XXXXXXXX
+    amount: int
+    account_reference: str
+    description: str
+    callback_url: str
+
+
+@dataclass(frozen=True)
+class StkPushAccepted:
+    merchant_request_id: str
+    checkout_request_id: str
+    customer_message: str
+
+
+@dataclass(frozen=True)
+class StkQueryResult:
+    """`pending` (Daraja still waits for the customer) or `settled` with the ResultCode."""
+
+    pending: bool
+    result_code: str | None = None
+    result_desc: str = ""
+
+
+class DarajaClient:
+    def __init__(self, session: aiohttp.ClientSession, *, base_url: str, consumer_key: str,
+                 consumer_secret: str, shortcode: str, passkey: str,
+                 transaction_type: str = "CustomerPayBillOnline", party_b: str | None = None,
+                 timeout: float = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._auth = aiohttp.BasicAuth(consumer_key, consumer_secret)
+        self._shortcode = shortcode
+        self._passkey = passkey
+        self._transaction_type = transaction_type
+        self._party_b = party_b or shortcode
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.tokens = TokenCache(self._fetch_token, clock=clock)
+
+    async def stk_push(self, req: StkPushRequest) -> StkPushAccepted:
+        timestamp = nairobi_timestamp()
+        body = {
+            "BusinessShortCode": self._shortcode,
+            "Password": stk_password(self._shortcode, self._passkey, timestamp),
+            "Timestamp": timestamp,
+            "TransactionType": self._transaction_type,
+            "Amount": req.amount,
+            "PartyA": req.phone,
+            "PartyB": self._party_b,
+            "PhoneNumber": req.phone,
+            "CallBackURL": req.callback_url,
+            "AccountReference": req.account_reference,
+            "TransactionDesc": req.description,
+        }
+        status, data = await self._post(STK_PUSH_PATH, body)
+        if status != 200 or code_str_or_none(data.get("ResponseCode")) != "0":
+            raise _error_from(status, data)
+        try:
+            return StkPushAccepted(
+                merchant_request_id=str(data["MerchantRequestID"]),
+                checkout_request_id=str(data["CheckoutRequestID"]),
+                customer_message=str(data.get("CustomerMessage", "")),
+            )
+        except KeyError as missing:
+            raise DarajaUnavailable(f"STK push answer lacks {missing}") from None
+
+    async def stk_query(self, checkout_request_id: str) -> StkQueryResult:
+        timestamp = nairobi_timestamp()
+        body = {
+            "BusinessShortCode": self._shortcode,
+            "Password": stk_password(self._shortcode, self._passkey, timestamp),
+            "Timestamp": timestamp,
+            "CheckoutRequestID": checkout_request_id,
+        }
+        status, data = await self._post(STK_QUERY_PATH, body)
+        if status == 200 and code_str_or_none(data.get("ResponseCode")) == "0" and "ResultCode" in data:
+            result_code = code_str_or_none(data.get("ResultCode"))
+            desc = str(data.get("ResultDesc", ""))
+            if result_code is None:
+                raise DarajaUnavailable("STK query answer has no usable ResultCode")
+            if result_code == "4999":  # 2025+ form of "still under processing"
+                return StkQueryResult(pending=True, result_desc=desc)
+            return StkQueryResult(pending=False, result_code=result_code, result_desc=desc)
+        error = _error_from(status, data)
+        if error.still_processing:  # older form: HTTP 500 "The transaction is being processed"
+            return StkQueryResult(pending=True, result_desc=error.error_message)
+        raise error
+
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        token = await self.tokens.get()
+        status, data = await self._request("POST", path, json=body, headers={"Authorization": f"Bearer {token}"})
+        if status == 404 and data.get("errorCode") == "404.001.03":
+            # Expired or revoked before we expected: refresh once and retry once.
+            self.tokens.invalidate(token)
+            token = await self.tokens.get()
+            status, data = await self._request("POST", path, json=body,
+                                               headers={"Authorization": f"Bearer {token}"})
+        return status, data
+
+    async def _fetch_token(self) -> tuple[str, int]:
+        status, data = await self._request("GET", OAUTH_PATH, auth=self._auth)
+        if status == 200 and isinstance(data.get("access_token"), str):
+            try:
+                return data["access_token"], parse_expires_in(data.get("expires_in", 3599))
+            except ValueError:
+                raise DarajaUnavailable("OAuth answer has an unusable expires_in") from None
+        error = _error_from(status, data)
+        if status == 400 and not data:
+            message = "Daraja refused the consumer key or secret (HTTP 400, empty body)"
+        else:
+            message = error.error_message
+        raise DarajaAuthError(status, error.error_code, message, error.request_id)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        url = self._base_url + path
+        try:
+            async with self._session.request(method, url, timeout=self._timeout, **kwargs) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except asyncio.TimeoutError:
+            raise DarajaUnavailable(f"Daraja did not answer {path.split('?')[0]} in time") from None
+        except aiohttp.ClientError as exc:
+            raise DarajaUnavailable(f"Daraja could not be reached ({type(exc).__name__})") from None
+        if not raw.strip():
+            return status, {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise DarajaUnavailable(f"Daraja answered HTTP {status} with a body that is not JSON") from None
+        if not isinstance(data, dict):
+            raise DarajaUnavailable(f"Daraja answered HTTP {status} with JSON that is not an object")
+        return status, data
+
+
+def code_str_or_none(value: Any) -> str | None:
+    try:
+        return code_str(value)
+    except ValueError:
+        return None
+
+
+def _error_from(status: int, data: dict[str, Any]) -> DarajaError:
+    """Daraja's envelope, or the Ethiopia-style `resultCode/resultDesc`, as a typed error."""
+    code = data.get("errorCode") or data.get("resultCode") or data.get("ResponseCode") or ""
+    message = data.get("errorMessage") or data.get("resultDesc") or data.get("ResponseDescription") or ""
+    if not code and not message:
+        if status >= 500:
+            raise DarajaUnavailable(f"Daraja answered HTTP {status}")
+        message = f"HTTP {status} with no error body"
+    return DarajaError(status, str(code), str(message), str(data.get("requestId", "")))

@@ -1,0 +1,176 @@
+"""Daraja's wire format: the STK password, timestamps, field limits and callback parsing.
+
+Both the gateway's client and the simulator use these, so the formula Safaricom checks is
+written once. Every code that comes off the wire is compared as a string (`code_str`), because
+Daraja sends `"0"` in one place, `0` in another and `"SFC_IC0003"` in a third.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+NAIROBI = ZoneInfo("Africa/Nairobi")
+TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
+ACCOUNT_REFERENCE_MAX = 12
+TRANSACTION_DESC_MAX = 13
+
+
+def nairobi_timestamp(now: datetime | None = None) -> str:
+    """`YYYYMMDDHHmmss` in Africa/Nairobi time, as Daraja expects."""
+    now = now or datetime.now(tz=NAIROBI)
+    if now.tzinfo is None:
+        raise ValueError("nairobi_timestamp needs an aware datetime")
+    return now.astimezone(NAIROBI).strftime(TIMESTAMP_FORMAT)
+
+
+def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
+    """base64(BusinessShortCode + Passkey + Timestamp), plain concatenation."""
+    return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode("ascii")
+
+
+def parse_expires_in(value: Any) -> int:
+    """Daraja sends `"3599"` (a string); its docs show a number. Accept both."""
+    seconds = int(str(value).strip())
+    if seconds <= 0:
+        raise ValueError(f"expires_in must be positive, got {value!r}")
+    return seconds
+
+
+def code_str(value: Any) -> str:
+    """A ResultCode/ResponseCode as Daraja's canonical string: 0 → "0", "1032" → "1032"."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"not a result code: {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if not text:
+        raise ValueError("empty result code")
+    return text
+
+
+def trim(text: str, limit: int) -> str:
+    return text.strip()[:limit].strip()
+
+
+@dataclass(frozen=True)
+class StkCallback:
+    """The parts of `Body.stkCallback` the gateway acts on."""
+
+    merchant_request_id: str
+    checkout_request_id: str
+    result_code: str
+    result_desc: str
+    amount: float | None = None
+    receipt: str | None = None
+    transaction_date: str | None = None
+    phone: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result_code == "0"
+
+
+class MalformedCallback(ValueError):
+    """The body is not a Daraja STK callback."""
+
+
+def parse_stk_callback(body: Any) -> StkCallback:
+    """Read Daraja's callback body; items are read by Name, never by position."""
+    try:
+        cb = body["Body"]["stkCallback"]
+    except (TypeError, KeyError):
+        raise MalformedCallback("missing Body.stkCallback") from None
+    if not isinstance(cb, dict):
+        raise MalformedCallback("Body.stkCallback must be an object")
+    ids = {}
+    for name in ("MerchantRequestID", "CheckoutRequestID"):
+        value = cb.get(name)
+        if not isinstance(value, str) or not value.strip() or len(value) > 100:
+            raise MalformedCallback(f"{name} must be a non-empty string")
+        ids[name] = value.strip()
+    try:
+        result_code = code_str(cb.get("ResultCode"))
+    except ValueError:
+        raise MalformedCallback("ResultCode is missing or not a code") from None
+    if len(result_code) > 40:
+        raise MalformedCallback("ResultCode is too long")
+    result_desc = cb.get("ResultDesc")
+    result_desc = result_desc if isinstance(result_desc, str) else ""
+    items = _metadata_items(cb.get("CallbackMetadata"))
+    amount = items.get("Amount")
+    receipt = items.get("MpesaReceiptNumber")
+    date = items.get("TransactionDate")
+    phone = items.get("PhoneNumber")
+    if result_code == "0" and not (isinstance(receipt, str) and receipt.strip()):
+        raise MalformedCallback("a success callback needs CallbackMetadata with MpesaReceiptNumber")
+    return StkCallback(
+        merchant_request_id=ids["MerchantRequestID"],
+        checkout_request_id=ids["CheckoutRequestID"],
+        result_code=result_code,
+        result_desc=result_desc[:500],
+        amount=float(amount) if isinstance(amount, (int, float, str)) and _is_number(amount) else None,
+        receipt=receipt.strip() if isinstance(receipt, str) else None,
+        transaction_date=str(date) if isinstance(date, (int, str)) and not isinstance(date, bool) else None,
+        phone=str(phone) if isinstance(phone, (int, str)) and not isinstance(phone, bool) else None,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
+
+
+def _metadata_items(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    items = metadata.get("Item") if isinstance(metadata, dict) else None
+    if not isinstance(items, list):
+        raise MalformedCallback("CallbackMetadata.Item must be a list")
+    found: dict[str, Any] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("Name"), str):
+            found[item["Name"]] = item.get("Value")  # Balance often has no Value
+    return found
+
+
+def success_callback_body(*, merchant_request_id: str, checkout_request_id: str, amount: int | float,
+                          receipt: str, transaction_date: str, phone: str,
+                          result_desc: str = "The service request is processed successfully.",
+                          include_balance: bool = True) -> dict[str, Any]:
+    """The exact success body Daraja POSTs: numbers where Daraja sends numbers."""
+    items: list[dict[str, Any]] = [
+        {"Name": "Amount", "Value": amount},
+        {"Name": "MpesaReceiptNumber", "Value": receipt},
+    ]
+    if include_balance:
+        items.append({"Name": "Balance"})
+    items += [
+        {"Name": "TransactionDate", "Value": int(transaction_date)},
+        {"Name": "PhoneNumber", "Value": int(phone)},
+    ]
+    return {"Body": {"stkCallback": {
+        "MerchantRequestID": merchant_request_id,
+        "CheckoutRequestID": checkout_request_id,
+        "ResultCode": 0,
+        "ResultDesc": result_desc,
+        "CallbackMetadata": {"Item": items},
+    }}}
+
+
+def failure_callback_body(*, merchant_request_id: str, checkout_request_id: str, result_code: str,
+                          result_desc: str) -> dict[str, Any]:
+    """A failure body: no CallbackMetadata; numeric codes as JSON numbers, others as strings."""
+    code: int | str = int(result_code) if result_code.isdigit() else result_code
+    return {"Body": {"stkCallback": {
+        "MerchantRequestID": merchant_request_id,
+        "CheckoutRequestID": checkout_request_id,
+        "ResultCode": code,
+        "ResultDesc": result_desc,
+    }}}

@@ -1,0 +1,141 @@
+"""The gateway's HTTP contract: /stkpush, /stkpush/status, /health and Daraja's callback."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from .checkout import CheckoutError, parse_checkout
+from .config import Settings
+from .daraja.errors import DarajaAuthError, DarajaError, DarajaUnavailable
+from .daraja.wire import MalformedCallback
+from .payments import PaymentService
+from .result_messages import customer_message
+from .storage import Transaction
+
+log = logging.getLogger("gateway.http")
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+PAYMENTS: web.AppKey[PaymentService] = web.AppKey("payments", PaymentService)
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.message, self.status, self.extra = message, status, extra
+
+
+def failure(message: str, status: int, **extra: Any) -> web.Response:
+    return web.json_response({"success": False, "message": message, **extra}, status=status)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # aiohttp enforces client_max_size (413) before this returns
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Request body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return body
+
+
+def daraja_failure(exc: DarajaError | DarajaUnavailable) -> web.Response:
+    """One table from Daraja's failures to what the shop's customer is told."""
+    if isinstance(exc, DarajaUnavailable):
+        log.error("Daraja unavailable: %s", exc)
+        return failure("M-Pesa is not reachable right now. Please try again in a moment.", 503)
+    if isinstance(exc, DarajaAuthError):
+        log.error("Daraja OAuth refused: %s %s", exc.error_code, exc.error_message)
+        return failure("Payment service is not configured correctly. Please contact the shop.", 502)
+    if exc.subscriber_locked:
+        return failure("A payment request is already waiting on this phone. Complete or cancel it, "
+                       "then try again in a minute.", 409, errorCode=exc.error_code)
+    if exc.rate_limited:
+        return web.json_response({"success": False, "message": "M-Pesa is busy. Please try again shortly.",
+                                  "errorCode": exc.error_code}, status=503, headers={"Retry-After": "5"})
+    if exc.error_code == "400.002.02" and exc.error_message.endswith(("PhoneNumber", "PartyA")):
+        return failure("Invalid phone number format", 400, field="phone")
+    if exc.error_code == "400.002.02" and exc.error_message.endswith("Amount"):
+        return failure("M-Pesa does not accept this amount", 400, field="amount")
+    log.error("Daraja refused the request: %s %s (HTTP %s)", exc.error_code, exc.error_message, exc.http_status)
+    return failure("M-Pesa refused the payment request. Please try again or contact the shop.", 502,
+                   errorCode=exc.error_code)
+
+
+async def stk_push(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = await read_json_object(request)
+    try:
+        checkout = parse_checkout(body, settings.max_amount)
+    except CheckoutError as exc:
+        return failure(exc.message, 400, field=exc.field)
+    try:
+        tx = await request.app[PAYMENTS].start(checkout)
+    except (DarajaError, DarajaUnavailable) as exc:
+        return daraja_failure(exc)
+    return web.json_response({"success": True, "checkoutRequestId": tx.checkout_request_id,
+                              "message": "STK push sent successfully"})
+
+
+def status_body(tx: Transaction) -> dict[str, Any]:
+    common = {"checkoutRequestId": tx.checkout_request_id, "amount": tx.amount}
+    if tx.status == "pending":
+        return {"success": True, "status": "pending", "message": "Waiting for user to complete payment", **common}
+    if tx.status == "completed":
+        message = "Payment completed" if tx.receipt else \
+            "Payment confirmed by M-Pesa; the receipt number has not arrived yet"
+        return {"success": True, "status": "completed", "transaction_id": tx.receipt,
+                "MpesaReceiptNumber": tx.receipt, "message": message, **common}
+    return {"success": False, "status": "failed", "message": customer_message(tx.result_code, tx.result_desc or ""),
+            "resultCode": tx.result_code, **common}
+
+
+async def stk_status(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    checkout_request_id = body.get("checkoutRequestId")
+    if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
+        return failure("checkoutRequestId is required", 400, field="checkoutRequestId")
+    if len(checkout_request_id) > 100:
+        return failure("Transaction not found", 404)
+    tx = await request.app[PAYMENTS].get(checkout_request_id.strip())
+    if tx is None:
+        return failure("Transaction not found", 404)
+    return web.json_response(status_body(tx))
+
+
+async def health(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    try:
+        database = "ok" if await request.app[PAYMENTS].store.ping() else "error"
+    except Exception:  # noqa: BLE001 - health reports, it does not raise
+        database = "error"
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body = {"status": "ok" if database == "ok" else "degraded", "timestamp": now,
+            "service": f"{settings.business_name} M-Pesa Payment Server", "mode": settings.mpesa_env,
+            "database": database}
+    return web.json_response(body, status=200 if database == "ok" else 503)
+
+
+def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:
+    return web.json_response({"ResultCode": code, "ResultDesc": desc}, status=status)
+
+
+async def daraja_callback(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        log.warning("callback body is not JSON: rejected")
+        return callback_ack(1, "Rejected: body is not JSON", 400)
+    try:
+        result = await request.app[PAYMENTS].apply_callback(body)
+    except MalformedCallback as exc:
+        log.warning("malformed callback rejected: %s", exc)
+        return callback_ack(1, f"Rejected: {exc}", 400)
+    log.info("callback %s: %s", result.transaction.checkout_request_id if result.transaction else "-",
+             result.outcome)
+    return callback_ack(0, "Accepted")

@@ -1,0 +1,200 @@
+"""A payment's life: pending → completed | failed, from callbacks, queries and the local time-out.
+
+Rules that protect the customer's money:
+- a callback is applied once; duplicates and replays change nothing;
+- a success is never downgraded (not by a failure callback, not by a query);
+- a success that arrives after the payment was given up (failed locally or by a query) still
+  completes it, and is logged as late;
+- a payment without a callback is settled by an STK query, after a grace period and then with
+  back-off, never once per browser poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .checkout import Checkout, mask_phone
+from .config import Settings
+from .daraja.client import DarajaClient, StkPushRequest
+from .daraja.errors import DarajaError, DarajaUnavailable
+from .daraja.wire import StkCallback, parse_stk_callback
+from .storage import SqliteTransactionStore, Transaction
+
+log = logging.getLogger("gateway.payments")
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch(iso_text: str) -> float:
+    return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What a callback did: applied, late_success, receipt_added, duplicate, conflict, unknown, mismatch."""
+
+    outcome: str
+    transaction: Transaction | None = None
+
+
+class PaymentService:
+    def __init__(self, store: SqliteTransactionStore, daraja: DarajaClient, settings: Settings, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.daraja = daraja
+        self.settings = settings
+        self.clock = clock
+
+    # -- starting a payment --------------------------------------------------------------------
+
+    async def start(self, checkout: Checkout) -> Transaction:
+        """Send the STK push and store the pending payment. Daraja errors propagate, typed."""
+        accepted = await self.daraja.stk_push(StkPushRequest(
+            phone=checkout.phone, amount=checkout.amount, account_reference=checkout.account_reference,
+            description=checkout.description, callback_url=self.settings.callback_url))
+        now = self.clock()
+        tx = Transaction(
+            checkout_request_id=accepted.checkout_request_id,
+            merchant_request_id=accepted.merchant_request_id,
+            phone=checkout.phone, amount=checkout.amount,
+            account_reference=checkout.account_reference, description=checkout.description,
+            next_query_at=now + self.settings.reconcile_after,
+            created_at=iso(now), updated_at=iso(now),
+        )
+        await self.store.insert(tx)
+        log.info("payment %s started: KES %d from %s", tx.checkout_request_id, tx.amount, mask_phone(tx.phone))
+        return tx
+
+    async def get(self, checkout_request_id: str) -> Transaction | None:
+        return await self.store.get(checkout_request_id)
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    async def apply_callback(self, body: Any) -> CallbackOutcome:
+        """Apply Daraja's callback. Raises `MalformedCallback` (after logging the body) if unreadable."""
+        try:
+            cb = parse_stk_callback(body)
+        except ValueError:
+            await self.store.log_callback(None, "malformed", body)
+            raise
+        for _ in range(5):  # compare-and-set retries if another writer got there first
+            tx = await self.store.get(cb.checkout_request_id)
+            if tx is None:
+                log.warning("callback for unknown CheckoutRequestID %s (ResultCode %s): logged, nothing created",
+                            cb.checkout_request_id, cb.result_code)
+                await self.store.log_callback(cb.checkout_request_id, "unknown", body)
+                return CallbackOutcome("unknown")
+            if cb.merchant_request_id != tx.merchant_request_id:
+                log.warning("callback for %s carries MerchantRequestID %s, not ours: ignored as forged",
+                            cb.checkout_request_id, cb.merchant_request_id)
+                await self.store.log_callback(cb.checkout_request_id, "mismatch", body)
+                return CallbackOutcome("mismatch", tx)
+            outcome, changes = self._callback_transition(tx, cb, body)
+            if changes and not await self.store.compare_and_set(tx.checkout_request_id, _state_of(tx), changes):
+                continue
+            await self.store.log_callback(cb.checkout_request_id, outcome, body)
+            return CallbackOutcome(outcome, await self.store.get(cb.checkout_request_id))
+        raise RuntimeError(f"callback for {cb.checkout_request_id} lost five write races")
+
+    def _callback_transition(self, tx: Transaction, cb: StkCallback, body: Any) -> tuple[str, dict[str, Any]]:
+        raw = json.dumps(body, separators=(",", ":"))
+        if cb.succeeded:
+            completed = {"status": "completed", "result_code": "0", "result_desc": cb.result_desc,
+                         "receipt": cb.receipt, "transaction_date": cb.transaction_date,
+                         "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock())}
+            if cb.amount is not None and cb.amount != tx.amount:
+                log.warning("callback for %s reports KES %s paid, KES %s asked", tx.checkout_request_id,
+                            cb.amount, tx.amount)
+            if tx.status == "pending":
+                return "applied", completed
+            if tx.status == "failed":
+                log.warning("LATE SUCCESS: %s was %s (%s) and is now completed with receipt %s",
+                            tx.checkout_request_id, tx.status, tx.settled_by, cb.receipt)
+                return "late_success", {**completed, "late": True}
+            if tx.receipt is None:  # completed by a query, which carries no receipt
+                return "receipt_added", {"receipt": cb.receipt, "transaction_date": cb.transaction_date,
+                                         "raw_callback": raw}
+            if tx.receipt != cb.receipt:
+                log.warning("callback for %s brings receipt %s but %s is stored: kept the stored one",
+                            tx.checkout_request_id, cb.receipt, tx.receipt)
+                return "conflict", {}
+            return "duplicate", {}
+        if tx.status == "pending":
+            return "applied", {"status": "failed", "result_code": cb.result_code, "result_desc": cb.result_desc,
+                               "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock())}
+        if tx.status == "completed":
+            log.warning("failure callback (%s) for completed payment %s: the success stands",
+                        cb.result_code, tx.checkout_request_id)
+            return "conflict", {}
+        return "duplicate", {}
+
+    # -- reconciliation ------------------------------------------------------------------------
+
+    async def reconcile_due(self) -> int:
+        """Query Daraja about every pending payment whose next check is due; returns how many."""
+        now = self.clock()
+        due = await self.store.due_for_query(now)
+        claimed = []
+        for tx in due:
+            attempts = tx.query_attempts + 1
+            backoff = min(self.settings.reconcile_interval * 2 ** (attempts - 1), self.settings.reconcile_max_interval)
+            # Claim the slot first, so no other worker (or pass) queries the same payment meanwhile.
+            if await self.store.compare_and_set(
+                    tx.checkout_request_id, {"status": "pending", "next_query_at": tx.next_query_at},
+                    {"next_query_at": now + backoff, "query_attempts": attempts}):
+                claimed.append(tx)
+        await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
+        return len(claimed)
+
+    async def _reconcile(self, tx: Transaction) -> None:
+        expired = self.clock() - epoch(tx.created_at) >= self.settings.payment_timeout
+        try:
+            result = await self.daraja.stk_query(tx.checkout_request_id)
+        except (DarajaError, DarajaUnavailable) as exc:
+            log.warning("STK query for %s failed: %s", tx.checkout_request_id, exc)
+            result = None
+        if result is not None and not result.pending:
+            settled = await self._settle_from_query(tx, result.result_code or "", result.result_desc)
+            if settled:
+                return
+        if expired:
+            changed = await self.store.compare_and_set(
+                tx.checkout_request_id, {"status": "pending"},
+                {"status": "failed", "result_code": "timeout", "settled_by": "timeout", "next_query_at": None,
+                 "result_desc": "No callback and no final answer from M-Pesa in time", "settled_at": iso(self.clock())})
+            if changed:
+                log.warning("payment %s given up after %.0f s without an answer; a late success will still count",
+                            tx.checkout_request_id, self.settings.payment_timeout)
+
+    async def _settle_from_query(self, tx: Transaction, code: str, desc: str) -> bool:
+        changes: dict[str, Any] = {"result_code": code, "result_desc": desc, "settled_by": "query",
+                                   "settled_at": iso(self.clock()), "next_query_at": None}
+        changes["status"] = "completed" if code == "0" else "failed"
+        changed = await self.store.compare_and_set(tx.checkout_request_id, {"status": "pending"}, changes)
+        if changed:
+            log.info("payment %s settled by STK query: %s %s", tx.checkout_request_id, code, desc)
+        return changed
+
+
+def _state_of(tx: Transaction) -> dict[str, Any]:
+    """The columns a callback transition was decided on; the write only happens if they still hold."""
+    return {"status": tx.status, "receipt": tx.receipt, "settled_by": tx.settled_by}
+
+
+async def reconcile_forever(service: PaymentService, tick: float = 1.0) -> None:
+    while True:
+        try:
+            await service.reconcile_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep reconciling: one bad pass must not stop the loop
+            log.exception("reconciliation pass failed")
+        await asyncio.sleep(tick)

@@ -1,0 +1,72 @@
+"""Entry point.
+
+    python run.py                      the gateway, the pages and (in simulator mode) the simulator
+    python run.py simulator --port N   the Daraja simulator alone, Daraja's paths at its root
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+from dotenv import load_dotenv
+
+from gateway.config import ConfigError, Settings, load_settings
+
+
+def banner(settings: Settings) -> str:
+    lines = [
+        f"{settings.business_name} M-Pesa Server Running",
+        f"Server: {settings.server_url}",
+        f"Frontend: {settings.frontend_url}",
+        f"M-Pesa Business Code: {settings.shortcode}",
+        f"Mode: {settings.mpesa_env} ({settings.app_env})",
+        f"Daraja: {settings.base_url}",
+        f"Callback: {settings.callback_url}",
+        f"Database: {settings.database_url}",
+    ]
+    if settings.simulator_mounted:
+        lines.append(f"Simulator: {settings.server_url}/simulator/api/scenarios (PIN {settings.simulator.pin})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description="M-Pesa payment server and Daraja simulator")
+    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "simulator"))
+    parser.add_argument("--port", type=int, help="override PORT")
+    parser.add_argument("--host", help="override HOST")
+    args = parser.parse_args(argv)
+
+    load_dotenv()  # real environment variables win over .env
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+        if args.port is not None or args.host is not None:
+            import os
+            env = dict(os.environ)
+            if args.port is not None:
+                env["PORT"] = str(args.port)
+            if args.host is not None:
+                env["HOST"] = args.host
+            settings = load_settings(env)
+        if args.command == "simulator":
+            from simulator.app import create_standalone_app
+            app = create_standalone_app(settings)
+            print(f"Daraja simulator running at http://{settings.public_host}:{settings.port} "
+                  f"(consumer key {settings.consumer_key}, shortcode {settings.shortcode})", flush=True)
+        else:
+            from gateway.app import create_app
+            app = create_app(settings)
+            print(banner(settings), flush=True)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

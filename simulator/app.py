@@ -1,0 +1,82 @@
+"""Application factories: the simulator mounted beside the gateway, or standing alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE, ConfigError, Settings
+
+from .models import SimulatedDaraja
+from .responses import SIMULATOR, daraja_errors
+from .runner import SimulatorRunner
+from .scenarios import CatalogueError, load_catalogue
+from .urls import CONTROL_ROUTES, DARAJA_ROUTES
+
+RUNNER: web.AppKey[SimulatorRunner] = web.AppKey("simulator_runner", SimulatorRunner)
+
+
+def build_simulator(settings: Settings) -> SimulatedDaraja:
+    """The Daraja world for these settings: the sandbox merchant, the configured one, any extras."""
+    merchants = {SANDBOX_SHORTCODE: SANDBOX_PASSKEY, settings.shortcode: settings.passkey,
+                 **dict(settings.simulator.extra_merchants)}
+    try:
+        catalogue = load_catalogue(settings.simulator.scenarios_file)
+    except CatalogueError as exc:
+        raise ConfigError(str(exc)) from None
+    return SimulatedDaraja(settings.simulator, consumer_key=settings.consumer_key,
+                           consumer_secret=settings.consumer_secret, merchants=merchants,
+                           catalogue=catalogue, business_name=settings.business_name)
+
+
+def _runtime(sim: SimulatedDaraja) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def runtime(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            runner = SimulatorRunner(sim, session)
+            app[RUNNER] = runner
+            task = asyncio.create_task(runner.run())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await runner.close()
+    return runtime
+
+
+def create_daraja_app(sim: SimulatedDaraja) -> web.Application:
+    app = web.Application(middlewares=[daraja_errors])
+    app[SIMULATOR] = sim
+    app.add_routes(DARAJA_ROUTES)
+    return app
+
+
+def create_control_app(sim: SimulatedDaraja) -> web.Application:
+    app = web.Application()
+    app[SIMULATOR] = sim
+    app.add_routes(CONTROL_ROUTES)
+    return app
+
+
+def mount_simulator(app: web.Application, settings: Settings) -> SimulatedDaraja:
+    """Daraja's paths under /daraja and the control API under /simulator, in the gateway's process."""
+    sim = build_simulator(settings)
+    app[SIMULATOR] = sim
+    app.add_subapp("/daraja", create_daraja_app(sim))
+    app.add_subapp("/simulator", create_control_app(sim))
+    app.cleanup_ctx.append(_runtime(sim))
+    return sim
+
+
+def create_standalone_app(settings: Settings) -> web.Application:
+    """Daraja's paths at the root, so any Daraja client can use this base URL instead of Safaricom's."""
+    sim = build_simulator(settings)
+    app = web.Application(middlewares=[daraja_errors], client_max_size=settings.max_body_bytes)
+    app[SIMULATOR] = sim
+    app.add_routes(DARAJA_ROUTES)
+    app.add_subapp("/simulator", create_control_app(sim))
+    app.cleanup_ctx.append(_runtime(sim))
+    return app

@@ -1,0 +1,493 @@
+"""The simulated Daraja and the customers' handsets as plain objects: no HTTP in here.
+
+`SimulatedDaraja` holds merchants, tokens, subscribers and prompts, and the rules that move a
+prompt from open to settled. Time comes from an injectable clock and every public method first
+catches up with it, so a test can drive the whole world synchronously.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import itertools
+import random
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from faker import Faker
+
+from gateway.config import SimulatorSettings
+from gateway.daraja.wire import (NAIROBI, TIMESTAMP_FORMAT, failure_callback_body, stk_password,
+                                 success_callback_body)
+
+from .exceptions import (BadClientCredentials, InvalidAccessToken, InvalidField, MerchantDoesNotExist,
+                         SubscriberLocked, WrongCredentials)
+from .result_codes import callback_desc
+from .scenarios import Scenario
+
+# Safaricom's MSISDN ranges (07xx, 0110-0115), as Daraja's PhoneNumber check.
+SAFARICOM_MSISDN = re.compile(r"^254(7\d{8}|11[0-5]\d{6})$")
+TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
+MAX_AMOUNT = 250_000  # Safaricom's per-transaction maximum (2025 FAQ)
+_ALNUM = string.ascii_letters + string.digits
+_RECEIPT_CHARS = string.ascii_uppercase + string.digits
+
+
+@dataclass
+class Subscriber:
+    msisdn: str
+    name: str
+    balance: int  # KES
+
+    def to_json(self) -> dict[str, Any]:
+        return {"msisdn": self.msisdn, "name": self.name, "balance": self.balance}
+
+
+@dataclass
+class CallbackAttempt:
+    at: float
+    url: str
+    body: dict[str, Any]
+    status: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "url": self.url, "status": self.status, "error": self.error,
+                "durationMs": self.duration_ms, "body": self.body}
+
+
+@dataclass
+class CallbackJob:
+    due_at: float
+    checkout_request_id: str
+    url: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Prompt:
+    checkout_request_id: str
+    merchant_request_id: str
+    msisdn: str
+    amount: int
+    shortcode: str
+    party_b: str
+    transaction_type: str
+    account_reference: str
+    description: str
+    callback_url: str
+    created_at: float
+    expires_at: float
+    scenario: Scenario | None
+    answer_at: float | None = None  # when a scripted outcome happens
+    state: str = "open"  # open | settled
+    result_code: str | None = None
+    result_desc: str | None = None
+    receipt: str | None = None
+    transaction_date: str | None = None
+    balance_after: int | None = None
+    settled_at: float | None = None
+    callbacks: list[CallbackAttempt] = field(default_factory=list)
+
+    @property
+    def open(self) -> bool:
+        return self.state == "open"
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "checkoutRequestId": self.checkout_request_id,
+            "merchantRequestId": self.merchant_request_id,
+            "msisdn": self.msisdn,
+            "amount": self.amount,
+            "shortcode": self.shortcode,
+            "partyB": self.party_b,
+            "transactionType": self.transaction_type,
+            "accountReference": self.account_reference,
+            "description": self.description,
+            "state": self.state,
+            "scenario": self.scenario.title if self.scenario else None,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+            "secondsLeft": max(0.0, round(self.expires_at - now, 1)) if self.open else 0.0,
+            "resultCode": self.result_code,
+            "resultDesc": self.result_desc,
+            "receipt": self.receipt,
+            "transactionDate": self.transaction_date,
+            "balanceAfter": self.balance_after,
+            "callbacks": [c.to_json() for c in self.callbacks],
+        }
+
+
+@dataclass(frozen=True)
+class PushOrder:
+    """An STK push whose fields passed Daraja's checks, in canonical string form."""
+
+    shortcode: str
+    password: str
+    timestamp: str
+    transaction_type: str
+    amount: int
+    party_a: str
+    party_b: str
+    phone: str
+    callback_url: str
+    account_reference: str
+    description: str
+
+
+def _digits(value: Any, lo: int, hi: int) -> str | None:
+    """A number or numeric string of lo..hi digits, as Daraja accepts both."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str) and value.strip().isdigit() and lo <= len(value.strip()) <= hi:
+        return value.strip()
+    return None
+
+
+def _msisdn(value: Any) -> str | None:
+    text = _digits(value, 12, 12)
+    return text if text and SAFARICOM_MSISDN.match(text) else None
+
+
+def _amount(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int) and 1 <= value <= MAX_AMOUNT:
+        return value
+    return None
+
+
+def _timestamp(value: Any) -> str | None:
+    text = _digits(value, 14, 14)
+    if text is None:
+        return None
+    try:
+        datetime.strptime(text, TIMESTAMP_FORMAT)
+    except ValueError:
+        return None
+    return text
+
+
+def _callback_url(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 500:
+        return None
+    parts = urlsplit(value.strip())
+    return value.strip() if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+class SimulatedDaraja:
+    def __init__(self, settings: SimulatorSettings, *, consumer_key: str, consumer_secret: str,
+                 merchants: dict[str, str], catalogue: dict[str, Scenario], business_name: str = "Demo Shop",
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.business_name = business_name
+        self.merchants = dict(merchants)
+        self.catalogue = catalogue
+        self._consumer_key = consumer_key
+        self._consumer_secret = consumer_secret
+        self.clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._faker = Faker("en_KE")
+        self.tokens: dict[str, float] = {}  # token -> expires at
+        self.tokens_issued = 0
+        self.subscribers: dict[str, Subscriber] = {}
+        self.prompts: dict[str, Prompt] = {}
+        self._receipts: set[str] = set()
+        self._callback_jobs: list[CallbackJob] = []
+        self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
+        self.on_change: Callable[[], None] = lambda: None
+
+    # -- OAuth ---------------------------------------------------------------------------------
+
+    def issue_token(self, key: str, secret: str) -> tuple[str, int]:
+        if not (hmac.compare_digest(key.encode(), self._consumer_key.encode())
+                and hmac.compare_digest(secret.encode(), self._consumer_secret.encode())):
+            raise BadClientCredentials()
+        token = "".join(self._rng.choice(_ALNUM) for _ in range(28))
+        lifetime = self.settings.token_lifetime
+        self.tokens[token] = self.clock() + lifetime
+        self.tokens_issued += 1
+        return token, lifetime
+
+    def check_token(self, token: str | None) -> None:
+        expires_at = self.tokens.get(token or "")
+        if expires_at is None or self.clock() >= expires_at:
+            raise InvalidAccessToken()
+
+    def revoke_tokens(self) -> None:
+        self.tokens.clear()
+
+    # -- STK push ------------------------------------------------------------------------------
+
+    def validate_push(self, body: dict[str, Any]) -> PushOrder:
+        """Daraja's field checks, in the order of its sample request."""
+        checks: list[tuple[str, str, Callable[[Any], Any]]] = [
+            ("BusinessShortCode", "BusinessShortCode", lambda v: _digits(v, 5, 7)),
+            ("Password", "Password", lambda v: v if isinstance(v, str) and v.strip() else None),
+            ("Timestamp", "Timestamp", _timestamp),
+            ("TransactionType", "TransactionType", lambda v: v if v in TRANSACTION_TYPES else None),
+            ("Amount", "Amount", _amount),
+            ("PartyA", "PartyA", _msisdn),
+            ("PartyB", "PartyB", lambda v: _digits(v, 5, 7)),
+            ("PhoneNumber", "PhoneNumber", _msisdn),
+            ("CallBackURL", "CallBackURL", _callback_url),
+            ("AccountReference", "AccountReference", self._account_reference),
+            # A missing TransactionDesc is reported by its internal name, "Remarks".
+            ("TransactionDesc", "Remarks", lambda v: v.strip() if isinstance(v, str) and v.strip() else None),
+        ]
+        values = {}
+        for name, reported, check in checks:
+            value = check(body.get(name))
+            if value is None:
+                raise InvalidField(reported)
+            values[name] = value
+        return PushOrder(
+            shortcode=values["BusinessShortCode"], password=values["Password"],
+            timestamp=values["Timestamp"], transaction_type=values["TransactionType"],
+            amount=values["Amount"], party_a=values["PartyA"], party_b=values["PartyB"],
+            phone=values["PhoneNumber"], callback_url=values["CallBackURL"],
+            account_reference=values["AccountReference"], description=values["TransactionDesc"],
+        )
+
+    def _account_reference(self, value: Any) -> str | None:
+        if isinstance(value, str) and value.strip() and len(value) <= self.settings.account_reference_max:
+            return value
+        return None
+
+    def check_password(self, shortcode: str, password: str, timestamp: str) -> None:
+        passkey = self.merchants.get(shortcode)
+        if passkey is None:
+            raise MerchantDoesNotExist()
+        if not hmac.compare_digest(password.encode(), stk_password(shortcode, passkey, timestamp).encode()):
+            raise WrongCredentials(hint=self.diagnose_password(shortcode, passkey, password, timestamp))
+
+    def diagnose_password(self, shortcode: str, passkey: str, password: str, timestamp: str) -> str:
+        """Why a Password is wrong, in words (Daraja only ever says "Wrong credentials")."""
+        try:
+            decoded = base64.b64decode(password, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return "Password is not base64 of text: it must be base64(BusinessShortCode + Passkey + Timestamp)"
+        if not decoded.startswith(shortcode):
+            return f"Password does not start with the BusinessShortCode {shortcode} once base64-decoded"
+        rest = decoded[len(shortcode):]
+        if len(rest) >= 14 and rest[-14:].isdigit() and rest[:-14] == passkey and rest[-14:] != timestamp:
+            return (f"Password was built with timestamp {rest[-14:]} but the Timestamp field says {timestamp}: "
+                    "use the same value for both")
+        if not rest.endswith(timestamp):
+            return "Password does not end with the Timestamp field once base64-decoded"
+        if rest[:-len(timestamp)] != passkey:
+            hint = f"the passkey inside the Password does not match shortcode {shortcode}'s passkey"
+        else:
+            hint = "Password does not match base64(BusinessShortCode + Passkey + Timestamp)"
+        skew = timestamp_skew_hours(timestamp, self.clock())
+        if abs(skew) >= 0.5:
+            direction = "behind" if skew < 0 else "ahead of"
+            hint += f"; also, the Timestamp is {abs(skew):.0f} h {direction} Nairobi time"
+            if round(skew) == -3:
+                hint += " (built in UTC? Daraja expects Africa/Nairobi time)"
+        return hint
+
+    def push(self, body: dict[str, Any]) -> Prompt:
+        order = self.validate_push(body)
+        self.check_password(order.shortcode, order.password, order.timestamp)
+        now = self.catch_up()
+        scenario = self.catalogue.get(order.phone)
+        if scenario is not None and scenario.push == "locked":
+            raise SubscriberLocked()
+        if self.settings.lock_subscriber and any(p.open and p.msisdn == order.phone for p in self.prompts.values()):
+            raise SubscriberLocked()
+        self.subscriber(order.phone)
+        prompt = Prompt(
+            checkout_request_id=self._checkout_request_id(order.phone, now),
+            merchant_request_id=self.new_request_id(),
+            msisdn=order.phone, amount=order.amount, shortcode=order.shortcode, party_b=order.party_b,
+            transaction_type=order.transaction_type, account_reference=order.account_reference,
+            description=order.description, callback_url=order.callback_url,
+            created_at=now, expires_at=now + self.settings.prompt_lifetime, scenario=scenario,
+        )
+        if scenario is not None and not scenario.interactive:
+            delay = self.settings.auto_answer_delay if scenario.at == "auto_answer" else self.settings.prompt_lifetime
+            prompt.answer_at = now + delay
+        self.prompts[prompt.checkout_request_id] = prompt
+        self.on_change()
+        return prompt
+
+    # -- STK query ------------------------------------------------------------------------------
+
+    def query(self, body: dict[str, Any]) -> Prompt:
+        """The prompt behind a CheckoutRequestID; callers render open vs settled."""
+        shortcode = _digits(body.get("BusinessShortCode"), 5, 7)
+        if shortcode is None:
+            raise InvalidField("BusinessShortCode")
+        password = body.get("Password")
+        if not isinstance(password, str) or not password.strip():
+            raise InvalidField("Password")
+        timestamp = _timestamp(body.get("Timestamp"))
+        if timestamp is None:
+            raise InvalidField("Timestamp")
+        checkout_request_id = body.get("CheckoutRequestID")
+        if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
+            raise InvalidField("CheckoutRequestID")
+        self.check_password(shortcode, password, timestamp)
+        self.catch_up()
+        prompt = self.prompts.get(checkout_request_id.strip())
+        if prompt is None or prompt.shortcode != shortcode:
+            raise InvalidField("CheckoutRequestID")
+        return prompt
+
+    # -- the handset ---------------------------------------------------------------------------
+
+    def prompt(self, checkout_request_id: str) -> Prompt | None:
+        self.catch_up()
+        return self.prompts.get(checkout_request_id)
+
+    def enter_pin(self, checkout_request_id: str, pin: str) -> Prompt:
+        prompt = self._open_prompt(checkout_request_id)
+        ok = hmac.compare_digest(str(pin).encode(), self.settings.pin.encode())
+        return self._settle(prompt, "0" if ok else "2001")
+
+    def cancel(self, checkout_request_id: str) -> Prompt:
+        return self._settle(self._open_prompt(checkout_request_id), "1032")
+
+    def _open_prompt(self, checkout_request_id: str) -> Prompt:
+        self.catch_up()
+        prompt = self.prompts.get(checkout_request_id)
+        if prompt is None:
+            raise KeyError(checkout_request_id)
+        if not prompt.open:
+            raise PromptClosed(prompt)
+        return prompt
+
+    def subscriber(self, msisdn: str) -> Subscriber:
+        """The customer behind a number: the same name and balance every run (seeded by the number)."""
+        if msisdn not in self.subscribers:
+            self._faker.seed_instance(int(msisdn))
+            scenario = self.catalogue.get(msisdn)
+            balance = scenario.balance if scenario and scenario.balance is not None \
+                else self._faker.random_int(2_000, 80_000)
+            self.subscribers[msisdn] = Subscriber(msisdn, self._faker.name(), balance)
+        return self.subscribers[msisdn]
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def catch_up(self) -> float:
+        """Settle every prompt whose scripted answer or expiry is due; returns the time."""
+        now = self.clock()
+        for prompt in list(self.prompts.values()):
+            if not prompt.open:
+                continue
+            if prompt.answer_at is not None and now >= prompt.answer_at:
+                self._settle(prompt, prompt.scenario.outcome if prompt.scenario else "1037", now)
+            elif now >= prompt.expires_at:
+                self._settle(prompt, "1037", now)  # nobody answered: "DS timeout user cannot be reached"
+        return now
+
+    def next_wakeup(self) -> float | None:
+        times = [p.answer_at if p.answer_at is not None else p.expires_at for p in self.prompts.values() if p.open]
+        times += [job.due_at for job in self._callback_jobs]
+        return min(times, default=None)
+
+    def take_due_callbacks(self) -> list[CallbackJob]:
+        now = self.catch_up()
+        due = [job for job in self._callback_jobs if job.due_at <= now]
+        self._callback_jobs = [job for job in self._callback_jobs if job.due_at > now]
+        return due
+
+    def record_callback(self, checkout_request_id: str, attempt: CallbackAttempt) -> None:
+        prompt = self.prompts.get(checkout_request_id)
+        if prompt is not None:
+            prompt.callbacks.append(attempt)
+            self.on_change()
+
+    # -- settlement ----------------------------------------------------------------------------
+
+    def _settle(self, prompt: Prompt, code: str, now: float | None = None) -> Prompt:
+        now = self.clock() if now is None else now
+        subscriber = self.subscriber(prompt.msisdn)
+        if code == "0" and subscriber.balance < prompt.amount:
+            code = "1"
+        prompt.state, prompt.result_code, prompt.result_desc = "settled", code, callback_desc(code)
+        prompt.settled_at = now
+        if code == "0":
+            subscriber.balance -= prompt.amount
+            prompt.balance_after = subscriber.balance
+            prompt.receipt = self._receipt(now)
+            prompt.transaction_date = datetime.fromtimestamp(now, NAIROBI).strftime(TIMESTAMP_FORMAT)
+            body = success_callback_body(
+                merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
+                amount=prompt.amount, receipt=prompt.receipt, transaction_date=prompt.transaction_date,
+                phone=prompt.msisdn)
+        else:
+            body = failure_callback_body(
+                merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
+                result_code=code, result_desc=prompt.result_desc)
+        self._schedule_callbacks(prompt, body, now)
+        self.on_change()
+        return prompt
+
+    def _schedule_callbacks(self, prompt: Prompt, body: dict[str, Any], now: float) -> None:
+        behaviour = prompt.scenario.callback if prompt.scenario else "once"
+        delay = self.settings.callback_delay
+        times = {"once": [delay], "never": [], "twice": [delay, delay + 0.05],
+                 "late": [self.settings.late_callback_delay]}[behaviour]
+        for offset in times:
+            self._callback_jobs.append(CallbackJob(now + offset, prompt.checkout_request_id, prompt.callback_url, body))
+
+    # -- identifiers in Daraja's shapes --------------------------------------------------------
+
+    def _checkout_request_id(self, msisdn: str, now: float) -> str:
+        """ws_CO_ + DDMMYYYYHHmmss + milliseconds (unpadded) + the subscriber number without 254."""
+        moment = datetime.fromtimestamp(now, NAIROBI)
+        millis = moment.microsecond // 1000
+        for step in range(1000):
+            candidate = f"ws_CO_{moment:%d%m%Y%H%M%S}{(millis + step) % 1000}{msisdn[3:]}"
+            if candidate not in self.prompts:
+                return candidate
+        raise RuntimeError("no free CheckoutRequestID in this second")
+
+    def new_request_id(self) -> str:
+        """The 2024+ MerchantRequestID/requestId shape: 4-4-4 hex groups, then hex and a sequence."""
+        h = secrets.token_hex(12)
+        return f"{h[:4]}-{h[4:8]}-{h[8:12]}-{h[12:24]}{next(self._merchant_seq)}"
+
+    def _receipt(self, now: float) -> str:
+        """10 characters: year letter (2017 = L), month letter (A = Jan), day (1-9, A = 10, …), 7 random."""
+        moment = datetime.fromtimestamp(now, NAIROBI)
+        day_chars = "123456789ABCDEFGHIJKLMNOPQRSTUV"
+        prefix = chr(ord("L") + moment.year - 2017) + "ABCDEFGHIJKL"[moment.month - 1] + day_chars[moment.day - 1]
+        while True:
+            receipt = prefix + "".join(self._rng.choice(_RECEIPT_CHARS) for _ in range(7))
+            if receipt not in self._receipts:
+                self._receipts.add(receipt)
+                return receipt
+
+
+class PromptClosed(Exception):
+    def __init__(self, prompt: Prompt) -> None:
+        super().__init__(f"prompt {prompt.checkout_request_id} is already {prompt.state}")
+        self.prompt = prompt
+
+
+def timestamp_skew_hours(timestamp: str, now: float) -> float:
+    """How far a Daraja Timestamp is from Nairobi time now, in hours (negative: behind)."""
+    stamped = datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=NAIROBI)
+    return (stamped - datetime.fromtimestamp(now, NAIROBI)) / timedelta(hours=1)

@@ -1,0 +1,117 @@
+"""Daraja's wire format: requests in, exact Daraja bodies out. No business rules in here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .exceptions import (DarajaException, InvalidAuthentication, InvalidField, InvalidGrantType,
+                         InvalidRequestPayload, MethodNotAllowed, ResourceNotFound, TransactionBeingProcessed)
+from .models import SimulatedDaraja
+from .result_codes import QUERY_ACCEPTED, query_desc
+
+log = logging.getLogger("simulator.daraja")
+
+SIMULATOR: web.AppKey[SimulatedDaraja] = web.AppKey("simulator", SimulatedDaraja)
+HINT_HEADER = "X-Simulator-Hint"
+ACCEPTED = "Success. Request accepted for processing"
+
+
+def render_error(exc: DarajaException, request_id: str) -> web.Response:
+    headers = {HINT_HEADER: exc.hint} if exc.hint else None
+    if exc.empty_body:
+        return web.Response(status=exc.http_status, headers=headers)
+    body = {"requestId": exc.request_id or request_id, "errorCode": exc.error_code, "errorMessage": exc.error_message}
+    return web.json_response(body, status=exc.http_status, reason=exc.reason, headers=headers)
+
+
+@web.middleware
+async def daraja_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure leaves in Daraja's envelope, including aiohttp's own 404/405."""
+    sim = request.app[SIMULATOR]
+    try:
+        return await handler(request)
+    except DarajaException as exc:
+        if exc.hint:
+            log.warning("%s %s -> %s (%s)", request.method, request.path, exc.error_message, exc.hint)
+        return render_error(exc, sim.new_request_id())
+    except web.HTTPMethodNotAllowed:
+        return render_error(MethodNotAllowed(request.method), sim.new_request_id())
+    except web.HTTPNotFound:
+        return render_error(ResourceNotFound(), sim.new_request_id())
+    except web.HTTPRequestEntityTooLarge:
+        return render_error(InvalidRequestPayload(), sim.new_request_id())
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    # A form-encoded body is reported as a bad BusinessShortCode, as Daraja does.
+    if request.content_type != "application/json":
+        raise InvalidField("BusinessShortCode")
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise InvalidRequestPayload() from None
+    if not isinstance(body, dict):
+        raise InvalidRequestPayload()
+    return body
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def oauth_generate(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    if request.query.get("grant_type") != "client_credentials":
+        raise InvalidGrantType()
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Basic":
+        raise InvalidAuthentication()
+    try:
+        key, sep, secret = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidAuthentication() from None
+    if not sep:
+        raise InvalidAuthentication()
+    token, lifetime = sim.issue_token(key, secret)
+    # expires_in is a string on the real wire
+    return web.json_response({"access_token": token, "expires_in": str(lifetime)})
+
+
+async def stk_push(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    sim.check_token(bearer_token(request))
+    prompt = sim.push(await json_body(request))
+    log.info("STK push %s to %s for KES %s", prompt.checkout_request_id, prompt.msisdn, prompt.amount)
+    return web.json_response({
+        "MerchantRequestID": prompt.merchant_request_id,
+        "CheckoutRequestID": prompt.checkout_request_id,
+        "ResponseCode": "0",
+        "ResponseDescription": ACCEPTED,
+        "CustomerMessage": ACCEPTED,
+    })
+
+
+async def stk_query(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    sim.check_token(bearer_token(request))
+    prompt = sim.query(await json_body(request))
+    base = {
+        "ResponseCode": "0",
+        "ResponseDescription": QUERY_ACCEPTED,
+        "MerchantRequestID": prompt.merchant_request_id,
+        "CheckoutRequestID": prompt.checkout_request_id,
+    }
+    if prompt.open:
+        if sim.settings.query_pending_style == "4999":
+            return web.json_response({**base, "ResultCode": "4999",
+                                      "ResultDesc": "The transaction is still under processing"})
+        raise TransactionBeingProcessed(request_id=prompt.checkout_request_id)
+    code = prompt.result_code or ""
+    return web.json_response({**base, "ResultCode": code, "ResultDesc": query_desc(code)})

@@ -1,0 +1,58 @@
+"""The simulator's clock: answers scripted prompts, expires unanswered ones and POSTs callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+
+from .models import CallbackAttempt, CallbackJob, SimulatedDaraja
+
+log = logging.getLogger("simulator.callbacks")
+
+
+class SimulatorRunner:
+    def __init__(self, sim: SimulatedDaraja, session: aiohttp.ClientSession) -> None:
+        self.sim = sim
+        self.session = session
+        self._wake = asyncio.Event()
+        self._deliveries: set[asyncio.Task[None]] = set()
+        sim.on_change = self._wake.set
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            for job in self.sim.take_due_callbacks():
+                task = asyncio.create_task(self.deliver(job))
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
+            wakeup = self.sim.next_wakeup()
+            timeout = None if wakeup is None else max(0.0, wakeup - self.sim.clock())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(timeout, 1.0) if timeout is not None else 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def deliver(self, job: CallbackJob) -> None:
+        """One POST of Daraja's callback body, with a timeout; Daraja does not retry."""
+        attempt = CallbackAttempt(at=self.sim.clock(), url=job.url, body=job.body)
+        started = time.perf_counter()
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.sim.settings.callback_timeout)
+            async with self.session.post(job.url, json=job.body, timeout=timeout) as resp:
+                await resp.read()
+                attempt.status = resp.status
+        except asyncio.TimeoutError:
+            attempt.error = "timed out"
+        except aiohttp.ClientError as exc:
+            attempt.error = f"{type(exc).__name__}: {exc}"
+        attempt.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        self.sim.record_callback(job.checkout_request_id, attempt)
+        log.info("callback %s -> %s %s", job.checkout_request_id, job.url, attempt.status or attempt.error)
+
+    async def close(self) -> None:
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)

@@ -1,0 +1,22 @@
+"""Route tables: Daraja's paths, and the simulator's own control API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import control, responses
+
+DARAJA_ROUTES = [
+    web.get("/oauth/v1/generate", responses.oauth_generate, allow_head=False),
+    web.post("/mpesa/stkpush/v1/processrequest", responses.stk_push),
+    web.post("/mpesa/stkpushquery/v1/query", responses.stk_query),
+]
+
+CONTROL_ROUTES = [
+    web.get("/api/scenarios", control.list_scenarios),
+    web.get("/api/prompts", control.list_prompts),
+    web.get("/api/prompts/{checkout_request_id}", control.get_prompt),
+    web.post("/api/prompts/{checkout_request_id}/pin", control.enter_pin),
+    web.post("/api/prompts/{checkout_request_id}/cancel", control.cancel),
+    web.get("/api/subscribers/{msisdn}", control.get_subscriber),
+]
