@@ -4,6 +4,7 @@ differs between the simulator, Safaricom's sandbox and production."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -92,7 +93,8 @@ class DarajaClient:
                  timeout: float = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(consumer_key, consumer_secret)
+        credentials = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode("ascii")
+        self._basic_auth = {"Authorization": f"Basic {credentials}"}
         self._shortcode = shortcode
         self._passkey = passkey
         self._transaction_type = transaction_type
@@ -161,7 +163,7 @@ class DarajaClient:
         return status, data
 
     async def _fetch_token(self) -> tuple[str, int]:
-        status, data = await self._request("GET", OAUTH_PATH, auth=self._auth)
+        status, data = await self._request("GET", OAUTH_PATH, headers=self._basic_auth)
         if status == 200 and isinstance(data.get("access_token"), str):
             try:
                 return data["access_token"], parse_expires_in(data.get("expires_in", 3599))

@@ -1,0 +1,108 @@
+"""The real server process (`python run.py`), stopped and started again on the same SQLite file:
+every transaction is still answered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import FAST_ENV, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_server(env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{env['PORT']}/health"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{proc.stdout.read()}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start in 20 s")
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def wait_status(base: str, cid: str, want: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = requests.post(f"{base}/stkpush/status", json={"checkoutRequestId": cid}, timeout=5).json()
+        if body.get("status") == want or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def server_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "RECONCILE_"))}
+    env.update(FAST_ENV)
+    env.update({"PORT": str(free_port()), "DATABASE_URL": f"sqlite:///{tmp_path}/shop.sqlite3",
+                "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def test_transactions_survive_a_restart(server_env):
+    base = f"http://127.0.0.1:{server_env['PORT']}"
+    proc = start_server(server_env)
+    try:
+        paid = requests.post(f"{base}/stkpush", json={"phone": "0700000000", "amount": 100,
+                                                      "description": "Demo", "accountReference": "CART_1"},
+                             timeout=10).json()
+        waiting = requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 5}, timeout=10).json()
+        completed = wait_status(base, paid["checkoutRequestId"], "completed")
+        assert completed["status"] == "completed"
+    finally:
+        output = stop_server(proc)
+    assert "M-Pesa Server Running" in output and "Mode: simulator" in output
+
+    proc = start_server(server_env)
+    try:
+        again = requests.post(f"{base}/stkpush/status", json={"checkoutRequestId": paid["checkoutRequestId"]},
+                              timeout=5)
+        assert again.status_code == 200
+        assert again.json()["transaction_id"] == completed["transaction_id"]
+        pending = requests.post(f"{base}/stkpush/status",
+                                json={"checkoutRequestId": waiting["checkoutRequestId"]}, timeout=5)
+        assert (pending.status_code, pending.json()["status"]) == (200, "pending")
+    finally:
+        stop_server(proc)
+
+
+def test_start_up_refuses_an_unsafe_mode_with_one_clear_line(server_env):
+    env = {**server_env, "MPESA_ENV": "production", "MPESA_CONSUMER_KEY": "k", "MPESA_CONSUMER_SECRET": "s",
+           "MPESA_BUSINESS_SHORTCODE": "600000", "MPESA_PASSKEY": "p", "CALLBACK_URL": "http://shop.example/cb"}
+    proc = subprocess.run([sys.executable, "run.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["Configuration error: CALLBACK_URL must be an https URL (got 'http://shop.example/cb')"]
+
+
+def test_banner_never_prints_a_secret(server_env):
+    env = {**server_env, "MPESA_CONSUMER_KEY": "demo-key", "MPESA_CONSUMER_SECRET": "TopSecret-998877",
+           "MPESA_PASSKEY": "PassKey-112233"}
+    proc = start_server(env)
+    output = stop_server(proc)
+    assert "M-Pesa Business Code: 174379" in output
+    assert "TopSecret-998877" not in output and "PassKey-112233" not in output
