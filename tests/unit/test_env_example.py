@@ -1,0 +1,25 @@
+"""The shipped .env.example must load as it is: a new user copies it and starts."""
+
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from gateway.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_env_example_loads_into_working_simulator_settings():
+    values = {k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()}
+    settings = load_settings(values)
+    assert settings.mpesa_env == "simulator"
+    assert settings.base_url == "http://127.0.0.1:3001/daraja"
+
+
+def test_env_example_names_every_setting_the_code_reads():
+    names = set(dotenv_values(ROOT / ".env.example"))
+    code = (ROOT / "gateway" / "config.py").read_text()
+    import re
+    read = set(re.findall(r'"((?:MPESA|SIMULATOR|RECONCILE|PAYMENT|DARAJA|APP|DATABASE|CALLBACK|FRONTEND|BUSINESS)'
+                          r'_[A-Z_]+|PORT|HOST)"', code))
+    assert read - names == set()
