@@ -12,7 +12,7 @@ from typing import Any
 from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
 
 INVALID_PHONE = "Invalid phone number format"
-_PHONE = re.compile(r"^(?:\+254|254|0)([17]\d{8})$")
+_PHONE = re.compile(r"(?:\+254|254|0)([17][0-9]{8})")
 _SEPARATORS = re.compile(r"[\s\-]")
 
 
@@ -27,7 +27,7 @@ def normalise_phone(raw: Any) -> str:
     """07XXXXXXXX, 01XXXXXXXX, 2547…, 2541…, +254… (spaces or dashes tolerated) → 2547…/2541…"""
     if not isinstance(raw, str):
         raise CheckoutError(INVALID_PHONE, "phone")
-    match = _PHONE.match(_SEPARATORS.sub("", raw))
+    match = _PHONE.fullmatch(_SEPARATORS.sub("", raw))
     if not match:
         raise CheckoutError(INVALID_PHONE, "phone")
     return "254" + match.group(1)
@@ -46,7 +46,7 @@ def parse_amount(raw: Any, max_amount: int) -> int:
         value = raw
     elif isinstance(raw, float) and raw.is_integer():
         value = int(raw)  # JSON 100.0 from a JavaScript number is still a whole amount
-    elif isinstance(raw, str) and raw.strip().isdigit():
+    elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal():
         value = int(raw.strip())
     if value is None or not 1 <= value <= max_amount:
         raise CheckoutError(amount_message(max_amount), "amount")

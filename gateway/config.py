@@ -46,7 +46,7 @@ class SimulatorSettings:
     account_reference_max: int = 12
     scenarios_file: str | None = None
     # Extra merchants the simulator accepts, as "shortcode:passkey" pairs.
-    extra_merchants: tuple[tuple[str, str], ...] = ()
+    extra_merchants: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     shortcode = shortcode or SANDBOX_SHORTCODE
     passkey = passkey or SANDBOX_PASSKEY
     if not shortcode.isdigit() or not 5 <= len(shortcode) <= 7:
-        raise ConfigError(f"MPESA_BUSINESS_SHORTCODE must be 5 to 7 digits (got {shortcode!r})")
+        raise ConfigError("MPESA_BUSINESS_SHORTCODE must be 5 to 7 digits")
     transaction_type = _choice(env, "MPESA_TRANSACTION_TYPE", "CustomerPayBillOnline", TRANSACTION_TYPES)
     till = get("MPESA_TILL_NUMBER")
     if transaction_type == "CustomerBuyGoodsOnline" and not (till.isdigit() and 5 <= len(till) <= 7):

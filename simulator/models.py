@@ -30,10 +30,10 @@ from gateway.daraja.wire import (NAIROBI, TIMESTAMP_FORMAT, failure_callback_bod
 from .exceptions import (BadClientCredentials, InvalidAccessToken, InvalidField, MerchantDoesNotExist,
                          SubscriberLocked, WrongCredentials)
 from .result_codes import callback_desc
-from .scenarios import Scenario
+from .scenarios import MSISDN, Scenario
 
 # Safaricom's MSISDN ranges (07xx, 0110-0115), as Daraja's PhoneNumber check.
-SAFARICOM_MSISDN = re.compile(r"^254(7\d{8}|11[0-5]\d{6})$")
+SAFARICOM_MSISDN = MSISDN
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 MAX_AMOUNT = 250_000  # Safaricom's per-transaction maximum (2025 FAQ)
 _ALNUM = string.ascii_letters + string.digits
@@ -143,20 +143,24 @@ class PushOrder:
     description: str
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
+
+
 def _digits(value: Any, lo: int, hi: int) -> str | None:
     """A number or numeric string of lo..hi digits, as Daraja accepts both."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         value = str(value)
-    if isinstance(value, str) and value.strip().isdigit() and lo <= len(value.strip()) <= hi:
+    if isinstance(value, str) and _ascii_digits(value.strip()) and lo <= len(value.strip()) <= hi:
         return value.strip()
     return None
 
 
 def _msisdn(value: Any) -> str | None:
     text = _digits(value, 12, 12)
-    return text if text and SAFARICOM_MSISDN.match(text) else None
+    return text if text and SAFARICOM_MSISDN.fullmatch(text) else None
 
 
 def _amount(value: Any) -> int | None:
@@ -473,7 +477,8 @@ class SimulatedDaraja:
         """10 characters: year letter (2017 = L), month letter (A = Jan), day (1-9, A = 10, …), 7 random."""
         moment = datetime.fromtimestamp(now, NAIROBI)
         day_chars = "123456789ABCDEFGHIJKLMNOPQRSTUV"
-        prefix = chr(ord("L") + moment.year - 2017) + "ABCDEFGHIJKL"[moment.month - 1] + day_chars[moment.day - 1]
+        year_char = string.ascii_uppercase[(moment.year - 2006) % 26]  # 2017 = L … 2026 = U, then wraps
+        prefix = year_char + "ABCDEFGHIJKL"[moment.month - 1] + day_chars[moment.day - 1]
         while True:
             receipt = prefix + "".join(self._rng.choice(_RECEIPT_CHARS) for _ in range(7))
             if receipt not in self._receipts:

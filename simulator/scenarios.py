@@ -13,7 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-MSISDN = re.compile(r"^254(7\d{8}|1\d{8})$")
+# The numbers the simulator can push to (Safaricom ranges: 07xx and 0110-0115).
+MSISDN = re.compile(r"254(7[0-9]{8}|11[0-5][0-9]{6})")
+RESULT_CODE = re.compile(r"[A-Za-z0-9_.]{1,40}")
 PUSH_BEHAVIOURS = ("accept", "locked")
 CALLBACK_BEHAVIOURS = ("once", "never", "twice", "late")
 TIMINGS = ("auto_answer", "prompt_lifetime")
@@ -46,9 +48,13 @@ def _scenario(entry: Any, source: str) -> Scenario:
     if not isinstance(entry, dict):
         raise CatalogueError(f"{source}: every entry must be an object")
     msisdn = str(entry.get("msisdn", ""))
-    if not MSISDN.match(msisdn):
+    if not MSISDN.fullmatch(msisdn):
         raise CatalogueError(f"{source}: msisdn {msisdn!r} must look like 2547XXXXXXXX or 2541XXXXXXXX")
-    outcome = str(entry.get("outcome", "interactive"))
+    outcome = entry.get("outcome", "interactive")
+    if isinstance(outcome, int) and not isinstance(outcome, bool):
+        outcome = str(outcome)
+    if not isinstance(outcome, str) or not RESULT_CODE.fullmatch(outcome):
+        raise CatalogueError(f"{source}: {msisdn}: outcome must be \"interactive\" or a ResultCode such as \"1032\"")
     fields = {
         "msisdn": msisdn,
         "title": str(entry.get("title") or msisdn),

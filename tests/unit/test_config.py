@@ -1,0 +1,188 @@
+"""Settings: defaults per mode, refusals with one clear line, and secrets kept out of messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, PRODUCTION_BASE_URL, SANDBOX_BASE_URL,
+                            SANDBOX_PASSKEY, ConfigError, load_settings)
+
+SECRET = "zz-consumer-secret-7f3a9c"
+PASSKEY = "zz-passkey-e41b0d7c"
+KEY = "zz-consumer-key-19ab"
+
+SANDBOX = {"MPESA_ENV": "sandbox", "MPESA_CONSUMER_KEY": KEY, "MPESA_CONSUMER_SECRET": SECRET,
+           "CALLBACK_URL": "https://shop.example.com/mpesa/callback"}
+PRODUCTION = {**SANDBOX, "MPESA_ENV": "production", "MPESA_BUSINESS_SHORTCODE": "600999", "MPESA_PASSKEY": PASSKEY}
+
+
+def refusal(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert "\n" not in message and message.strip()
+    return message
+
+
+# -- defaults ---------------------------------------------------------------------------------
+
+def test_empty_environment_gives_simulator_defaults():
+    settings = load_settings({})
+    assert settings.mpesa_env == "simulator"
+    assert settings.port == 3001
+    assert settings.consumer_key == DEMO_CONSUMER_KEY
+    assert settings.consumer_secret == DEMO_CONSUMER_SECRET
+    assert settings.base_url == "http://127.0.0.1:3001/daraja"
+    assert settings.callback_url == "http://127.0.0.1:3001/mpesa/callback"
+    assert settings.shortcode == "174379"
+    assert settings.passkey == SANDBOX_PASSKEY
+    assert settings.transaction_type == "CustomerPayBillOnline"
+    assert settings.max_amount == 150_000
+    assert settings.simulator_mounted
+
+
+def test_simulator_urls_follow_the_port():
+    settings = load_settings({"PORT": "8080"})
+    assert settings.base_url == "http://127.0.0.1:8080/daraja"
+    assert settings.callback_url == "http://127.0.0.1:8080/mpesa/callback"
+
+
+def test_simulator_urls_use_loopback_when_bound_to_all_interfaces():
+    settings = load_settings({"HOST": "0.0.0.0"})
+    assert settings.base_url == "http://127.0.0.1:3001/daraja"
+
+
+def test_sandbox_uses_safaricom_sandbox_host_and_public_shortcode():
+    settings = load_settings(SANDBOX)
+    assert settings.base_url == SANDBOX_BASE_URL
+    assert settings.shortcode == "174379"
+    assert settings.passkey == SANDBOX_PASSKEY
+    assert settings.consumer_secret == SECRET
+    assert not settings.simulator_mounted
+
+
+def test_production_uses_safaricom_api_host():
+    settings = load_settings(PRODUCTION)
+    assert settings.base_url == PRODUCTION_BASE_URL
+    assert settings.shortcode == "600999"
+    assert settings.passkey == PASSKEY
+    assert settings.app_env == "production"
+
+
+def test_mpesa_base_url_overrides_the_base_url():
+    assert load_settings({"MPESA_BASE_URL": "http://127.0.0.1:8089/"}).base_url == "http://127.0.0.1:8089"
+    assert load_settings({**SANDBOX, "MPESA_BASE_URL": "https://mock.example.com"}).base_url == "https://mock.example.com"
+
+
+def test_buy_goods_sends_the_till_as_party_b():
+    settings = load_settings({"MPESA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline", "MPESA_TILL_NUMBER": "123456"})
+    assert settings.party_b == "123456"
+    assert load_settings({}).party_b == "174379"
+
+
+def test_both_simulator_credentials_may_be_set():
+    settings = load_settings({"MPESA_CONSUMER_KEY": KEY, "MPESA_CONSUMER_SECRET": SECRET})
+    assert (settings.consumer_key, settings.consumer_secret) == (KEY, SECRET)
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+def test_unknown_mpesa_env_is_refused():
+    assert "MPESA_ENV" in refusal({"MPESA_ENV": "staging"})
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "70000", "-1", "3001.5"])
+def test_bad_port_is_refused(port):
+    assert "PORT" in refusal({"PORT": port})
+
+
+@pytest.mark.parametrize("missing", ["MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET"])
+def test_sandbox_without_key_or_secret_is_refused(missing):
+    env = {k: v for k, v in SANDBOX.items() if k != missing}
+    assert missing in refusal(env)
+
+
+def test_sandbox_without_callback_url_is_refused():
+    env = {k: v for k, v in SANDBOX.items() if k != "CALLBACK_URL"}
+    assert "CALLBACK_URL" in refusal(env)
+
+
+@pytest.mark.parametrize("missing", ["MPESA_BUSINESS_SHORTCODE", "MPESA_PASSKEY"])
+def test_production_without_shortcode_or_passkey_is_refused(missing):
+    env = {k: v for k, v in PRODUCTION.items() if k != missing}
+    assert missing in refusal(env)
+
+
+def test_production_with_plain_http_callback_is_refused():
+    message = refusal({**PRODUCTION, "CALLBACK_URL": "http://shop.example.com/mpesa/callback"})
+    assert "CALLBACK_URL" in message
+    assert "https" in message
+
+
+def test_production_without_credentials_is_refused():
+    env = {k: v for k, v in PRODUCTION.items() if k not in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET")}
+    assert "MPESA_CONSUMER_KEY" in refusal(env)
+
+
+def test_buy_goods_without_till_number_is_refused():
+    assert "MPESA_TILL_NUMBER" in refusal({"MPESA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline"})
+
+
+@pytest.mark.parametrize("present", ["MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET"])
+def test_only_one_of_key_and_secret_in_simulator_mode_is_refused(present):
+    message = refusal({present: "something"})
+    assert "MPESA_CONSUMER_KEY" in message and "MPESA_CONSUMER_SECRET" in message
+
+
+@pytest.mark.parametrize("url", ["mysql://db/x", "sqlite://relative.db", "data.sqlite3", "postgresql://db/x"])
+def test_unsupported_database_url_is_refused(url):
+    assert "DATABASE_URL" in refusal({"DATABASE_URL": url})
+
+
+def test_sqlite_database_url_is_accepted():
+    assert load_settings({"DATABASE_URL": "sqlite:///tmp/x.db"}).database_url == "sqlite:///tmp/x.db"
+
+
+def test_bad_callback_url_in_simulator_mode_is_refused():
+    assert "CALLBACK_URL" in refusal({"CALLBACK_URL": "not a url"})
+
+
+def test_bad_base_url_override_is_refused():
+    assert "MPESA_BASE_URL" in refusal({"MPESA_BASE_URL": "ftp://example.com"})
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env", [
+    pytest.param({**SANDBOX, "MPESA_ENV": "staging"}, id="unknown mode"),
+    pytest.param({**SANDBOX, "PORT": "abc"}, id="bad port"),
+    pytest.param({**SANDBOX, "MPESA_PASSKEY": PASSKEY, "CALLBACK_URL": ""}, id="sandbox no callback"),
+    pytest.param({k: v for k, v in PRODUCTION.items() if k != "MPESA_BUSINESS_SHORTCODE"}, id="production no shortcode"),
+    pytest.param({**PRODUCTION, "CALLBACK_URL": "http://shop.example.com/cb"}, id="production http callback"),
+    pytest.param({**PRODUCTION, "MPESA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline"}, id="buy goods no till"),
+    pytest.param({**PRODUCTION, "DATABASE_URL": "mysql://db/x"}, id="bad database url"),
+    pytest.param({**PRODUCTION, "MPESA_BUSINESS_SHORTCODE": "12"}, id="bad shortcode"),
+    pytest.param({"MPESA_CONSUMER_SECRET": SECRET, "MPESA_PASSKEY": PASSKEY}, id="simulator secret only"),
+])
+def test_config_error_never_contains_the_secret_or_passkey(env):
+    message = refusal(env)
+    assert SECRET not in message
+    assert PASSKEY not in message
+
+
+@pytest.mark.parametrize("env", [PRODUCTION, {**SANDBOX, "MPESA_PASSKEY": PASSKEY},
+                                 {"MPESA_CONSUMER_KEY": KEY, "MPESA_CONSUMER_SECRET": SECRET, "MPESA_PASSKEY": PASSKEY}])
+def test_settings_repr_hides_the_secret_and_passkey(env):
+    text = repr(load_settings(env))
+    assert SECRET not in text
+    assert PASSKEY not in text
+    assert KEY in text  # the key is not secret; its presence shows repr really renders the credentials
+
+
+def test_settings_repr_hides_the_default_sandbox_passkey():
+    assert SANDBOX_PASSKEY not in repr(load_settings({}))
+
+
+def test_settings_repr_hides_simulator_merchant_passkeys():
+    text = repr(load_settings({"SIMULATOR_MERCHANTS": f"600111:{PASSKEY}"}))
+    assert PASSKEY not in text
