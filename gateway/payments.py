@@ -24,6 +24,7 @@ from .config import Settings
 from .daraja.client import DarajaClient, StkPushRequest
 from .daraja.errors import DarajaError, DarajaUnavailable
 from .daraja.wire import StkCallback, parse_stk_callback
+from .events import PaymentEvents
 from .storage import SqliteTransactionStore, Transaction
 
 log = logging.getLogger("gateway.payments")
@@ -52,6 +53,7 @@ class PaymentService:
         self.daraja = daraja
         self.settings = settings
         self.clock = clock
+        self.events = PaymentEvents()
 
     # -- starting a payment --------------------------------------------------------------------
 
@@ -101,7 +103,8 @@ class PaymentService:
             if changes and not await self.store.compare_and_set(tx.checkout_request_id, _state_of(tx), changes):
                 continue
             await self.store.log_callback(cb.checkout_request_id, outcome, body)
-            return CallbackOutcome(outcome, await self.store.get(cb.checkout_request_id))
+            tx = await self._changed(cb.checkout_request_id) if changes else tx
+            return CallbackOutcome(outcome, tx)
         raise RuntimeError(f"callback for {cb.checkout_request_id} lost five write races")
 
     def _callback_transition(self, tx: Transaction, cb: StkCallback, body: Any) -> tuple[str, dict[str, Any]]:
@@ -135,6 +138,13 @@ class PaymentService:
                         cb.result_code, tx.checkout_request_id)
             return "conflict", {}
         return "duplicate", {}
+
+    async def _changed(self, checkout_request_id: str) -> Transaction | None:
+        """Tell live pages about a stored change; returns the stored row."""
+        tx = await self.store.get(checkout_request_id)
+        if tx is not None:
+            self.events.publish(tx)
+        return tx
 
     # -- reconciliation ------------------------------------------------------------------------
 
@@ -171,6 +181,7 @@ class PaymentService:
                 {"status": "failed", "result_code": "timeout", "settled_by": "timeout", "next_query_at": None,
                  "result_desc": "No callback and no final answer from M-Pesa in time", "settled_at": iso(self.clock())})
             if changed:
+                await self._changed(tx.checkout_request_id)
                 log.warning("payment %s given up after %.0f s without an answer; a late success will still count",
                             tx.checkout_request_id, self.settings.payment_timeout)
 
@@ -180,6 +191,7 @@ class PaymentService:
         changes["status"] = "completed" if code == "0" else "failed"
         changed = await self.store.compare_and_set(tx.checkout_request_id, {"status": "pending"}, changes)
         if changed:
+            await self._changed(tx.checkout_request_id)
             log.info("payment %s settled by STK query: %s %s", tx.checkout_request_id, code, desc)
         return changed
 

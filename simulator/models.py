@@ -194,7 +194,11 @@ def _timestamp(value: Any) -> str | None:
 def _callback_url(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) > 500:
         return None
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        return None
     return value.strip() if parts.scheme in ("http", "https") and parts.hostname else None
 
 

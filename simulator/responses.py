@@ -71,7 +71,7 @@ async def oauth_generate(request: web.Request) -> web.Response:
     if request.query.get("grant_type") != "client_credentials":
         raise InvalidGrantType()
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme != "Basic":
+    if scheme.lower() != "basic":  # HTTP auth schemes are case-insensitive
         raise InvalidAuthentication()
     try:
         key, sep, secret = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
