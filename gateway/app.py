@@ -12,10 +12,11 @@ from aiohttp import web
 
 from .config import Settings, sqlite_path
 from .daraja.client import DarajaClient
-from .handlers import PAYMENTS, SETTINGS, daraja_callback, health, stk_push, stk_status
+from .handlers import PAYMENTS, SETTINGS, daraja_callback, health, stk_events, stk_push, stk_status
 from .middlewares import json_errors
 from .payments import PaymentService, reconcile_forever
 from .storage import SqliteTransactionStore
+from .streams import enable_streams
 
 RECONCILE_TICK = 0.5
 
@@ -46,11 +47,13 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    enable_streams(app)
     app.cleanup_ctx.append(payments_ctx)
     api = [
         app.router.add_post("/stkpush", stk_push),
         app.router.add_post("/stkpush/status", stk_status),
         app.router.add_get("/health", health),
+        app.router.add_get("/stkpush/{checkout_request_id}/events", stk_events),
     ]
     app.router.add_post(settings.callback_path, daraja_callback)
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(

@@ -73,6 +73,9 @@ class Settings:
     reconcile_max_interval: float = 60.0
     payment_timeout: float = 300.0
     max_body_bytes: int = 64 * 1024
+    poll_interval: float = 3.0  # the pay page's status polling
+    poll_timeout: float = 120.0
+    usd_to_kes: float = 129.0
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
 
     @property
@@ -128,6 +131,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
     if value < 0 or value != value or value == float("inf"):
         raise ConfigError(f"{name} must be a number of seconds (got {raw!r})")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a number greater than 0 (got {raw!r})")
     return value
 
 
@@ -267,6 +281,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_interval=_seconds(env, "RECONCILE_INTERVAL_SECONDS", 10.0),
         reconcile_max_interval=_seconds(env, "RECONCILE_MAX_INTERVAL_SECONDS", 60.0),
         payment_timeout=_seconds(env, "PAYMENT_TIMEOUT_SECONDS", 300.0),
+        poll_interval=_positive(env, "CHECKOUT_POLL_INTERVAL_SECONDS", 3.0),
+        poll_timeout=_positive(env, "CHECKOUT_POLL_TIMEOUT_SECONDS", 120.0),
+        usd_to_kes=_positive(env, "USD_TO_KES", 129.0),
         simulator=_simulator_settings(env),
     )
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
+from aiohttp_sse import sse_response
 
 from .checkout import CheckoutError, parse_checkout
 from .config import Settings
@@ -16,6 +18,7 @@ from .daraja.wire import MalformedCallback
 from .payments import PaymentService
 from .result_messages import customer_message
 from .storage import Transaction
+from .streams import tracked_stream
 
 log = logging.getLogger("gateway.http")
 
@@ -119,6 +122,34 @@ async def health(request: web.Request) -> web.Response:
             "service": f"{settings.business_name} M-Pesa Payment Server", "mode": settings.mpesa_env,
             "database": database}
     return web.json_response(body, status=200 if database == "ok" else 503)
+
+
+def is_final(tx: Transaction) -> bool:
+    return tx.status != "pending"
+
+
+async def stk_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events for one payment: `status` (the /stkpush/status body) now and on every
+    change, until the payment is settled or the page's polling window is over."""
+    payments = request.app[PAYMENTS]
+    checkout_request_id = request.match_info["checkout_request_id"]
+    if await payments.get(checkout_request_id) is None:
+        return failure("Transaction not found", 404)
+    loop = asyncio.get_running_loop()
+    window = request.app[SETTINGS].poll_timeout
+    deadline = loop.time() + window + min(window, 30.0)  # a little longer than the page listens
+    with tracked_stream(request), payments.events.subscribe(checkout_request_id) as changes:
+        async with sse_response(request, ping_interval=15) as stream:
+            tx = await payments.get(checkout_request_id)  # read after subscribing: no change can slip by
+            while tx is not None:
+                await stream.send(json.dumps(status_body(tx)), event="status")
+                if is_final(tx) or loop.time() >= deadline:
+                    break
+                try:
+                    tx = await asyncio.wait_for(changes.get(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            return stream
 
 
 def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import aiohttp
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
+from gateway.streams import enable_streams
 from gateway.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE, ConfigError, Settings
 
 from .models import SimulatedDaraja
@@ -17,6 +21,8 @@ from .runner import SimulatorRunner
 from .scenarios import CatalogueError, load_catalogue
 from .urls import CONTROL_ROUTES, DARAJA_ROUTES
 
+TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+STATIC = TEMPLATES.parent / "static"
 RUNNER: web.AppKey[SimulatorRunner] = web.AppKey("simulator_runner", SimulatorRunner)
 
 
@@ -58,6 +64,9 @@ def create_control_app(sim: SimulatedDaraja) -> web.Application:
     app = web.Application()
     app[SIMULATOR] = sim
     app.add_routes(CONTROL_ROUTES)
+    enable_streams(app)
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    app.router.add_static("/static/", STATIC, name="static")
     return app
 
 

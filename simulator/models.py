@@ -101,7 +101,24 @@ class Prompt:
     def open(self) -> bool:
         return self.state == "open"
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def prompt_text(self, business_name: str) -> str:
+        return f"Do you want to pay Ksh {self.amount:,} to {business_name}? Enter M-PESA PIN"
+
+    def sms_text(self, business_name: str) -> str | None:
+        """M-Pesa's confirmation SMS, in its usual wording for a paybill or a till."""
+        if self.receipt is None or self.settled_at is None:
+            return None
+        moment = datetime.fromtimestamp(self.settled_at, NAIROBI)
+        when = f"{moment:%d/%m/%y} at {moment.strftime('%I:%M %p').lstrip('0')}"
+        balance = f"Ksh{self.balance_after or 0:,.2f}"
+        if self.transaction_type == "CustomerBuyGoodsOnline":
+            paid = f"Ksh{self.amount:,.2f} paid to {business_name}."
+        else:
+            paid = f"Ksh{self.amount:,.2f} sent to {business_name} for account {self.account_reference}"
+        return (f"{self.receipt} Confirmed. {paid} on {when}. New M-PESA balance is {balance}. "
+                "Transaction cost, Ksh0.00.")
+
+    def to_json(self, now: float, business_name: str = "") -> dict[str, Any]:
         return {
             "checkoutRequestId": self.checkout_request_id,
             "merchantRequestId": self.merchant_request_id,
@@ -122,6 +139,8 @@ class Prompt:
             "receipt": self.receipt,
             "transactionDate": self.transaction_date,
             "balanceAfter": self.balance_after,
+            "promptText": self.prompt_text(business_name),
+            "smsText": self.sms_text(business_name),
             "callbacks": [c.to_json() for c in self.callbacks],
         }
 
@@ -222,7 +241,11 @@ class SimulatedDaraja:
         self._receipts: set[str] = set()
         self._callback_jobs: list[CallbackJob] = []
         self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
-        self.on_change: Callable[[], None] = lambda: None
+        self.listeners: list[Callable[[], None]] = []  # told after every change (runner, live pages)
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     # -- OAuth ---------------------------------------------------------------------------------
 
@@ -336,7 +359,7 @@ class SimulatedDaraja:
             delay = self.settings.auto_answer_delay if scenario.at == "auto_answer" else self.settings.prompt_lifetime
             prompt.answer_at = now + delay
         self.prompts[prompt.checkout_request_id] = prompt
-        self.on_change()
+        self._changed()
         return prompt
 
     # -- STK query ------------------------------------------------------------------------------
@@ -361,6 +384,16 @@ class SimulatedDaraja:
         if prompt is None or prompt.shortcode != shortcode:
             raise InvalidField("CheckoutRequestID")
         return prompt
+
+    def prompt_json(self, prompt: Prompt) -> dict[str, Any]:
+        return prompt.to_json(self.clock(), self.business_name)
+
+    def prompts_json(self, msisdn: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Prompts, newest first, optionally for one number and/or in one state."""
+        self.catch_up()
+        prompts = [p for p in self.prompts.values()
+                   if (msisdn is None or p.msisdn == msisdn) and (state is None or p.state == state)]
+        return [self.prompt_json(p) for p in sorted(prompts, key=lambda p: -p.created_at)]
 
     # -- the handset ---------------------------------------------------------------------------
 
@@ -424,7 +457,7 @@ class SimulatedDaraja:
         prompt = self.prompts.get(checkout_request_id)
         if prompt is not None:
             prompt.callbacks.append(attempt)
-            self.on_change()
+            self._changed()
 
     # -- settlement ----------------------------------------------------------------------------
 
@@ -449,7 +482,7 @@ class SimulatedDaraja:
                 merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
                 result_code=code, result_desc=prompt.result_desc)
         self._schedule_callbacks(prompt, body, now)
-        self.on_change()
+        self._changed()
         return prompt
 
     def _schedule_callbacks(self, prompt: Prompt, body: dict[str, Any], now: float) -> None:

@@ -19,7 +19,7 @@ class SimulatorRunner:
         self.session = session
         self._wake = asyncio.Event()
         self._deliveries: set[asyncio.Task[None]] = set()
-        sim.on_change = self._wake.set
+        sim.listeners.append(self._wake.set)
 
     async def run(self) -> None:
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import control, responses
+from . import control, pages, responses
 
 DARAJA_ROUTES = [
     web.get("/oauth/v1/generate", responses.oauth_generate, allow_head=False),
@@ -18,5 +18,11 @@ CONTROL_ROUTES = [
     web.get("/api/prompts/{checkout_request_id}", control.get_prompt),
     web.post("/api/prompts/{checkout_request_id}/pin", control.enter_pin),
     web.post("/api/prompts/{checkout_request_id}/cancel", control.cancel),
+    web.get("/api/subscribers", control.list_subscribers),
     web.get("/api/subscribers/{msisdn}", control.get_subscriber),
+    web.get("/api/events", control.events),
+    web.get("", pages.overview, name="simulator_overview"),
+    web.get("/", pages.overview),
+    web.get("/phone", pages.phone_picker, name="phone_picker"),
+    web.get("/phone/{msisdn}", pages.phone, name="phone"),
 ]

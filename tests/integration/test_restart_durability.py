@@ -106,3 +106,16 @@ def test_banner_never_prints_a_secret(server_env):
     output = stop_server(proc)
     assert "M-Pesa Business Code: 174379" in output
     assert "TopSecret-998877" not in output and "PassKey-112233" not in output
+
+
+def test_shutdown_is_prompt_with_live_streams_open(server_env):
+    base = f"http://127.0.0.1:{server_env['PORT']}"
+    proc = start_server(server_env)
+    pushed = requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 5}, timeout=10).json()
+    streams = [requests.get(f"{base}/stkpush/{pushed['checkoutRequestId']}/events", stream=True, timeout=10),
+               requests.get(f"{base}/simulator/api/events", stream=True, timeout=10)]
+    assert all(s.status_code == 200 for s in streams)
+    started = time.monotonic()
+    stop_server(proc)
+    assert proc.returncode is not None
+    assert time.monotonic() - started < 5

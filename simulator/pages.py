@@ -1,0 +1,45 @@
+"""The simulator's pages: the virtual handset and the overview (catalogue, customers, pushes).
+
+The templates live in web/templates with the other pages; the data comes from the control API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from gateway.checkout import CheckoutError, normalise_phone
+
+from .responses import SIMULATOR
+
+
+@aiohttp_jinja2.template("simulator.html")
+async def overview(request: web.Request) -> dict[str, Any]:
+    sim = request.app[SIMULATOR]
+    return {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()),
+            "pin": sim.settings.pin, "settings": sim.settings}
+
+
+@aiohttp_jinja2.template("phone_picker.html")
+async def phone_picker(request: web.Request) -> dict[str, Any]:
+    sim = request.app[SIMULATOR]
+    return {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()), "error": None}
+
+
+async def phone(request: web.Request) -> web.Response:
+    sim = request.app[SIMULATOR]
+    try:
+        msisdn = normalise_phone(request.match_info["msisdn"])
+    except CheckoutError:
+        context = {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()),
+                   "error": f"{request.match_info['msisdn'][:20]!r} is not a phone number"}
+        return aiohttp_jinja2.render_template("phone_picker.html", request, context, status=404)
+    if msisdn != request.match_info["msisdn"]:
+        raise web.HTTPFound(str(request.app.router["phone"].url_for(msisdn=msisdn)))
+    subscriber = sim.subscriber(msisdn)
+    scenario = sim.catalogue.get(msisdn)
+    context = {"business_name": sim.business_name, "msisdn": msisdn, "subscriber": subscriber,
+               "scenario": scenario, "pin_length": len(sim.settings.pin)}
+    return aiohttp_jinja2.render_template("phone.html", request, context)
