@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import hmac
 import itertools
 import random
@@ -239,7 +240,11 @@ class SimulatedDaraja:
         self.subscribers: dict[str, Subscriber] = {}
         self.prompts: dict[str, Prompt] = {}
         self._receipts: set[str] = set()
-        self._callback_jobs: list[CallbackJob] = []
+        # Min-heaps, so that catching up with the clock costs O(log n) however many prompts are open.
+        self._deadlines: list[tuple[float, str]] = []  # (answer or expiry time, CheckoutRequestID)
+        self._callback_jobs: list[tuple[float, int, CallbackJob]] = []
+        self._job_seq = itertools.count()
+        self._open_by_msisdn: dict[str, int] = {}  # how many open prompts each number has
         self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
         self.listeners: list[Callable[[], None]] = []  # told after every change (runner, live pages)
 
@@ -344,7 +349,7 @@ class SimulatedDaraja:
         scenario = self.catalogue.get(order.phone)
         if scenario is not None and scenario.push == "locked":
             raise SubscriberLocked()
-        if self.settings.lock_subscriber and any(p.open and p.msisdn == order.phone for p in self.prompts.values()):
+        if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
             raise SubscriberLocked()
         self.subscriber(order.phone)
         prompt = Prompt(
@@ -359,6 +364,9 @@ class SimulatedDaraja:
             delay = self.settings.auto_answer_delay if scenario.at == "auto_answer" else self.settings.prompt_lifetime
             prompt.answer_at = now + delay
         self.prompts[prompt.checkout_request_id] = prompt
+        self._open_by_msisdn[prompt.msisdn] = self._open_by_msisdn.get(prompt.msisdn, 0) + 1
+        heapq.heappush(self._deadlines, (min(prompt.answer_at or prompt.expires_at, prompt.expires_at),
+                                         prompt.checkout_request_id))
         self._changed()
         return prompt
 
@@ -433,24 +441,34 @@ class SimulatedDaraja:
     def catch_up(self) -> float:
         """Settle every prompt whose scripted answer or expiry is due; returns the time."""
         now = self.clock()
-        for prompt in list(self.prompts.values()):
-            if not prompt.open:
-                continue
-            if prompt.answer_at is not None and now >= prompt.answer_at:
-                self._settle(prompt, prompt.scenario.outcome if prompt.scenario else "1037", now)
-            elif now >= prompt.expires_at:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, checkout_request_id = heapq.heappop(self._deadlines)
+            prompt = self.prompts.get(checkout_request_id)
+            if prompt is None or not prompt.open:
+                continue  # answered by hand before its deadline
+            if prompt.answer_at is not None and prompt.answer_at <= now and prompt.scenario is not None:
+                self._settle(prompt, prompt.scenario.outcome, now)
+            else:
                 self._settle(prompt, "1037", now)  # nobody answered: "DS timeout user cannot be reached"
         return now
 
     def next_wakeup(self) -> float | None:
-        times = [p.answer_at if p.answer_at is not None else p.expires_at for p in self.prompts.values() if p.open]
-        times += [job.due_at for job in self._callback_jobs]
+        while self._deadlines and not self._is_open(self._deadlines[0][1]):
+            heapq.heappop(self._deadlines)
+        times = [self._deadlines[0][0]] if self._deadlines else []
+        if self._callback_jobs:
+            times.append(self._callback_jobs[0][0])
         return min(times, default=None)
+
+    def _is_open(self, checkout_request_id: str) -> bool:
+        prompt = self.prompts.get(checkout_request_id)
+        return prompt is not None and prompt.open
 
     def take_due_callbacks(self) -> list[CallbackJob]:
         now = self.catch_up()
-        due = [job for job in self._callback_jobs if job.due_at <= now]
-        self._callback_jobs = [job for job in self._callback_jobs if job.due_at > now]
+        due = []
+        while self._callback_jobs and self._callback_jobs[0][0] <= now:
+            due.append(heapq.heappop(self._callback_jobs)[2])
         return due
 
     def record_callback(self, checkout_request_id: str, attempt: CallbackAttempt) -> None:
@@ -467,6 +485,9 @@ class SimulatedDaraja:
         if code == "0" and subscriber.balance < prompt.amount:
             code = "1"
         prompt.state, prompt.result_code, prompt.result_desc = "settled", code, callback_desc(code)
+        self._open_by_msisdn[prompt.msisdn] -= 1
+        if not self._open_by_msisdn[prompt.msisdn]:
+            del self._open_by_msisdn[prompt.msisdn]
         prompt.settled_at = now
         if code == "0":
             subscriber.balance -= prompt.amount
@@ -491,7 +512,8 @@ class SimulatedDaraja:
         times = {"once": [delay], "never": [], "twice": [delay, delay + 0.05],
                  "late": [self.settings.late_callback_delay]}[behaviour]
         for offset in times:
-            self._callback_jobs.append(CallbackJob(now + offset, prompt.checkout_request_id, prompt.callback_url, body))
+            job = CallbackJob(now + offset, prompt.checkout_request_id, prompt.callback_url, body)
+            heapq.heappush(self._callback_jobs, (job.due_at, next(self._job_seq), job))
 
     # -- identifiers in Daraja's shapes --------------------------------------------------------
 
