@@ -47,6 +47,14 @@ class SimulatorSettings:
     scenarios_file: str | None = None
     # Extra merchants the simulator accepts, as "shortcode:passkey" pairs.
     extra_merchants: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    tills: tuple[tuple[str, str], ...] = ()  # (till, store shortcode) pairs for Buy Goods
+    single_token: bool = False  # a new OAuth token invalidates the previous ones
+    callback_retries: int = 0  # Daraja makes one attempt; more is opt-in
+    callback_retry_delay: float = 1.0  # doubles after each failed attempt
+    slow_seconds: float = 5.0  # how long a "slow" push or query waits
+    timeout_seconds: float = 60.0  # how long a "timeout" push or query hangs
+    spike_arrest_per_second: int = 0  # 0: no limit
+    quota: int = 0  # requests allowed in all (until reset); 0: no limit
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,16 @@ def _merchants(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _tills(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        till, _, store = item.partition(":")
+        if not (till.isascii() and till.isdigit() and store.isascii() and store.isdigit()):
+            raise ConfigError("SIMULATOR_TILLS must be till:store_shortcode pairs separated by commas")
+        pairs.append((till, store))
+    return tuple(pairs)
+
+
 def _simulator_settings(env: Mapping[str, str]) -> SimulatorSettings:
     pin = env.get("SIMULATOR_PIN", "").strip() or "12345"
     if not (pin.isdigit() and 4 <= len(pin) <= 6):
@@ -199,6 +217,14 @@ def _simulator_settings(env: Mapping[str, str]) -> SimulatorSettings:
         account_reference_max=_int(env, "SIMULATOR_ACCOUNT_REFERENCE_MAX", 12, 1, 100),
         scenarios_file=env.get("SIMULATOR_SCENARIOS_FILE", "").strip() or None,
         extra_merchants=_merchants(env.get("SIMULATOR_MERCHANTS", "")),
+        tills=_tills(env.get("SIMULATOR_TILLS", "")),
+        single_token=_bool(env, "SIMULATOR_SINGLE_TOKEN", False),
+        callback_retries=_int(env, "SIMULATOR_CALLBACK_RETRIES", 0, 0, 10),
+        callback_retry_delay=_seconds(env, "SIMULATOR_CALLBACK_RETRY_DELAY_SECONDS", 1.0),
+        slow_seconds=_seconds(env, "SIMULATOR_SLOW_SECONDS", 5.0),
+        timeout_seconds=_seconds(env, "SIMULATOR_TIMEOUT_SECONDS", 60.0),
+        spike_arrest_per_second=_int(env, "SIMULATOR_SPIKE_ARREST_PER_SECOND", 0, 0, 1_000_000),
+        quota=_int(env, "SIMULATOR_QUOTA", 0, 0, 1_000_000_000),
     )
 
 

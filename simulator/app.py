@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -16,7 +17,7 @@ from gateway.streams import enable_streams
 from gateway.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE, ConfigError, Settings
 
 from .models import SimulatedDaraja
-from .responses import SIMULATOR, daraja_errors
+from .responses import SIMULATOR, daraja_errors, journal_requests
 from .runner import SimulatorRunner
 from .scenarios import CatalogueError, load_catalogue
 from .urls import CONTROL_ROUTES, DARAJA_ROUTES
@@ -34,7 +35,10 @@ def build_simulator(settings: Settings) -> SimulatedDaraja:
         catalogue = load_catalogue(settings.simulator.scenarios_file)
     except CatalogueError as exc:
         raise ConfigError(str(exc)) from None
-    return SimulatedDaraja(settings.simulator, consumer_key=settings.consumer_key,
+    sim_settings = settings.simulator
+    if settings.till_number:  # the gateway's own till belongs to its store number
+        sim_settings = replace(sim_settings, tills=(*sim_settings.tills, (settings.till_number, settings.shortcode)))
+    return SimulatedDaraja(sim_settings, consumer_key=settings.consumer_key,
                            consumer_secret=settings.consumer_secret, merchants=merchants,
                            catalogue=catalogue, business_name=settings.business_name)
 
@@ -54,7 +58,7 @@ def _runtime(sim: SimulatedDaraja) -> Callable[[web.Application], AsyncIterator[
 
 
 def create_daraja_app(sim: SimulatedDaraja) -> web.Application:
-    app = web.Application(middlewares=[daraja_errors])
+    app = web.Application(middlewares=[journal_requests, daraja_errors])
     app[SIMULATOR] = sim
     app.add_routes(DARAJA_ROUTES)
     return app
@@ -83,7 +87,7 @@ def mount_simulator(app: web.Application, settings: Settings) -> SimulatedDaraja
 def create_standalone_app(settings: Settings) -> web.Application:
     """Daraja's paths at the root, so any Daraja client can use this base URL instead of Safaricom's."""
     sim = build_simulator(settings)
-    app = web.Application(middlewares=[daraja_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[journal_requests, daraja_errors], client_max_size=settings.max_body_bytes)
     app[SIMULATOR] = sim
     app.add_routes(DARAJA_ROUTES)
     app.add_subapp("/simulator", create_control_app(sim))

@@ -12,7 +12,9 @@ from aiohttp_sse import sse_response
 
 from gateway.streams import tracked_stream
 
-from .models import Prompt, PromptClosed, SimulatedDaraja
+from .exceptions import DarajaException
+from .models import MAX_AMOUNT, Prompt, PromptClosed, SimulatedDaraja
+from .scenarios import BEHAVIOUR_FIELDS, MSISDN, CatalogueError, parse_behaviour
 from .responses import SIMULATOR
 
 STREAM_LIFETIME = 600.0  # an open page reconnects after this; no stream lives forever
@@ -63,6 +65,132 @@ async def enter_pin(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     return _answer(request, lambda sim, cid: sim.cancel(cid))
+
+
+async def ignore(request: web.Request) -> web.Response:
+    return _answer(request, lambda sim, cid: sim.ignore(cid))
+
+
+async def trigger(request: web.Request) -> web.Response:
+    """Put a prompt on a handset without going through OAuth and STK push (for testing a receiver)."""
+    body = await _json(request)
+    if body is None:
+        return _error(400, "body must be a JSON object")
+    msisdn, amount, url = body.get("msisdn"), body.get("amount", 1), body.get("callbackUrl")
+    if not isinstance(msisdn, str) or not MSISDN.fullmatch(msisdn):
+        return _error(400, "msisdn must be a Safaricom number like 254708374149")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= MAX_AMOUNT:
+        return _error(400, f"amount must be a whole number from 1 to {MAX_AMOUNT}")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return _error(400, "callbackUrl must be an http(s) URL")
+    reference = body.get("accountReference", "TEST")
+    sim = _sim(request)
+    try:
+        prompt = sim.trigger(msisdn, amount, url, str(reference)[:12] or "TEST")
+    except DarajaException as exc:
+        return _error(409, exc.error_message)
+    return web.json_response(sim.prompt_json(prompt), status=201)
+
+
+async def journal(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    try:
+        limit = min(int(request.query.get("limit", "200")), 2000)
+    except ValueError:
+        return _error(400, "limit must be a whole number")
+    entries = sim.journal.entries(request.query.get("kind"), request.query.get("checkoutRequestId"), limit)
+    return web.json_response([e.to_json() for e in entries])
+
+
+async def resend_callback(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    try:
+        job = sim.resend(int(request.match_info["journal_id"]))
+    except (KeyError, ValueError):
+        return _error(404, "no such callback in the journal")
+    return web.json_response({"checkoutRequestId": job.checkout_request_id, "url": job.url, "queued": True},
+                             status=202)
+
+
+def _behaviour(body: dict[str, Any]) -> dict[str, Any] | web.Response:
+    try:
+        behaviour = parse_behaviour(body, "fault")
+    except CatalogueError as exc:
+        return _error(400, str(exc))
+    if not behaviour:
+        return _error(400, f"say what to change: any of {', '.join(BEHAVIOUR_FIELDS)}")
+    return behaviour
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    return web.json_response({"next": sim.pending_faults, "subscribers": sim.subscriber_faults})
+
+
+async def add_faults(request: web.Request) -> web.Response:
+    """The next `count` pushes (to `msisdn`, or to any number) behave as the body says."""
+    body = await _json(request)
+    if body is None:
+        return _error(400, "body must be a JSON object")
+    count, msisdn = body.pop("count", 1), body.pop("msisdn", None)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
+        return _error(400, "count must be a whole number from 1 to 10000")
+    if msisdn is not None and (not isinstance(msisdn, str) or not MSISDN.fullmatch(msisdn)):
+        return _error(400, "msisdn must be a Safaricom number like 254708374149")
+    behaviour = _behaviour(body)
+    if isinstance(behaviour, web.Response):
+        return behaviour
+    return web.json_response(_sim(request).add_faults(behaviour, count, msisdn), status=201)
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    sim.pending_faults.clear()
+    sim.subscriber_faults.clear()
+    return web.json_response({"next": [], "subscribers": {}})
+
+
+async def set_subscriber_faults(request: web.Request) -> web.Response:
+    msisdn = request.match_info["msisdn"]
+    if not MSISDN.fullmatch(msisdn):
+        return _error(400, "msisdn must be a Safaricom number like 254708374149")
+    body = await _json(request)
+    if body is None:
+        return _error(400, "body must be a JSON object")
+    behaviour = _behaviour(body)
+    if isinstance(behaviour, web.Response):
+        return behaviour
+    _sim(request).subscriber_faults[msisdn] = behaviour
+    return web.json_response(behaviour)
+
+
+async def clear_subscriber_faults(request: web.Request) -> web.Response:
+    _sim(request).subscriber_faults.pop(request.match_info["msisdn"], None)
+    return web.Response(status=204)
+
+
+async def reset(request: web.Request) -> web.Response:
+    _sim(request).reset()
+    return web.json_response({"reset": True})
+
+
+async def clock(request: web.Request) -> web.Response:
+    """GET: the simulator's time. POST {"advanceSeconds": N}: move it forward."""
+    sim = _sim(request)
+    if request.method == "POST":
+        body = await _json(request)
+        seconds = body.get("advanceSeconds") if body else None
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= 86_400 * 30:
+            return _error(400, "advanceSeconds must be a number of seconds from 0 to 2592000")
+        sim.advance_clock(float(seconds))
+    return web.json_response({"now": sim.clock(), "offsetSeconds": sim.clock_offset})
+
+
+async def expire_tokens(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    count = len(sim.tokens)
+    sim.revoke_tokens()
+    return web.json_response({"expired": count})
 
 
 def _answer(request: web.Request, action: Callable[[SimulatedDaraja, str], Prompt]) -> web.Response:

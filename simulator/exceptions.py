@@ -85,3 +85,19 @@ class TransactionBeingProcessed(DarajaException):
     """The STK query's older 'still pending' answer; its requestId echoes the CheckoutRequestID."""
 
     http_status, error_code, error_message = 500, "500.001.1001", "The transaction is being processed"
+
+
+class InternalServerError(DarajaException):
+    http_status, error_code, error_message = 500, "500.003.1001", "Internal Server Error"
+
+
+class SystemBusy(DarajaException):
+    http_status, error_code, error_message = 500, "500.003.02", "System is busy. Please try again in few minutes."
+
+
+class SpikeArrestViolation(DarajaException):
+    http_status, error_code, error_message = 500, "500.003.02", "Error Occurred: Spike Arrest Violation"
+
+
+class QuotaViolation(DarajaException):
+    http_status, error_code, error_message = 500, "500.003.03", "Quota Violation"

@@ -28,10 +28,12 @@ from gateway.config import SimulatorSettings
 from gateway.daraja.wire import (NAIROBI, TIMESTAMP_FORMAT, failure_callback_body, stk_password,
                                  success_callback_body)
 
-from .exceptions import (BadClientCredentials, InvalidAccessToken, InvalidField, MerchantDoesNotExist,
-                         SubscriberLocked, WrongCredentials)
+from .exceptions import (BadClientCredentials, InternalServerError, InvalidAccessToken, InvalidField,
+                         MerchantDoesNotExist, QuotaViolation, SpikeArrestViolation, SubscriberLocked, SystemBusy,
+                         WrongCredentials)
+from .journal import Journal
 from .result_codes import callback_desc
-from .scenarios import MSISDN, Scenario
+from .scenarios import MSISDN, Scenario, interactive
 
 # Safaricom's MSISDN ranges (07xx, 0110-0115), as Daraja's PhoneNumber check.
 SAFARICOM_MSISDN = MSISDN
@@ -59,10 +61,17 @@ class CallbackAttempt:
     status: int | None = None
     error: str | None = None
     duration_ms: float | None = None
+    attempt: int = 1
+    journal_id: int | None = None  # resend with POST /simulator/api/callbacks/{journal_id}/resend
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at, "url": self.url, "status": self.status, "error": self.error,
-                "durationMs": self.duration_ms, "body": self.body}
+                "durationMs": self.duration_ms, "body": self.body, "attempt": self.attempt,
+                "journalId": self.journal_id}
 
 
 @dataclass
@@ -71,6 +80,7 @@ class CallbackJob:
     checkout_request_id: str
     url: str
     body: dict[str, Any]
+    attempt: int = 1
 
 
 @dataclass
@@ -232,7 +242,8 @@ class SimulatedDaraja:
         self.catalogue = catalogue
         self._consumer_key = consumer_key
         self._consumer_secret = consumer_secret
-        self.clock = clock
+        self._wall_clock = clock
+        self.clock_offset = 0.0  # moved by advance_clock(), so tests need not wait
         self._rng = rng or random.SystemRandom()
         self._faker = Faker("en_KE")
         self.tokens: dict[str, float] = {}  # token -> expires at
@@ -247,6 +258,73 @@ class SimulatedDaraja:
         self._open_by_msisdn: dict[str, int] = {}  # how many open prompts each number has
         self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
         self.listeners: list[Callable[[], None]] = []  # told after every change (runner, live pages)
+        self.tills = dict(settings.tills)  # till -> store shortcode
+        self.journal = Journal()
+        self.subscriber_faults: dict[str, dict[str, Any]] = {}
+        self.pending_faults: list[dict[str, Any]] = []  # {"remaining": n, "msisdn": … or None, "behaviour": {…}}
+        self._recent_requests: list[float] = []
+        self.requests_counted = 0
+
+    def clock(self) -> float:
+        return self._wall_clock() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the simulator's time forward: tokens and prompts expire as if that time had passed."""
+        self.clock_offset += seconds
+        now = self.catch_up()
+        self._changed()
+        return now
+
+    def reset(self) -> None:
+        """Forget everything that happened: prompts, tokens, customers, faults, journal, time moved."""
+        self.tokens.clear()
+        self.subscribers.clear()
+        self.prompts.clear()
+        self._receipts.clear()
+        self._deadlines.clear()
+        self._callback_jobs.clear()
+        self._open_by_msisdn.clear()
+        self.subscriber_faults.clear()
+        self.pending_faults.clear()
+        self.journal.clear()
+        self._recent_requests.clear()
+        self.requests_counted = 0
+        self.clock_offset = 0.0
+        self._changed()
+
+    def check_rate(self) -> None:
+        """Apigee's limits in front of Daraja, when configured: per-second spike arrest and a quota."""
+        now = self.clock()
+        self.requests_counted += 1
+        if self.settings.quota and self.requests_counted > self.settings.quota:
+            raise QuotaViolation()
+        if self.settings.spike_arrest_per_second:
+            self._recent_requests = [t for t in self._recent_requests if now - t < 1.0]
+            if len(self._recent_requests) >= self.settings.spike_arrest_per_second:
+                raise SpikeArrestViolation()
+            self._recent_requests.append(now)
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def behaviour_for(self, msisdn: str, *, consume: bool = True) -> Scenario:
+        """The catalogue's behaviour for a number, overlaid by its subscriber faults, then by the
+        first queued next-N fault that applies (which a push uses up)."""
+        behaviour = self.catalogue.get(msisdn) or interactive(msisdn)
+        behaviour = behaviour.overlaid(self.subscriber_faults.get(msisdn, {}))
+        for fault in self.pending_faults:
+            if fault["msisdn"] in (None, msisdn):
+                behaviour = behaviour.overlaid(fault["behaviour"])
+                if consume:
+                    fault["remaining"] -= 1
+                    if fault["remaining"] <= 0:
+                        self.pending_faults.remove(fault)
+                break
+        return behaviour
+
+    def add_faults(self, behaviour: dict[str, Any], count: int, msisdn: str | None = None) -> dict[str, Any]:
+        fault = {"remaining": count, "msisdn": msisdn, "behaviour": behaviour}
+        self.pending_faults.append(fault)
+        return fault
 
     def _changed(self) -> None:
         for listener in list(self.listeners):
@@ -260,6 +338,8 @@ class SimulatedDaraja:
             raise BadClientCredentials()
         token = "".join(self._rng.choice(_ALNUM) for _ in range(28))
         lifetime = self.settings.token_lifetime
+        if self.settings.single_token:
+            self.tokens.clear()  # Safaricom's FAQ: a new token invalidates the previous one
         self.tokens[token] = self.clock() + lifetime
         self.tokens_issued += 1
         return token, lifetime
@@ -345,12 +425,23 @@ class SimulatedDaraja:
     def push(self, body: dict[str, Any]) -> Prompt:
         order = self.validate_push(body)
         self.check_password(order.shortcode, order.password, order.timestamp)
+        return self.open_prompt(order)
+
+    def open_prompt(self, order: PushOrder) -> Prompt:
+        """A checked push reaches the customer's handset (or fails as its behaviour says)."""
         now = self.catch_up()
-        scenario = self.catalogue.get(order.phone)
-        if scenario is not None and scenario.push == "locked":
+        scenario = self.behaviour_for(order.phone)
+        if scenario.push == "locked":
             raise SubscriberLocked()
+        if scenario.push == "error":
+            raise InternalServerError()
+        if scenario.push == "busy":
+            raise SystemBusy()
         if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
             raise SubscriberLocked()
+        mismatch = self._party_b_mismatch(order)
+        if mismatch is not None:  # the push is accepted; M-Pesa then fails it without asking the customer
+            scenario = scenario.overlaid({"outcome": mismatch, "at": "auto_answer"})
         self.subscriber(order.phone)
         prompt = Prompt(
             checkout_request_id=self._checkout_request_id(order.phone, now),
@@ -360,7 +451,7 @@ class SimulatedDaraja:
             description=order.description, callback_url=order.callback_url,
             created_at=now, expires_at=now + self.settings.prompt_lifetime, scenario=scenario,
         )
-        if scenario is not None and not scenario.interactive:
+        if not scenario.interactive:
             delay = self.settings.auto_answer_delay if scenario.at == "auto_answer" else self.settings.prompt_lifetime
             prompt.answer_at = now + delay
         self.prompts[prompt.checkout_request_id] = prompt
@@ -369,6 +460,24 @@ class SimulatedDaraja:
                                          prompt.checkout_request_id))
         self._changed()
         return prompt
+
+    def _party_b_mismatch(self, order: PushOrder) -> str | None:
+        """2028 when PartyB is the wrong kind for the TransactionType, SFC_IC0003 when it is unknown."""
+        if order.transaction_type == "CustomerPayBillOnline":
+            if order.party_b == order.shortcode:
+                return None
+            return "2028" if order.party_b in self.tills else "SFC_IC0003"
+        if self.tills.get(order.party_b) == order.shortcode:
+            return None
+        return "2028" if order.party_b in self.merchants else "SFC_IC0003"
+
+    def trigger(self, msisdn: str, amount: int, callback_url: str, account_reference: str = "TEST") -> Prompt:
+        """A push straight onto a handset, without OAuth or a Password (the control API's "trigger")."""
+        shortcode = next(iter(self.merchants))
+        order = PushOrder(shortcode=shortcode, password="", timestamp="", transaction_type="CustomerPayBillOnline",
+                          amount=amount, party_a=msisdn, party_b=shortcode, phone=msisdn,
+                          callback_url=callback_url, account_reference=account_reference, description="Test")
+        return self.open_prompt(order)
 
     # -- STK query ------------------------------------------------------------------------------
 
@@ -416,6 +525,10 @@ class SimulatedDaraja:
 
     def cancel(self, checkout_request_id: str) -> Prompt:
         return self._settle(self._open_prompt(checkout_request_id), "1032")
+
+    def ignore(self, checkout_request_id: str) -> Prompt:
+        """The customer never answers: the prompt times out now (1037)."""
+        return self._settle(self._open_prompt(checkout_request_id), "1037")
 
     def _open_prompt(self, checkout_request_id: str) -> Prompt:
         self.catch_up()
@@ -472,6 +585,12 @@ class SimulatedDaraja:
         return due
 
     def record_callback(self, checkout_request_id: str, attempt: CallbackAttempt) -> None:
+        entry = self.journal.add(at=attempt.at, kind="callback", method="POST", url=attempt.url,
+                                 status=attempt.status, duration_ms=attempt.duration_ms,
+                                 request_headers={"Content-Type": "application/json"}, request_body=attempt.body,
+                                 error=attempt.error, checkout_request_id=checkout_request_id,
+                                 attempt=attempt.attempt)
+        attempt.journal_id = entry.id
         prompt = self.prompts.get(checkout_request_id)
         if prompt is not None:
             prompt.callbacks.append(attempt)
@@ -494,10 +613,12 @@ class SimulatedDaraja:
             prompt.balance_after = subscriber.balance
             prompt.receipt = self._receipt(now)
             prompt.transaction_date = datetime.fromtimestamp(now, NAIROBI).strftime(TIMESTAMP_FORMAT)
+            behaviour = prompt.scenario or interactive(prompt.msisdn)
             body = success_callback_body(
                 merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
-                amount=prompt.amount, receipt=prompt.receipt, transaction_date=prompt.transaction_date,
-                phone=prompt.msisdn)
+                amount=float(prompt.amount) if behaviour.amount_format == "decimal" else prompt.amount,
+                receipt=prompt.receipt, transaction_date=prompt.transaction_date, phone=prompt.msisdn,
+                include_balance=behaviour.balance_item == "empty")
         else:
             body = failure_callback_body(
                 merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
@@ -507,13 +628,39 @@ class SimulatedDaraja:
         return prompt
 
     def _schedule_callbacks(self, prompt: Prompt, body: dict[str, Any], now: float) -> None:
-        behaviour = prompt.scenario.callback if prompt.scenario else "once"
-        delay = self.settings.callback_delay
-        times = {"once": [delay], "never": [], "twice": [delay, delay + 0.05],
-                 "late": [self.settings.late_callback_delay]}[behaviour]
+        behaviour = prompt.scenario or interactive(prompt.msisdn)
+        delay = behaviour.callback_delay
+        if delay is None:
+            delay = self.settings.late_callback_delay if behaviour.callback == "late" else self.settings.callback_delay
+        times = {"once": [delay], "never": [], "twice": [delay, delay + 0.05], "late": [delay]}[behaviour.callback]
         for offset in times:
-            job = CallbackJob(now + offset, prompt.checkout_request_id, prompt.callback_url, body)
-            heapq.heappush(self._callback_jobs, (job.due_at, next(self._job_seq), job))
+            self._schedule(CallbackJob(now + offset, prompt.checkout_request_id, prompt.callback_url, body))
+
+    def _schedule(self, job: CallbackJob) -> None:
+        heapq.heappush(self._callback_jobs, (job.due_at, next(self._job_seq), job))
+        self._changed()
+
+    def retry_later(self, job: CallbackJob) -> bool:
+        """Schedule another attempt after a failed delivery, if retries are configured (Daraja: none)."""
+        if job.attempt > self.settings.callback_retries:
+            return False
+        delay = self.settings.callback_retry_delay * 2 ** (job.attempt - 1)
+        self._schedule(CallbackJob(self.clock() + delay, job.checkout_request_id, job.url, job.body,
+                                   job.attempt + 1))
+        return True
+
+    def resend(self, journal_id: int) -> CallbackJob:
+        """Send a callback again, as it was sent (like `stripe events resend`)."""
+        entry = self.journal.get(journal_id)
+        if entry is None or entry.kind != "callback":
+            raise KeyError(journal_id)
+        prompt = self.prompts.get(entry.checkout_request_id or "")
+        body = next((a.body for a in prompt.callbacks if a.journal_id == journal_id), None) if prompt else None
+        if body is None:
+            raise KeyError(journal_id)
+        job = CallbackJob(self.clock(), entry.checkout_request_id or "", entry.url, body)
+        self._schedule(job)
+        return job
 
     # -- identifiers in Daraja's shapes --------------------------------------------------------
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
-from .exceptions import (DarajaException, InvalidAuthentication, InvalidField, InvalidGrantType,
-                         InvalidRequestPayload, MethodNotAllowed, ResourceNotFound, TransactionBeingProcessed)
+from .exceptions import (DarajaException, InternalServerError, InvalidAuthentication, InvalidField,
+                         InvalidGrantType, InvalidRequestPayload, MethodNotAllowed, ResourceNotFound,
+                         TransactionBeingProcessed)
+from .journal import parse_body, redact_headers
 from .models import SimulatedDaraja
 from .result_codes import QUERY_ACCEPTED, query_desc
 
@@ -46,6 +50,45 @@ async def daraja_errors(request: web.Request, handler: Any) -> web.StreamRespons
         return render_error(ResourceNotFound(), sim.new_request_id())
     except web.HTTPRequestEntityTooLarge:
         return render_error(InvalidRequestPayload(), sim.new_request_id())
+
+
+@web.middleware
+async def journal_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Record every Daraja request and its answer (secrets masked) in the simulator's journal."""
+    if request.path.startswith("/simulator/"):  # standalone: the control API is not Daraja
+        return await handler(request)
+    sim = request.app[SIMULATOR]
+    started = time.perf_counter()
+    at = sim.clock()
+    raw = await request.read() if request.can_read_body else b""
+    response = await handler(request)
+    body = response.body if isinstance(response, web.Response) else None
+    sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs, status=response.status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    request_headers=redact_headers(request.headers), request_body=parse_body(raw),
+                    response_body=parse_body(body) if isinstance(body, bytes) else None,
+                    checkout_request_id=_checkout_id(raw, body))
+    return response
+
+
+def _checkout_id(*bodies: Any) -> str | None:
+    for raw in bodies:
+        if isinstance(raw, bytes) and b"CheckoutRequestID" in raw:
+            try:
+                value = json.loads(raw).get("CheckoutRequestID")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(value, str):
+                return value
+    return None
+
+
+async def behave(sim: SimulatedDaraja, behaviour: str, delay: float | None) -> None:
+    """A slow or hanging Daraja: wait before answering (the prompt is already on the handset)."""
+    if behaviour == "slow":
+        await asyncio.sleep(sim.settings.slow_seconds if delay is None else delay)
+    elif behaviour == "timeout":
+        await asyncio.sleep(sim.settings.timeout_seconds if delay is None else delay)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -87,7 +130,10 @@ async def oauth_generate(request: web.Request) -> web.Response:
 async def stk_push(request: web.Request) -> web.Response:
     sim = request.app[SIMULATOR]
     sim.check_token(bearer_token(request))
+    sim.check_rate()
     prompt = sim.push(await json_body(request))
+    if prompt.scenario is not None:
+        await behave(sim, prompt.scenario.push, prompt.scenario.delay)
     log.info("STK push %s to %s for KES %s", prompt.checkout_request_id, prompt.msisdn, prompt.amount)
     return web.json_response({
         "MerchantRequestID": prompt.merchant_request_id,
@@ -101,7 +147,13 @@ async def stk_push(request: web.Request) -> web.Response:
 async def stk_query(request: web.Request) -> web.Response:
     sim = request.app[SIMULATOR]
     sim.check_token(bearer_token(request))
+    sim.check_rate()
     prompt = sim.query(await json_body(request))
+    if prompt.scenario is not None:
+        if prompt.scenario.query == "error":
+            raise InternalServerError()
+        await behave(sim, prompt.scenario.query, prompt.scenario.delay)
+        sim.catch_up()
     base = {
         "ResponseCode": "0",
         "ResponseDescription": QUERY_ACCEPTED,

@@ -36,8 +36,9 @@ class SimulatorRunner:
                 pass
 
     async def deliver(self, job: CallbackJob) -> None:
-        """One POST of Daraja's callback body, with a timeout; Daraja does not retry."""
-        attempt = CallbackAttempt(at=self.sim.clock(), url=job.url, body=job.body)
+        """One POST of Daraja's callback body, with a timeout. Daraja does not retry; the simulator
+        does only when SIMULATOR_CALLBACK_RETRIES says so."""
+        attempt = CallbackAttempt(at=self.sim.clock(), url=job.url, body=job.body, attempt=job.attempt)
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=self.sim.settings.callback_timeout)
@@ -51,6 +52,8 @@ class SimulatorRunner:
         attempt.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         self.sim.record_callback(job.checkout_request_id, attempt)
         log.info("callback %s -> %s %s", job.checkout_request_id, job.url, attempt.status or attempt.error)
+        if not attempt.delivered and self.sim.retry_later(job):
+            log.info("callback %s will be retried (attempt %d failed)", job.checkout_request_id, job.attempt)
 
     async def close(self) -> None:
         for task in list(self._deliveries):
