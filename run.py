@@ -2,6 +2,7 @@
 
     python run.py                      the gateway, the pages and (in simulator mode) the simulator
     python run.py simulator --port N   the Daraja simulator alone, Daraja's paths at its root
+    python run.py sim COMMAND …        drive a running simulator (prompts, pin, cancel, faults, clock …)
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ def banner(settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:
+        load_dotenv()
+        from simulator.cli import main as sim_main
+        return sim_main(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="M-Pesa payment server and Daraja simulator")
-    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "simulator"))
+    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "simulator", "sim"),
+                        help="serve (default), simulator (standalone), or sim … (see `run.py sim --help`)")
     parser.add_argument("--port", type=int, help="override PORT")
     parser.add_argument("--host", help="override HOST")
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ from aiohttp import web
 from .config import Settings, sqlite_path
 from .daraja.client import DarajaClient
 from .handlers import PAYMENTS, SETTINGS, daraja_callback, health, stk_events, stk_push, stk_status
-from .middlewares import json_errors
+from .middlewares import json_errors, security_headers
 from .payments import PaymentService, reconcile_forever
 from .storage import SqliteTransactionStore
 from .streams import enable_streams
@@ -45,7 +45,7 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[security_headers, json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     enable_streams(app)
     app.cleanup_ctx.append(payments_ctx)

@@ -12,6 +12,28 @@ from .handlers import BadRequest, failure
 log = logging.getLogger("gateway.http")
 
 
+SECURITY_HEADERS = {
+    # Pages load only their own scripts; only this site may frame them (the pay page frames the phone).
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                               "frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'",
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update({k: v for k, v in SECURITY_HEADERS.items() if k not in exc.headers})
+        raise
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:

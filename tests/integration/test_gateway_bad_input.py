@@ -244,3 +244,11 @@ async def test_no_secret_or_token_appears_in_logs_or_responses_during_a_payment(
     for secret in ["secret-Zq9w8e7r", "passkey-Lk2j3h4g5f", *tokens]:
         assert secret not in caplog.text
         assert secret not in str(pushed) + str(done) + health
+
+
+async def test_every_answer_carries_security_headers(running):
+    for path in ("/health", "/pay.html", "/no/such/page"):
+        resp = await running.client.get(path)
+        assert resp.headers["X-Frame-Options"] == "SAMEORIGIN", path
+        assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"], path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
