@@ -1,0 +1,269 @@
+"""Every scenario of the catalogue, through the real pages in real Chromium, against the real app.
+
+A customer's view: the pay page, the virtual phone in a second page, the confirmation page. The
+store behind the pages is checked too, so a page cannot show something the server does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.browser.conftest import screenshot_path
+
+pytestmark = pytest.mark.browser
+
+CONFIRMATION = re.compile(r".*/confirmation\.html\?checkoutRequestId=ws_CO_\w+$")
+
+
+async def pay(page, phone: str, amount: int | None = 100) -> None:
+    await page.goto("/pay.html")
+    await page.fill("#phone", phone)
+    if amount is not None:
+        await page.fill("#amount", str(amount))
+    await page.click("#pay-button")
+
+
+def checkout_id_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["checkoutRequestId"][0]
+
+
+async def status_of(page) -> tuple[str | None, str]:
+    state = await page.get_attribute("#payment-status", "data-state")
+    return state, (await page.inner_text("#payment-status-text")).strip()
+
+
+async def wait_state(page, state: str, timeout: float = 15_000) -> str:
+    await page.wait_for_selector(f"#payment-status[data-state={state}]", timeout=timeout)
+    return (await page.inner_text("#payment-status-text")).strip()
+
+
+async def test_successful_payment_lands_on_the_receipt_the_store_holds(shop):
+    running, page, _ = await shop()
+    await page.goto("/pay.html")
+    await page.screenshot(path=screenshot_path("pay.png"), full_page=True)
+    await page.fill("#phone", "0700000000")
+    await page.fill("#amount", "100")
+    await page.click("#pay-button")
+    assert "Check your phone" in await wait_state(page, "waiting")
+    await page.wait_for_url(CONFIRMATION)
+    tx = await running.payments.get(checkout_id_of(page.url))
+    assert tx.status == "completed" and tx.receipt
+    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+    assert (await page.inner_text("#receipt-amount")).strip() == "KES 100"
+    assert (await page.inner_text("#receipt-phone")).strip() == "2547****0000"
+    assert (await page.inner_text("#receipt-reference")).strip() == tx.account_reference
+    assert "EAT" in await page.inner_text("#receipt-date")
+    await page.screenshot(path=screenshot_path("confirmation.png"), full_page=True)
+
+
+@pytest.mark.parametrize("phone, message", [
+    ("0700000001", "Insufficient M-Pesa balance"),
+    ("0700000002", "User cancelled transaction"),
+    ("0700000003", "Wrong M-Pesa PIN entered"),
+    ("0700000004", "The phone could not be reached; check it is on and try again"),
+    ("0700000005", "The payment request expired before it was completed"),
+])
+async def test_failed_payment_shows_the_reason_and_try_again(shop, phone, message):
+    running, page, _ = await shop(SIMULATOR_PROMPT_LIFETIME_SECONDS="2")
+    await pay(page, phone)
+    assert await wait_state(page, "failed") == message
+    assert await page.is_visible("#retry-button")
+    await page.click("#retry-button")
+    assert (await status_of(page))[0] == "idle"
+    assert await page.input_value("#phone") == phone
+    assert await page.is_enabled("#pay-button")
+
+
+async def test_push_refused_at_once_says_a_request_is_already_waiting(shop):
+    running, page, errors = await shop()
+    errors.expect("status of 409 (Conflict)")  # Chromium notes the refused push; the page handles it
+    await pay(page, "0700000006")
+    assert "already waiting on this phone" in await wait_state(page, "failed")
+    assert await running.payments.store.count() == 0
+
+
+async def test_lost_callback_still_completes_through_the_gateways_query(shop):
+    running, page, _ = await shop()
+    await pay(page, "0700000007")
+    await page.wait_for_url(CONFIRMATION, timeout=20_000)
+    tx = await running.payments.get(checkout_id_of(page.url))
+    assert (tx.status, tx.settled_by, tx.receipt) == ("completed", "query", None)
+    assert await page.is_visible("#confirmation-completed")
+    assert "To follow" in await page.inner_text("#receipt")
+
+
+async def test_duplicate_callback_makes_one_payment_with_one_receipt(shop):
+    running, page, _ = await shop()
+    await pay(page, "0700000008")
+    await page.wait_for_url(CONFIRMATION)
+    cid = checkout_id_of(page.url)
+    for _ in range(100):
+        if len(await running.payments.store.callback_log(cid)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [e["outcome"] for e in await running.payments.store.callback_log(cid)] == ["applied", "duplicate"]
+    assert await running.payments.store.count() == 1
+    tx = await running.payments.get(cid)
+    await page.reload()
+    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+
+
+async def test_late_callback_completes_and_the_receipt_follows(shop):
+    running, page, _ = await shop()
+    await pay(page, "0700000009")
+    await page.wait_for_url(CONFIRMATION, timeout=20_000)
+    cid = checkout_id_of(page.url)
+    # The query completed it first; the late callback then brings the receipt, and the page shows it.
+    for _ in range(200):
+        tx = await running.payments.get(cid)
+        if tx.receipt:
+            break
+        await asyncio.sleep(0.05)
+    assert tx.receipt == running.sim.prompts[cid].receipt
+    await page.wait_for_function(
+        "r => (document.querySelector('#receipt-number')?.textContent || '').trim() === r",
+        arg=tx.receipt, timeout=20_000)
+
+
+async def open_phone(page_context, msisdn: str):
+    phone = await page_context.new_page()
+    await phone.goto(f"/simulator/phone/{msisdn}")
+    return phone
+
+
+async def test_customer_enters_pin_on_the_virtual_phone_and_the_shop_page_completes(shop):
+    running, page, errors = await shop()
+    phone = errors.watch(await open_phone(page.context, "254708374149"))
+    await pay(page, "0708374149", 250)
+    await wait_state(page, "waiting")
+    await phone.wait_for_selector("#prompt", state="visible")
+    assert (await phone.inner_text("#prompt-text")).strip() == \
+        "Do you want to pay Ksh 250 to Demo Shop? Enter M-PESA PIN"
+    await phone.screenshot(path=screenshot_path("phone-prompt.png"), full_page=True)
+    await phone.type("#pin", "12345")
+    await phone.click("#pin-ok")
+    await page.wait_for_url(CONFIRMATION)
+    tx = await running.payments.get(checkout_id_of(page.url))
+    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+    await phone.wait_for_selector(f"#sms >> text={tx.receipt} Confirmed")
+    balance = running.sim.subscribers["254708374149"].balance
+    assert f"{balance:,}" in await phone.inner_text("#balance")
+
+
+async def test_pin_typed_on_the_keypad_works_too(shop):
+    running, page, errors = await shop()
+    phone = errors.watch(await open_phone(page.context, "254712345678"))
+    await pay(page, "0712 345 678", 10)
+    await phone.wait_for_selector("#prompt", state="visible")
+    for digit in "12345":
+        await phone.click(f".key[data-key='{digit}']")
+    await phone.click("#pin-ok")
+    await page.wait_for_url(CONFIRMATION)
+
+
+@pytest.mark.parametrize("action, message, phone_says", [
+    ("wrong-pin", "Wrong M-Pesa PIN entered", "Wrong PIN"),
+    ("cancel", "User cancelled transaction", "cancelled"),
+])
+async def test_wrong_pin_or_cancel_on_the_phone_fails_the_payment(shop, action, message, phone_says):
+    running, page, errors = await shop()
+    phone = errors.watch(await open_phone(page.context, "254712345679"))
+    await pay(page, "0712345679", 10)
+    await phone.wait_for_selector("#prompt", state="visible")
+    if action == "wrong-pin":
+        await phone.type("#pin", "99999")
+        await phone.press("#pin", "Enter")
+    else:
+        await phone.click("#pin-cancel")
+    assert await wait_state(page, "failed") == message
+    await phone.wait_for_selector(f"#sms >> text={phone_says}")
+    await phone.wait_for_selector("#prompt", state="hidden")
+
+
+async def test_unanswered_payment_times_out_after_the_polling_window_with_try_again(shop):
+    running, page, _ = await shop(CHECKOUT_POLL_TIMEOUT_SECONDS="3", CHECKOUT_POLL_INTERVAL_SECONDS="0.5")
+    await pay(page, "0712345670", 10)
+    await wait_state(page, "waiting")
+    assert "timeout" in (await wait_state(page, "timeout", timeout=10_000)).lower()
+    assert await page.is_visible("#retry-button")
+    await page.click("#retry-button")
+    assert (await status_of(page))[0] == "idle"
+    assert await page.is_enabled("#pay-button")
+
+
+async def test_invalid_phone_is_rejected_before_any_request(shop):
+    running, page, _ = await shop()
+    posted = []
+    page.on("request", lambda req: posted.append(req.url) if req.method == "POST" else None)
+    await pay(page, "12345")
+    assert (await page.inner_text("#phone-error")).strip() == "Invalid phone number format"
+    assert await page.get_attribute("#phone", "aria-invalid") == "true"
+    await page.fill("#phone", "0712345678")
+    await page.fill("#amount", "150001")
+    await page.click("#pay-button")
+    assert (await page.inner_text("#amount-error")).strip() == "Amount must be between 1 and 150,000"
+    await asyncio.sleep(0.3)
+    assert posted == []
+    assert running.sim.prompts == {}
+
+
+async def test_double_click_and_enter_send_one_push(shop):
+    running, page, _ = await shop()
+    pushes = []
+    page.on("request", lambda req: pushes.append(req.url) if req.url.endswith("/stkpush") else None)
+    await page.goto("/pay.html")
+    await page.fill("#phone", "0712345671")
+    await page.dblclick("#pay-button")
+    await page.press("#phone", "Enter")
+    await wait_state(page, "waiting")
+    await asyncio.sleep(0.5)
+    assert len(pushes) == 1
+    assert len(running.sim.prompts) == 1
+
+
+@pytest.mark.parametrize("path", ["/pay.html", "/simulator/phone/254708374149", "/simulator"])
+async def test_pages_fit_a_phone_sized_screen(shop, path):
+    running, page, _ = await shop()
+    await page.set_viewport_size({"width": 375, "height": 812})
+    await page.goto(path)
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"{path} scrolls sideways: {width}px wide"
+
+
+async def test_pay_page_is_usable_with_the_keyboard_alone(shop):
+    running, page, _ = await shop()
+    await page.goto("/pay.html")
+    await page.focus("#phone")
+    await page.keyboard.type("0700000000")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "amount"
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(CONFIRMATION)
+
+
+async def test_every_field_has_a_label(shop):
+    running, page, errors = await shop()
+    for path in ("/pay.html", "/simulator/phone/254708374149", "/simulator/phone"):
+        await page.goto(path)
+        unlabelled = await page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+            .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+            .map(el => el.id || el.name)""")
+        assert unlabelled == [], f"{path}: {unlabelled}"
+
+
+async def test_simulator_overview_lists_catalogue_and_pushes_with_their_callbacks(shop):
+    running, page, _ = await shop()
+    await pay(page, "0700000000")
+    await page.wait_for_url(CONFIRMATION)
+    cid = checkout_id_of(page.url)
+    await page.goto("/simulator")
+    assert await page.locator("#catalogue tr[data-msisdn]").count() == len(running.sim.catalogue)
+    row = page.locator(f"#pushes tr[data-checkout-request-id='{cid}']")
+    await row.wait_for()
+    text = await row.inner_text()
+    assert running.sim.prompts[cid].receipt in text
+    assert "200" in text  # the gateway's answer to the callback
