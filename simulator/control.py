@@ -40,9 +40,20 @@ async def list_scenarios(request: web.Request) -> web.Response:
     return web.json_response([s.to_json() for s in _sim(request).catalogue.values()])
 
 
+def _limit(request: web.Request, default: int | None) -> int | None:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "limit must be a whole number above 0"}),
+                                 content_type="application/json")
+    return int(raw)
+
+
 async def list_prompts(request: web.Request) -> web.Response:
     sim = _sim(request)
-    return web.json_response(sim.prompts_json(request.query.get("msisdn"), request.query.get("state")))
+    return web.json_response(sim.prompts_json(request.query.get("msisdn"), request.query.get("state"),
+                                              _limit(request, None)))
 
 
 async def get_prompt(request: web.Request) -> web.Response:
@@ -225,6 +236,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     msisdn = request.query.get("msisdn")
     if msisdn is not None and not _valid_msisdn(msisdn):
         return _error(400, "msisdn must be 12 digits starting with 254")
+    limit = _limit(request, None if msisdn else 200)  # the overview needs the newest, not all of a load test
     changed = asyncio.Event()
     sim.listeners.append(changed.set)
     loop = asyncio.get_running_loop()
@@ -235,7 +247,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 last = None
                 while stream.is_connected() and loop.time() < deadline:
                     changed.clear()
-                    current = json.dumps(sim.prompts_json(msisdn))
+                    current = json.dumps(sim.prompts_json(msisdn, limit=limit), default=str)
                     if current != last:
                         await stream.send(current, event="prompts")
                         last = current

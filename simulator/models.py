@@ -143,6 +143,8 @@ class Prompt:
             "state": self.state,
             "scenario": self.scenario.title if self.scenario else None,
             "createdAt": self.created_at,
+            "settledAt": self.settled_at,
+            "now": now,
             "expiresAt": self.expires_at,
             "secondsLeft": max(0.0, round(self.expires_at - now, 1)) if self.open else 0.0,
             "resultCode": self.result_code,
@@ -505,12 +507,14 @@ class SimulatedDaraja:
     def prompt_json(self, prompt: Prompt) -> dict[str, Any]:
         return prompt.to_json(self.clock(), self.business_name)
 
-    def prompts_json(self, msisdn: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-        """Prompts, newest first, optionally for one number and/or in one state."""
+    def prompts_json(self, msisdn: str | None = None, state: str | None = None,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+        """Prompts, newest first, optionally for one number and/or in one state, at most `limit`."""
         self.catch_up()
         prompts = [p for p in self.prompts.values()
                    if (msisdn is None or p.msisdn == msisdn) and (state is None or p.state == state)]
-        return [self.prompt_json(p) for p in sorted(prompts, key=lambda p: -p.created_at)]
+        newest = sorted(prompts, key=lambda p: -p.created_at)[:limit]
+        return [self.prompt_json(p) for p in newest]
 
     # -- the handset ---------------------------------------------------------------------------
 

@@ -22,10 +22,13 @@ async def overview(request: web.Request) -> dict[str, Any]:
             "pin": sim.settings.pin, "settings": sim.settings}
 
 
-@aiohttp_jinja2.template("phone_picker.html")
-async def phone_picker(request: web.Request) -> dict[str, Any]:
+async def phone_picker(request: web.Request) -> web.Response:
+    """The number picker; `?phone=0712…` (the form without JavaScript) goes to that phone."""
+    if request.query.get("phone"):
+        raise web.HTTPFound(str(request.app.router["phone"].url_for(msisdn=request.query["phone"].strip()[:20])))
     sim = request.app[SIMULATOR]
-    return {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()), "error": None}
+    context = {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()), "error": None}
+    return aiohttp_jinja2.render_template("phone_picker.html", request, context)
 
 
 async def phone(request: web.Request) -> web.Response:
