@@ -12,7 +12,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-SECRET_FIELDS = ("Password", "access_token")
+# Field names (any letter case) whose values are secrets, whatever a client puts in its body.
+SECRET_FIELDS = {"password", "passkey", "access_token", "consumer_secret", "consumersecret", "secret",
+                 "securitycredential", "initiatorpassword", "client_secret"}
 SECRET_HEADERS = ("authorization", "cookie")
 
 
@@ -24,11 +26,17 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (v.split(" ", 1)[0] + " …" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
-def redact_body(body: Any) -> Any:
+def redact_body(body: Any, secrets: frozenset[str] = frozenset()) -> Any:
+    """Mask secret-named fields, and any string that is (or contains) a known secret value."""
     if isinstance(body, dict):
-        return {k: (mask(v) if k in SECRET_FIELDS and isinstance(v, str) else redact_body(v)) for k, v in body.items()}
+        return {k: (mask(v) if k.lower() in SECRET_FIELDS and isinstance(v, str) else redact_body(v, secrets))
+                for k, v in body.items()}
     if isinstance(body, list):
-        return [redact_body(v) for v in body]
+        return [redact_body(v, secrets) for v in body]
+    if isinstance(body, str):
+        for secret in secrets:
+            if secret and secret in body:
+                body = body.replace(secret, "…")
     return body
 
 
@@ -66,11 +74,19 @@ class JournalEntry:
 
 
 class Journal:
-    def __init__(self, size: int = 2000) -> None:
+    def __init__(self, size: int = 2000, secrets: Iterable[str] = ()) -> None:
         self._entries: deque[JournalEntry] = deque(maxlen=size)
         self._ids = itertools.count(1)
+        # Values never stored, wherever they appear (passkeys, the consumer secret); short ones are
+        # left alone so that masking cannot garble ordinary text.
+        self.secrets = frozenset(s for s in secrets if len(s) >= 6)
 
     def add(self, **fields: Any) -> JournalEntry:
+        for name in ("request_body", "response_body", "error", "url"):
+            if fields.get(name) is not None:
+                fields[name] = redact_body(fields[name], self.secrets)
+        if "request_headers" in fields:
+            fields["request_headers"] = redact_body(redact_headers(fields["request_headers"]), self.secrets)
         entry = JournalEntry(id=next(self._ids), **fields)
         self._entries.append(entry)
         return entry

@@ -261,7 +261,7 @@ class SimulatedDaraja:
         self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
         self.listeners: list[Callable[[], None]] = []  # told after every change (runner, live pages)
         self.tills = dict(settings.tills)  # till -> store shortcode
-        self.journal = Journal()
+        self.journal = Journal(secrets=[consumer_secret, *merchants.values()])
         self.subscriber_faults: dict[str, dict[str, Any]] = {}
         self.pending_faults: list[dict[str, Any]] = []  # {"remaining": n, "msisdn": … or None, "behaviour": {…}}
         self._recent_requests: list[float] = []

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -95,13 +96,24 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     # A form-encoded body is reported as a bad BusinessShortCode, as Daraja does.
     if request.content_type != "application/json":
         raise InvalidField("BusinessShortCode")
+    raw = await request.read()
     try:
-        body = json.loads(await request.read())
+        body = json.loads(raw)
     except ValueError:
+        if _looks_like_form(raw):  # a form body labelled as JSON: Daraja still reads it as a form
+            raise InvalidField("BusinessShortCode") from None
         raise InvalidRequestPayload() from None
     if not isinstance(body, dict):
         raise InvalidRequestPayload()
     return body
+
+
+def _looks_like_form(raw: bytes) -> bool:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), strict_parsing=True)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return bool(pairs)
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -719,3 +719,11 @@ async def test_push_with_an_unparseable_callback_url_is_400_invalid_callback_url
 async def test_push_with_an_out_of_range_callback_port_is_400_invalid_callback_url(daraja):
     resp = await daraja.post_push(daraja.push_body(PAYS, CallBackURL="http://127.0.0.1:99999/cb"))
     await assert_daraja_error(resp, 400, "400.002.02", "Bad Request - Invalid CallBackURL")
+
+
+async def test_form_body_labelled_as_json_is_read_as_a_form_like_daraja(daraja):
+    from urllib.parse import urlencode
+    form = urlencode({k: str(v) for k, v in daraja.push_body(PAYS).items()}).encode()
+    resp = await daraja.client.post(PUSH, data=form,
+                                    headers={**await daraja.bearer(), "Content-Type": "application/json"})
+    await assert_daraja_error(resp, 400, "400.002.02", "Bad Request - Invalid BusinessShortCode")

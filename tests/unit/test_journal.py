@@ -1,0 +1,29 @@
+"""The simulator's journal never stores a secret, whatever field a client puts it in."""
+
+import json
+
+from simulator.journal import Journal
+
+
+def test_secret_named_fields_are_masked_in_any_letter_case():
+    journal = Journal()
+    entry = journal.add(at=0.0, kind="request", method="POST", url="/x", status=200, duration_ms=1.0,
+                        request_headers={"Authorization": "Bearer abcdefghijklmnop"},
+                        request_body={"Password": "MTc0Mzc5c2VjcmV0", "Passkey": "bfb279f9aa9bdbcf",
+                                      "nested": {"PASSKEY": "bfb279f9aa9bdbcf"}},
+                        response_body={"access_token": "c9SQxWWhmdVRlyh0zh8gZDTkubVF", "expires_in": "3599"})
+    text = json.dumps(entry.to_json())
+    for secret in ("MTc0Mzc5c2VjcmV0", "bfb279f9aa9bdbcf", "abcdefghijklmnop", "c9SQxWWhmdVRlyh0zh8gZDTkubVF"):
+        assert secret not in text
+    assert entry.request_headers["Authorization"] == "Bearer …"
+    assert entry.response_body["expires_in"] == "3599"
+
+
+def test_known_secret_values_are_masked_wherever_they_appear():
+    journal = Journal(secrets=["my-consumer-secret", "passkey-value-123"])
+    entry = journal.add(at=0.0, kind="request", method="POST", url="/x?key=passkey-value-123", status=400,
+                        duration_ms=1.0, request_body="raw text with my-consumer-secret inside",
+                        response_body={"echo": ["passkey-value-123"]})
+    text = json.dumps(entry.to_json())
+    assert "my-consumer-secret" not in text and "passkey-value-123" not in text
+    assert entry.request_body == "raw text with … inside"
