@@ -26,6 +26,7 @@ fi
 STAMP="$VENV/.installed-$EXTRAS"
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
   echo "Installing dependencies into .venv ..." >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 \
+    | { grep -v "^WARNING: Location" >&2 || true; }
   touch "$STAMP"
 fi

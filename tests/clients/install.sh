@@ -20,7 +20,7 @@ if [ -f "$ROOT/constraints.txt" ]; then
   constraints=(-c "$ROOT/constraints.txt")
 fi
 echo "Installing tests/clients/requirements.txt with $PYTHON ..." >&2
-"$PYTHON" -m pip install "${constraints[@]}" -r "$HERE/requirements.txt"
+"$PYTHON" -m pip install --quiet --disable-pip-version-check "${constraints[@]}" -r "$HERE/requirements.txt" 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 if [ -f "$HERE/node/package.json" ]; then
   if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then

@@ -385,86 +385,16 @@
     }
   });
 
-  // ---- the feed: server-sent events, polling while the stream is down --------------------------
+  // ---- the feed (prompt-feed.js): server-sent events, polling while the stream is down -----------
 
-  let source = null;
-  let pollTimer = 0;
-  let polling = false;
-  let retryTimer = 0;
-  let retryDelay = 2000;
-
-  function feedStatus(text) {
-    if (el.feedStatus.textContent !== text) el.feedStatus.textContent = text;
-  }
-
-  async function pollOnce() {
-    if (polling) return;
-    polling = true;
-    try {
-      const resp = await fetch(`${api}/prompts?msisdn=${encodeURIComponent(msisdn)}`,
-        { cache: "no-store", headers: { Accept: "application/json" } });
-      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      handle(await resp.json());
-      feedStatus("");
-    } catch (err) {
-      feedStatus("No connection to the simulator: retrying…");
-    } finally {
-      polling = false;
-    }
-  }
-
-  function startPolling() {
-    if (pollTimer) return;
-    pollOnce();
-    pollTimer = window.setInterval(pollOnce, POLL_MS);
-  }
-
-  function stopPolling() {
-    window.clearInterval(pollTimer);
-    pollTimer = 0;
-  }
-
-  function startStream() {
-    retryTimer = 0;
-    if (!("EventSource" in window)) {
-      startPolling();
-      return;
-    }
-    const stream = new EventSource(`${api}/events?msisdn=${encodeURIComponent(msisdn)}`);
-    source = stream;
-    stream.addEventListener("open", () => {
-      stopPolling();
-      retryDelay = 2000;
-      feedStatus("");
-    });
-    stream.addEventListener("prompts", (event) => {
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch (err) {
-        return;
-      }
-      handle(data);
-    });
-    stream.addEventListener("error", () => {
-      stream.close();
-      if (source === stream) source = null;
-      startPolling();
-      if (!retryTimer) {
-        retryTimer = window.setTimeout(startStream, retryDelay);
-        retryDelay = Math.min(retryDelay * 2, 30000);
-      }
-    });
-  }
-
-  window.addEventListener("pagehide", () => {
-    if (source) source.close();
-    source = null;
-    stopPolling();
+  window.followPrompts({
+    streamUrl: `${api}/events?msisdn=${encodeURIComponent(msisdn)}`,
+    pollUrl: `${api}/prompts?msisdn=${encodeURIComponent(msisdn)}`,
+    pollMs: POLL_MS,
+    onPrompts: handle,
+    onStatus: (state) => {
+      const text = state === "offline" ? "No connection to the simulator: retrying…" : "";
+      if (el.feedStatus.textContent !== text) el.feedStatus.textContent = text;
+    },
   });
-  window.addEventListener("pageshow", (event) => {
-    if (event.persisted && !source) startStream(); // back from the back/forward cache
-  });
-
-  startStream();
 })();

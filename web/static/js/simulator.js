@@ -267,87 +267,16 @@
     if (button.textContent === "Failed") button.disabled = false;
   });
 
-  // The feed: server-sent events, polling while the stream is down -------------------------------
+  // The feed (prompt-feed.js): server-sent events, polling while the stream is down --------------
 
-  let source = null;
-  let pollTimer = 0;
-  let polling = false;
-  let retryTimer = 0;
-  let retryDelay = 2000;
-
-  function setLive(text, ok) {
-    liveStatus.textContent = text;
-    liveStatus.classList.toggle("down", !ok);
-  }
-
-  async function pollOnce() {
-    if (polling) return;
-    polling = true;
-    try {
-      const resp = await fetch(`${api}/prompts`, { cache: "no-store", headers: { Accept: "application/json" } });
-      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      renderPushes(await resp.json());
-      setLive("polling", true);
-    } catch (err) {
-      setLive("offline", false);
-    } finally {
-      polling = false;
-    }
-  }
-
-  function startPolling() {
-    if (pollTimer) return;
-    pollOnce();
-    pollTimer = window.setInterval(pollOnce, POLL_MS);
-  }
-
-  function stopPolling() {
-    window.clearInterval(pollTimer);
-    pollTimer = 0;
-  }
-
-  function startStream() {
-    retryTimer = 0;
-    if (!("EventSource" in window)) {
-      startPolling();
-      return;
-    }
-    const stream = new EventSource(`${api}/events`);
-    source = stream;
-    stream.addEventListener("open", () => {
-      stopPolling();
-      retryDelay = 2000;
-      setLive("live", true);
-    });
-    stream.addEventListener("prompts", (event) => {
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch (err) {
-        return;
-      }
-      renderPushes(data);
-    });
-    stream.addEventListener("error", () => {
-      stream.close();
-      if (source === stream) source = null;
-      startPolling();
-      if (!retryTimer) {
-        retryTimer = window.setTimeout(startStream, retryDelay);
-        retryDelay = Math.min(retryDelay * 2, 30000);
-      }
-    });
-  }
-
-  window.addEventListener("pagehide", () => {
-    if (source) source.close();
-    source = null;
-    stopPolling();
+  window.followPrompts({
+    streamUrl: `${api}/events`,
+    pollUrl: `${api}/prompts`,
+    pollMs: POLL_MS,
+    onPrompts: renderPushes,
+    onStatus: (state) => {
+      liveStatus.textContent = state;
+      liveStatus.classList.toggle("down", state === "offline");
+    },
   });
-  window.addEventListener("pageshow", (event) => {
-    if (event.persisted && !source) startStream();
-  });
-
-  loadSubscribers();
-  startStream();
 })();
