@@ -12,7 +12,8 @@ from aiohttp import web
 
 from .config import Settings, sqlite_path
 from .daraja.client import DarajaClient
-from .handlers import PAYMENTS, SETTINGS, daraja_callback, health, stk_events, stk_push, stk_status
+from .handlers import PAYMENTS, PUSH_LIMITER, SETTINGS, daraja_callback, health, stk_events, stk_push, stk_status
+from .limits import SlidingWindowLimiter
 from .middlewares import json_errors, security_headers
 from .payments import PaymentService, reconcile_forever
 from .storage import SqliteTransactionStore
@@ -47,6 +48,7 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[security_headers, json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[PUSH_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_phone, settings.push_limit_window)
     enable_streams(app)
     app.cleanup_ctx.append(payments_ctx)
     api = [

@@ -81,6 +81,8 @@ class Settings:
     reconcile_max_interval: float = 60.0
     payment_timeout: float = 300.0
     max_body_bytes: int = 64 * 1024
+    push_limit_per_phone: int = 5  # STK pushes to one phone per window; 0: no limit
+    push_limit_window: float = 300.0
     poll_interval: float = 3.0  # the pay page's status polling
     poll_timeout: float = 120.0
     usd_to_kes: float = 129.0
@@ -307,6 +309,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_interval=_seconds(env, "RECONCILE_INTERVAL_SECONDS", 10.0),
         reconcile_max_interval=_seconds(env, "RECONCILE_MAX_INTERVAL_SECONDS", 60.0),
         payment_timeout=_seconds(env, "PAYMENT_TIMEOUT_SECONDS", 300.0),
+        push_limit_per_phone=_int(env, "PUSH_LIMIT_PER_PHONE", 5, 0, 1_000_000),
+        push_limit_window=_positive(env, "PUSH_LIMIT_WINDOW_SECONDS", 300.0),
         poll_interval=_positive(env, "CHECKOUT_POLL_INTERVAL_SECONDS", 3.0),
         poll_timeout=_positive(env, "CHECKOUT_POLL_TIMEOUT_SECONDS", 120.0),
         usd_to_kes=_positive(env, "USD_TO_KES", 129.0),

@@ -18,12 +18,14 @@ from .daraja.wire import MalformedCallback
 from .payments import PaymentService
 from .result_messages import customer_message
 from .storage import Transaction
+from .limits import SlidingWindowLimiter
 from .streams import tracked_stream
 
 log = logging.getLogger("gateway.http")
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 PAYMENTS: web.AppKey[PaymentService] = web.AppKey("payments", PaymentService)
+PUSH_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("push_limiter", SlidingWindowLimiter)
 
 
 class BadRequest(Exception):
@@ -77,6 +79,13 @@ async def stk_push(request: web.Request) -> web.Response:
         checkout = parse_checkout(body, settings.max_amount)
     except CheckoutError as exc:
         return failure(exc.message, 400, field=exc.field)
+    wait = request.app[PUSH_LIMITER].retry_after(checkout.phone)
+    if wait:
+        # Stops a checkout being used to bombard someone's phone with payment prompts.
+        return web.json_response(
+            {"success": False, "message": "Too many payment requests to this phone. Please wait a few minutes "
+                                          "and try again."},
+            status=429, headers={"Retry-After": str(max(1, round(wait)))})
     try:
         tx = await request.app[PAYMENTS].start(checkout)
     except (DarajaError, DarajaUnavailable) as exc:

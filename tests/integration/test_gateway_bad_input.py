@@ -252,3 +252,17 @@ async def test_every_answer_carries_security_headers(running):
         assert resp.headers["X-Frame-Options"] == "SAMEORIGIN", path
         assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"], path
         assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+
+
+async def test_too_many_pushes_to_one_phone_get_429_with_retry_after(start_app):
+    running = await start_app(PUSH_LIMIT_PER_PHONE="2", PUSH_LIMIT_WINDOW_SECONDS="60")
+    for _ in range(2):
+        pushed = await running.push("254700000002", 10)  # cancels at once, so no lock gets in the way
+        assert pushed["success"] is True
+        await running.wait_status(pushed["checkoutRequestId"], "failed")
+    resp = await running.client.post("/stkpush", json={"phone": "0700000002", "amount": 10})
+    assert resp.status == 429
+    assert (await resp.json())["message"].startswith("Too many payment requests to this phone")
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert len(running.sim.prompts) == 2  # the third never reached Daraja
+    assert (await running.push("0700000000", 10))["success"] is True  # other phones are not held up

@@ -1,0 +1,44 @@
+from gateway.limits import SlidingWindowLimiter
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_allows_limit_events_per_window_then_says_how_long_to_wait():
+    clock = Clock()
+    limiter = SlidingWindowLimiter(3, 60, clock=clock)
+    assert [limiter.retry_after("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    clock.now += 10
+    assert limiter.retry_after("a") == 50.0
+    assert limiter.retry_after("b") == 0.0  # keys are counted apart
+    clock.now += 50
+    assert limiter.retry_after("a") == 0.0  # the oldest event left the window
+
+
+def test_a_refused_event_is_not_counted():
+    clock = Clock()
+    limiter = SlidingWindowLimiter(1, 10, clock=clock)
+    assert limiter.retry_after("a") == 0.0
+    for _ in range(5):
+        assert limiter.retry_after("a") > 0
+    clock.now += 10
+    assert limiter.retry_after("a") == 0.0
+
+
+def test_zero_limit_allows_everything():
+    limiter = SlidingWindowLimiter(0, 60)
+    assert all(limiter.retry_after("a") == 0.0 for _ in range(1000))
+
+
+def test_idle_keys_are_forgotten_so_memory_stays_bounded():
+    clock = Clock()
+    limiter = SlidingWindowLimiter(1, 10, clock=clock, max_keys=100)
+    for i in range(100):
+        limiter.retry_after(str(i))
+    clock.now += 11
+    limiter.retry_after("new")
+    assert len(limiter._events) == 1
