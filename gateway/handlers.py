@@ -155,8 +155,9 @@ async def stk_events(request: web.Request) -> web.StreamResponse:
                 if is_final(tx) or loop.time() >= deadline:
                     break
                 try:
-                    tx = await asyncio.wait_for(changes.get(), deadline - loop.time())
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(deadline - loop.time()):  # not wait_for: see runner
+                        tx = await changes.get()
+                except TimeoutError:
                     break
             return stream
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -50,9 +49,12 @@ def _runtime(sim: SimulatedDaraja) -> Callable[[web.Application], AsyncIterator[
             app[RUNNER] = runner
             task = asyncio.create_task(runner.run())
             yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            runner.stop()
+            try:
+                async with asyncio.timeout(5):
+                    await task
+            except TimeoutError:
+                task.cancel()
             await runner.close()
     return runtime
 

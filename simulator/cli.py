@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, control: Control) -> Any:
         return control.call("GET", "/prompts", params={k: v for k, v in
                                                         (("state", args.state), ("msisdn", args.msisdn)) if v})
     if c in ("pin", "wrong-pin"):
-        pin = args.pin if c == "pin" else "0000"
+        pin = args.pin if c == "pin" else "0"  # PINs are 4-6 digits, so "0" is always wrong
         return control.call("POST", f"/prompts/{args.id}/pin", {"pin": pin})
     if c in ("cancel", "ignore"):
         return control.call("POST", f"/prompts/{args.id}/{c}")

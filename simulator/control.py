@@ -105,10 +105,7 @@ async def trigger(request: web.Request) -> web.Response:
 
 async def journal(request: web.Request) -> web.Response:
     sim = _sim(request)
-    try:
-        limit = min(int(request.query.get("limit", "200")), 2000)
-    except ValueError:
-        return _error(400, "limit must be a whole number")
+    limit = min(_limit(request, 200) or 200, 2000)
     entries = sim.journal.entries(request.query.get("kind"), request.query.get("checkoutRequestId"), limit)
     return web.json_response([e.to_json() for e in entries])
 
@@ -124,6 +121,9 @@ async def resend_callback(request: web.Request) -> web.Response:
 
 
 def _behaviour(body: dict[str, Any]) -> dict[str, Any] | web.Response:
+    unknown = set(body) - set(BEHAVIOUR_FIELDS)
+    if unknown:
+        return _error(400, f"unknown field(s) {', '.join(sorted(unknown))}: use any of {', '.join(BEHAVIOUR_FIELDS)}")
     try:
         behaviour = parse_behaviour(body, "fault")
     except CatalogueError as exc:
@@ -253,8 +253,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                         last = current
                     # Open prompts count down: refresh at least once a second while any is open.
                     timeout = 1.0 if any(p.open for p in sim.prompts.values()) else 15.0
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(changed.wait(), timeout)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
+                            await changed.wait()
                 return stream
     finally:
         sim.listeners.remove(changed.set)

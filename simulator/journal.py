@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -23,7 +24,16 @@ def mask(value: str) -> str:
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: (v.split(" ", 1)[0] + " …" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+    """Keep only the scheme of credentials ("Bearer …"); a bare value is masked whole."""
+    def masked(value: str) -> str:
+        scheme, space, _ = value.partition(" ")
+        return f"{scheme} …" if space and scheme.lower() in ("bearer", "basic") else "…"
+    return {k: (masked(v) if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+# `"Password": "…"`, `Password=…` and the like inside a body that is not JSON (or is broken JSON).
+_SECRET_IN_TEXT = re.compile(
+    r'("?(?:' + "|".join(sorted(SECRET_FIELDS)) + r')"?\s*[:=]\s*"?)([^"&,\s}]+)', re.IGNORECASE)
 
 
 def redact_body(body: Any, secrets: frozenset[str] = frozenset()) -> Any:
@@ -47,7 +57,7 @@ def parse_body(raw: bytes) -> Any:
     try:
         return redact_body(json.loads(raw))
     except ValueError:
-        return raw[:2000].decode("utf-8", "replace")
+        return _SECRET_IN_TEXT.sub(r"\1…", raw[:2000].decode("utf-8", "replace"))
 
 
 @dataclass

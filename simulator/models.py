@@ -13,7 +13,6 @@ import heapq
 import hmac
 import itertools
 import random
-import re
 import secrets
 import string
 import time
@@ -81,6 +80,7 @@ class CallbackJob:
     url: str
     body: dict[str, Any]
     attempt: int = 1
+    generation: int = 0  # the simulator's reset count when it was scheduled
 
 
 @dataclass
@@ -266,6 +266,7 @@ class SimulatedDaraja:
         self.pending_faults: list[dict[str, Any]] = []  # {"remaining": n, "msisdn": … or None, "behaviour": {…}}
         self._recent_requests: list[float] = []
         self.requests_counted = 0
+        self.generation = 0
 
     def clock(self) -> float:
         return self._wall_clock() + self.clock_offset
@@ -292,6 +293,7 @@ class SimulatedDaraja:
         self._recent_requests.clear()
         self.requests_counted = 0
         self.clock_offset = 0.0
+        self.generation += 1  # callbacks already on their way belong to the world before the reset
         self._changed()
 
     def check_rate(self) -> None:
@@ -311,17 +313,20 @@ class SimulatedDaraja:
     def behaviour_for(self, msisdn: str, *, consume: bool = True) -> Scenario:
         """The catalogue's behaviour for a number, overlaid by its subscriber faults, then by the
         first queued next-N fault that applies (which a push uses up)."""
-        behaviour = self.catalogue.get(msisdn) or interactive(msisdn)
-        behaviour = behaviour.overlaid(self.subscriber_faults.get(msisdn, {}))
+        base = self.catalogue.get(msisdn) or interactive(msisdn)
+        return base.overlaid(self._fault_overrides(msisdn, consume=consume))
+
+    def _fault_overrides(self, msisdn: str, *, consume: bool) -> dict[str, Any]:
+        overrides = dict(self.subscriber_faults.get(msisdn, {}))
         for fault in self.pending_faults:
             if fault["msisdn"] in (None, msisdn):
-                behaviour = behaviour.overlaid(fault["behaviour"])
+                overrides.update(fault["behaviour"])
                 if consume:
                     fault["remaining"] -= 1
                     if fault["remaining"] <= 0:
                         self.pending_faults.remove(fault)
                 break
-        return behaviour
+        return overrides
 
     def add_faults(self, behaviour: dict[str, Any], count: int, msisdn: str | None = None) -> dict[str, Any]:
         fault = {"remaining": count, "msisdn": msisdn, "behaviour": behaviour}
@@ -432,19 +437,22 @@ class SimulatedDaraja:
     def open_prompt(self, order: PushOrder) -> Prompt:
         """A checked push reaches the customer's handset (or fails as its behaviour says)."""
         now = self.catch_up()
-        scenario = self.behaviour_for(order.phone)
+        if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
+            raise SubscriberLocked()  # before any fault is used up: this push never got that far
+        overrides = self._fault_overrides(order.phone, consume=True)
+        scenario = (self.catalogue.get(order.phone) or interactive(order.phone)).overlaid(overrides)
         if scenario.push == "locked":
             raise SubscriberLocked()
         if scenario.push == "error":
             raise InternalServerError()
         if scenario.push == "busy":
             raise SystemBusy()
-        if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
-            raise SubscriberLocked()
         mismatch = self._party_b_mismatch(order)
         if mismatch is not None:  # the push is accepted; M-Pesa then fails it without asking the customer
             scenario = scenario.overlaid({"outcome": mismatch, "at": "auto_answer"})
-        self.subscriber(order.phone)
+        subscriber = self.subscriber(order.phone)
+        if overrides.get("balance") is not None:  # a fault may set the customer's balance
+            subscriber.balance = overrides["balance"]
         prompt = Prompt(
             checkout_request_id=self._checkout_request_id(order.phone, now),
             merchant_request_id=self.new_request_id(),
@@ -588,7 +596,9 @@ class SimulatedDaraja:
             due.append(heapq.heappop(self._callback_jobs)[2])
         return due
 
-    def record_callback(self, checkout_request_id: str, attempt: CallbackAttempt) -> None:
+    def record_callback(self, checkout_request_id: str, attempt: CallbackAttempt, generation: int | None = None) -> None:
+        if generation is not None and generation != self.generation:
+            return  # sent before a reset: the new world never saw it
         entry = self.journal.add(at=attempt.at, kind="callback", method="POST", url=attempt.url,
                                  status=attempt.status, duration_ms=attempt.duration_ms,
                                  request_headers={"Content-Type": "application/json"}, request_body=attempt.body,
@@ -641,12 +651,13 @@ class SimulatedDaraja:
             self._schedule(CallbackJob(now + offset, prompt.checkout_request_id, prompt.callback_url, body))
 
     def _schedule(self, job: CallbackJob) -> None:
+        job.generation = self.generation
         heapq.heappush(self._callback_jobs, (job.due_at, next(self._job_seq), job))
         self._changed()
 
     def retry_later(self, job: CallbackJob) -> bool:
         """Schedule another attempt after a failed delivery, if retries are configured (Daraja: none)."""
-        if job.attempt > self.settings.callback_retries:
+        if job.attempt > self.settings.callback_retries or job.generation != self.generation:
             return False
         delay = self.settings.callback_retry_delay * 2 ** (job.attempt - 1)
         self._schedule(CallbackJob(self.clock() + delay, job.checkout_request_id, job.url, job.body,

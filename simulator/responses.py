@@ -61,7 +61,14 @@ async def journal_requests(request: web.Request, handler: Any) -> web.StreamResp
     sim = request.app[SIMULATOR]
     started = time.perf_counter()
     at = sim.clock()
-    raw = await request.read() if request.can_read_body else b""
+    try:
+        raw = await request.read() if request.can_read_body else b""
+    except web.HTTPRequestEntityTooLarge:
+        raw, response = b"", render_error(InvalidRequestPayload(), sim.new_request_id())
+        sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs,
+                        status=response.status, duration_ms=0.0, request_headers=redact_headers(request.headers),
+                        request_body="(body over the size limit, not kept)")
+        return response
     response = await handler(request)
     body = response.body if isinstance(response, web.Response) else None
     sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs, status=response.status,
