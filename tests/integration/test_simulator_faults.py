@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,6 +22,7 @@ from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASS
 from gateway.daraja.wire import nairobi_timestamp, stk_password
 from simulator.app import build_simulator, create_standalone_app
 from simulator.runner import SimulatorRunner
+from tests.integration.daraja_http import assert_daraja_error, basic, eventually
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"
@@ -50,8 +50,7 @@ FAST_ENV = {
 QUIET = 0.4  # longer than any callback due in a test that expects no more
 
 
-def basic(key: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+
 
 
 def push_body(phone: str = INTERACTIVE, callback: str = NOWHERE, **overrides: Any) -> dict[str, Any]:
@@ -73,25 +72,10 @@ def push_body(phone: str = INTERACTIVE, callback: str = NOWHERE, **overrides: An
     return body
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 3.0, what: str = "condition") -> Any:
-    """Poll `check` (sync or async) every 20 ms until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
-async def assert_daraja_error(resp: Any, status: int, code: str, message: str) -> dict[str, Any]:
-    body = await resp.json()
-    assert (resp.status, body.get("errorCode"), body.get("errorMessage")) == (status, code, message), body
-    assert set(body) == {"requestId", "errorCode", "errorMessage"}
-    return body
+
+
 
 
 class Sim:

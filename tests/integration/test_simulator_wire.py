@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, load_settings
 from gateway.daraja.wire import NAIROBI, nairobi_timestamp, stk_password
 from simulator.app import create_standalone_app
+from tests.integration.daraja_http import REQUEST_ID, assert_daraja_error, basic, eventually
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"
@@ -40,15 +41,13 @@ FAST_ENV = {
     "SIMULATOR_LATE_CALLBACK_SECONDS": "1.5",
 }
 
-REQUEST_ID = re.compile(r"[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]+")
 ACCEPTED = "Success. Request accepted for processing"
 QUERY_ACCEPTED = "The service request has been accepted successsfully"  # Daraja's real typo
 PAID_DESC = "The service request is processed successfully."
 QUIET_PERIOD = 0.3  # longer than the callback delay plus the "twice" gap: nothing more is due
 
 
-def basic(key: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+
 
 
 def checkout_id_pattern(msisdn: str) -> re.Pattern[str]:
@@ -56,29 +55,10 @@ def checkout_id_pattern(msisdn: str) -> re.Pattern[str]:
     return re.compile(rf"ws_CO_[0-9]{{14}}[0-9]{{1,3}}{msisdn[3:]}")
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 3.0, what: str = "condition") -> Any:
-    """Poll `check` (sync or async) every 20 ms until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
-async def assert_daraja_error(resp: Any, status: int, code: str, message: str) -> dict[str, Any]:
-    """Daraja's error envelope, exactly: requestId (any shape-correct id), errorCode, errorMessage."""
-    assert resp.status == status
-    body = await resp.json()
-    assert set(body) == {"requestId", "errorCode", "errorMessage"}
-    assert isinstance(body["requestId"], str) and REQUEST_ID.fullmatch(body["requestId"])
-    assert {"errorCode": body["errorCode"], "errorMessage": body["errorMessage"]} == {
-        "errorCode": code, "errorMessage": message}
-    return body
+
+
 
 
 class Daraja:
