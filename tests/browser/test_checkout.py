@@ -267,3 +267,17 @@ async def test_simulator_overview_lists_catalogue_and_pushes_with_their_callback
     text = await row.inner_text()
     assert running.sim.prompts[cid].receipt in text
     assert "200" in text  # the gateway's answer to the callback
+
+
+async def test_simulator_overview_shows_the_journal_without_secrets(shop):
+    running, page, _ = await shop()
+    await pay(page, "0700000000")
+    await page.wait_for_url(CONFIRMATION)
+    await page.goto("/simulator")
+    push_row = page.locator("#journal tr[data-kind=request]", has_text="/mpesa/stkpush/v1/processrequest")
+    await push_row.first.wait_for()
+    await page.locator("#journal tr[data-kind=callback]").first.wait_for()
+    text = await page.inner_text("#journal")
+    assert "/oauth/v1/generate" in text
+    for secret in [*running.sim.tokens, running.settings.consumer_secret, running.settings.passkey]:
+        assert secret not in await page.content()

@@ -267,6 +267,51 @@
     if (button.textContent === "Failed") button.disabled = false;
   });
 
+  // ---- the journal: polled (it changes on every request, which the prompt feed does not cover) ----
+
+  const journalBody = document.querySelector("#journal tbody");
+  let journalLatest = -1;
+
+  function pretty(value) {
+    return typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  }
+
+  function journalRow(entry) {
+    const bodies = h("td", { dataset: { label: "Bodies" } });
+    for (const [label, value] of [["request", entry.requestBody], ["response", entry.responseBody]]) {
+      if (value === null || value === undefined) continue;
+      bodies.append(h("details", {}, h("summary", {}, label), h("pre", {}, pretty(value))));
+    }
+    const status = entry.status === null ? (entry.error || "no answer") : entry.status;
+    return h("tr", { dataset: { journalId: String(entry.id), kind: entry.kind } },
+      h("td", { dataset: { label: "Time" } }, timeFmt.format(new Date(entry.at * 1000))),
+      h("td", { dataset: { label: "Kind" } }, entry.kind === "callback" ? `callback #${entry.attempt}` : "request"),
+      h("td", { dataset: { label: "Request" } }, h("code", {}, `${entry.method} ${entry.url}`)),
+      h("td", { className: "num", dataset: { label: "Status" } }, String(status)),
+      h("td", { className: "num", dataset: { label: "ms" } }, entry.durationMs === null ? "" : String(entry.durationMs)),
+      bodies);
+  }
+
+  async function refreshJournal() {
+    try {
+      const resp = await fetch(`${api}/journal?limit=100`, { cache: "no-store", headers: { Accept: "application/json" } });
+      if (!resp.ok) return;
+      const entries = await resp.json();
+      const newest = entries.length ? entries[0].id : 0;
+      if (newest === journalLatest) return; // nothing new: leave open <details> alone
+      journalLatest = newest;
+      journalBody.replaceChildren(...(entries.length ? entries.map(journalRow)
+        : [h("tr", { className: "empty" }, h("td", { colSpan: 6 }, "Nothing yet."))]));
+    } catch (err) {
+      // the live status above already says when the simulator cannot be reached
+    }
+  }
+
+  if (journalBody) {
+    refreshJournal();
+    window.setInterval(refreshJournal, 2000);
+  }
+
   // The feed (prompt-feed.js): server-sent events, polling while the stream is down --------------
 
   window.followPrompts({
