@@ -28,8 +28,10 @@ def banner(settings: Settings) -> str:
         f"Callback: {settings.callback_url}",
         f"Database: {settings.database_url}",
     ]
+    lines.append(f"Pay page: {settings.server_url}/pay.html")
     if settings.simulator_mounted:
-        lines.append(f"Simulator: {settings.server_url}/simulator/api/scenarios (PIN {settings.simulator.pin})")
+        lines.append(f"Simulator: {settings.server_url}/simulator (virtual phone: /simulator/phone, "
+                     f"PIN {settings.simulator.pin})")
     return "\n".join(lines)
 
 
