@@ -90,7 +90,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--url", help="measure a server already running here (127.0.0.1 only) instead")
     args = parser.parse_args()
+    if args.url:
+        if not args.url.startswith(("http://127.0.0.1:", "http://localhost:")):
+            parser.error("--url must be a loopback address")
+        asyncio.run(run(args.url.rstrip("/"), args.pushes, args.concurrency))
+        return 0
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
