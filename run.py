@@ -17,6 +17,16 @@ from dotenv import load_dotenv
 from gateway.config import ConfigError, Settings, load_settings
 
 
+def masked_url(url: str) -> str:
+    """Everything after the second path segment hidden: a callback path may carry a secret."""
+    scheme, _, rest = url.partition("://")
+    host, _, path = rest.partition("/")
+    segments = path.split("/")
+    if len(segments) > 2:
+        path = "/".join(segments[:2]) + "/…"
+    return f"{scheme}://{host}/{path}"
+
+
 def banner(settings: Settings) -> str:
     lines = [
         f"{settings.business_name} M-Pesa Server Running",
@@ -25,7 +35,7 @@ def banner(settings: Settings) -> str:
         f"M-Pesa Business Code: {settings.shortcode}",
         f"Mode: {settings.mpesa_env} ({settings.app_env})",
         f"Daraja: {settings.base_url}",
-        f"Callback: {settings.callback_url}",
+        f"Callback: {masked_url(settings.callback_url)}",
         f"Database: {settings.database_url}",
     ]
     lines.append(f"Pay page: {settings.server_url}/pay.html")

@@ -53,12 +53,23 @@ def parse_amount(raw: Any, max_amount: int) -> int:
     return value
 
 
+def is_clean_text(text: str) -> bool:
+    """Text that can be stored and sent as UTF-8, without control characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
 def _optional_text(body: dict[str, Any], name: str, default: str, limit: int) -> str:
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, str):
         raise CheckoutError(f"{name} must be a string", name)
+    if not is_clean_text(value):
+        raise CheckoutError(f"{name} has characters that cannot be sent to M-Pesa", name)
     # Daraja's limits: trimmed rather than rejected, so a long cart reference still pays.
     return trim(value, limit) or default
 

@@ -71,7 +71,7 @@ class Settings:
     passkey: str = field(default=SANDBOX_PASSKEY, repr=False)
     transaction_type: str = "CustomerPayBillOnline"
     till_number: str = ""
-    callback_url: str = ""
+    callback_url: str = field(default="", repr=False)  # its path may be the callback's only secret
     database_url: str = DEFAULT_DATABASE_URL
     business_name: str = "Demo Shop"
     max_amount: int = 150_000
@@ -268,7 +268,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     else:
         _url("CALLBACK_URL", callback_url)
     if get("MPESA_BASE_URL"):
-        base_url = _url("MPESA_BASE_URL", get("MPESA_BASE_URL"))
+        # Production credentials never travel in plain HTTP.
+        base_url = _url("MPESA_BASE_URL", get("MPESA_BASE_URL"), https_only=mode == "production")
 
     shortcode = shortcode or SANDBOX_SHORTCODE
     passkey = passkey or SANDBOX_PASSKEY

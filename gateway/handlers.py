@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from .checkout import CheckoutError, parse_checkout
+from .checkout import CheckoutError, is_clean_text, parse_checkout
 from .config import Settings
 from .daraja.errors import DarajaAuthError, DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
@@ -39,10 +39,13 @@ def failure(message: str, status: int, **extra: Any) -> web.Response:
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # aiohttp enforces client_max_size (413) before this returns
+    try:
+        raw = await request.read()  # aiohttp enforces client_max_size (413) before this returns
+    except web.RequestPayloadError:
+        raise BadRequest("Request body could not be read") from None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("Request body must be valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
@@ -90,6 +93,8 @@ async def stk_push(request: web.Request) -> web.Response:
         tx = await request.app[PAYMENTS].start(checkout)
     except (DarajaError, DarajaUnavailable) as exc:
         return daraja_failure(exc)
+    # Only prompts that reached the phone count: refused attempts cannot lock a customer out.
+    request.app[PUSH_LIMITER].record(checkout.phone)
     return web.json_response({"success": True, "checkoutRequestId": tx.checkout_request_id,
                               "message": "STK push sent successfully"})
 
@@ -112,7 +117,7 @@ async def stk_status(request: web.Request) -> web.Response:
     checkout_request_id = body.get("checkoutRequestId")
     if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
         return failure("checkoutRequestId is required", 400, field="checkoutRequestId")
-    if len(checkout_request_id) > 100:
+    if len(checkout_request_id) > 100 or not is_clean_text(checkout_request_id):
         return failure("Transaction not found", 404)
     tx = await request.app[PAYMENTS].get(checkout_request_id.strip())
     if tx is None:
@@ -142,7 +147,7 @@ async def stk_events(request: web.Request) -> web.StreamResponse:
     change, until the payment is settled or the page's polling window is over."""
     payments = request.app[PAYMENTS]
     checkout_request_id = request.match_info["checkout_request_id"]
-    if await payments.get(checkout_request_id) is None:
+    if not is_clean_text(checkout_request_id) or await payments.get(checkout_request_id) is None:
         return failure("Transaction not found", 404)
     loop = asyncio.get_running_loop()
     window = request.app[SETTINGS].poll_timeout
@@ -150,15 +155,19 @@ async def stk_events(request: web.Request) -> web.StreamResponse:
     with tracked_stream(request), payments.events.subscribe(checkout_request_id) as changes:
         async with sse_response(request, ping_interval=15) as stream:
             tx = await payments.get(checkout_request_id)  # read after subscribing: no change can slip by
-            while tx is not None:
-                await stream.send(json.dumps(status_body(tx)), event="status")
-                if is_final(tx) or loop.time() >= deadline:
-                    break
+            if tx is None:
+                return stream
+            await stream.send(json.dumps(status_body(tx)), event="status")
+            while not is_final(tx) and loop.time() < deadline:
                 try:
-                    async with asyncio.timeout(deadline - loop.time()):  # not wait_for: see runner
+                    # Wake every few seconds to notice a browser that left; not wait_for: see runner.
+                    async with asyncio.timeout(min(5.0, max(0.0, deadline - loop.time()))):
                         tx = await changes.get()
                 except TimeoutError:
-                    break
+                    if not stream.is_connected():
+                        break
+                    continue
+                await stream.send(json.dumps(status_body(tx)), event="status")
             return stream
 
 
@@ -169,7 +178,7 @@ def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:
 async def daraja_callback(request: web.Request) -> web.Response:
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError, web.RequestPayloadError):
         log.warning("callback body is not JSON: rejected")
         return callback_ack(1, "Rejected: body is not JSON", 400)
     try:

@@ -21,19 +21,27 @@ class SlidingWindowLimiter:
         self._events: dict[str, deque[float]] = {}
 
     def retry_after(self, key: str) -> float:
-        """0 if an event for `key` is allowed now (and records it), else seconds until it will be."""
+        """0 if another event for `key` is allowed now, else seconds until it will be. Records nothing."""
         if self.limit <= 0:
             return 0.0
         now = self._clock()
-        events = self._events.setdefault(key, deque())
+        events = self._events.get(key)
+        if not events:
+            return 0.0
         while events and now - events[0] >= self.window:
             events.popleft()
         if len(events) >= self.limit:
             return self.window - (now - events[0])
-        events.append(now)
+        return 0.0
+
+    def record(self, key: str) -> None:
+        """Count an event that happened (callers record only what really went out)."""
+        if self.limit <= 0:
+            return
+        now = self._clock()
+        self._events.setdefault(key, deque()).append(now)
         if len(self._events) > self._max_keys:
             self._forget_idle(now)
-        return 0.0
 
     def _forget_idle(self, now: float) -> None:
         for key in [k for k, e in self._events.items() if not e or now - e[-1] >= self.window]:

@@ -152,6 +152,8 @@ class SqliteTransactionStore:
 
     async def log_callback(self, checkout_request_id: str | None, outcome: str, body: Any) -> None:
         text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+        if outcome == "malformed":
+            text = text[:2048]  # junk is kept as a sample, not in full: the endpoint is public
         await self.db.execute(
             "INSERT INTO callback_log (checkout_request_id, received_at, outcome, body) VALUES (?, ?, ?, ?)",
             (checkout_request_id, utc_now(), outcome, text))

@@ -31,7 +31,7 @@ def _error(status: int, message: str) -> web.Response:
 async def _json(request: web.Request) -> dict[str, Any] | None:
     try:
         body = json.loads(await request.read() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
 
@@ -44,7 +44,7 @@ def _limit(request: web.Request, default: int | None) -> int | None:
     raw = request.query.get("limit")
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
         raise web.HTTPBadRequest(text=json.dumps({"error": "limit must be a whole number above 0"}),
                                  content_type="application/json")
     return int(raw)

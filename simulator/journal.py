@@ -56,7 +56,7 @@ def parse_body(raw: bytes) -> Any:
         return None
     try:
         return redact_body(json.loads(raw))
-    except ValueError:
+    except (ValueError, RecursionError):
         return _SECRET_IN_TEXT.sub(r"\1…", raw[:2000].decode("utf-8", "replace"))
 
 

@@ -11,6 +11,7 @@ import base64
 import binascii
 import heapq
 import hmac
+import re
 import itertools
 import random
 import secrets
@@ -195,14 +196,16 @@ def _msisdn(value: Any) -> str | None:
     return text if text and SAFARICOM_MSISDN.fullmatch(text) else None
 
 
+_AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.0+)?")
+
+
 def _amount(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
+        if not _AMOUNT_TEXT.fullmatch(value.strip()):  # no "1e2", "+7", "1_000" or non-ASCII digits
             return None
+        value = float(value.strip())
     if isinstance(value, float):
         if not value.is_integer():
             return None
@@ -347,6 +350,10 @@ class SimulatedDaraja:
         lifetime = self.settings.token_lifetime
         if self.settings.single_token:
             self.tokens.clear()  # Safaricom's FAQ: a new token invalidates the previous one
+        else:
+            now = self.clock()
+            for expired in [t for t, until in self.tokens.items() if until <= now]:
+                del self.tokens[expired]
         self.tokens[token] = self.clock() + lifetime
         self.tokens_issued += 1
         return token, lifetime
@@ -400,7 +407,8 @@ class SimulatedDaraja:
         passkey = self.merchants.get(shortcode)
         if passkey is None:
             raise MerchantDoesNotExist()
-        if not hmac.compare_digest(password.encode(), stk_password(shortcode, passkey, timestamp).encode()):
+        if not hmac.compare_digest(password.encode("utf-8", "surrogatepass"),
+                                   stk_password(shortcode, passkey, timestamp).encode()):
             raise WrongCredentials(hint=self.diagnose_password(shortcode, passkey, password, timestamp))
 
     def diagnose_password(self, shortcode: str, passkey: str, password: str, timestamp: str) -> str:
@@ -532,7 +540,7 @@ class SimulatedDaraja:
 
     def enter_pin(self, checkout_request_id: str, pin: str) -> Prompt:
         prompt = self._open_prompt(checkout_request_id)
-        ok = hmac.compare_digest(str(pin).encode(), self.settings.pin.encode())
+        ok = hmac.compare_digest(str(pin).encode("utf-8", "surrogatepass"), self.settings.pin.encode())
         return self._settle(prompt, "0" if ok else "2001")
 
     def cancel(self, checkout_request_id: str) -> Prompt:

@@ -84,7 +84,7 @@ def _checkout_id(*bodies: Any) -> str | None:
         if isinstance(raw, bytes) and b"CheckoutRequestID" in raw:
             try:
                 value = json.loads(raw).get("CheckoutRequestID")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
             if isinstance(value, str):
                 return value
@@ -106,7 +106,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         if _looks_like_form(raw):  # a form body labelled as JSON: Daraja still reads it as a form
             raise InvalidField("BusinessShortCode") from None
         raise InvalidRequestPayload() from None

@@ -138,6 +138,10 @@ class DarajaClient:
             "CheckoutRequestID": checkout_request_id,
         }
         status, data = await self._post(STK_QUERY_PATH, body)
+        echoed = data.get("CheckoutRequestID")
+        if status == 200 and echoed is not None and echoed != checkout_request_id:
+            # An answer about another payment must never settle this one.
+            raise DarajaUnavailable("STK query answered about a different CheckoutRequestID")
         if status == 200 and code_str_or_none(data.get("ResponseCode")) == "0" and "ResultCode" in data:
             result_code = code_str_or_none(data.get("ResultCode"))
             desc = str(data.get("ResultDesc", ""))

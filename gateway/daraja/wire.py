@@ -89,20 +89,22 @@ def parse_stk_callback(body: Any) -> StkCallback:
     ids = {}
     for name in ("MerchantRequestID", "CheckoutRequestID"):
         value = cb.get(name)
-        if not isinstance(value, str) or not value.strip() or len(value) > 100:
+        if not isinstance(value, str) or not value.strip() or len(value) > 100 or not _encodable(value):
             raise MalformedCallback(f"{name} must be a non-empty string")
         ids[name] = value.strip()
     try:
         result_code = code_str(cb.get("ResultCode"))
     except ValueError:
         raise MalformedCallback("ResultCode is missing or not a code") from None
-    if len(result_code) > 40:
-        raise MalformedCallback("ResultCode is too long")
+    if len(result_code) > 40 or not _encodable(result_code):
+        raise MalformedCallback("ResultCode is too long or not text")
     result_desc = cb.get("ResultDesc")
-    result_desc = result_desc if isinstance(result_desc, str) else ""
+    result_desc = result_desc if isinstance(result_desc, str) and _encodable(result_desc) else ""
     items = _metadata_items(cb.get("CallbackMetadata"))
     amount = items.get("Amount")
     receipt = items.get("MpesaReceiptNumber")
+    if isinstance(receipt, str) and (not _encodable(receipt) or len(receipt) > 40):
+        raise MalformedCallback("MpesaReceiptNumber is not a receipt number")
     date = items.get("TransactionDate")
     phone = items.get("PhoneNumber")
     if result_code == "0" and not (isinstance(receipt, str) and receipt.strip()):
@@ -117,6 +119,14 @@ def parse_stk_callback(body: Any) -> StkCallback:
         transaction_date=str(date) if isinstance(date, (int, str)) and not isinstance(date, bool) else None,
         phone=str(phone) if isinstance(phone, (int, str)) and not isinstance(phone, bool) else None,
     )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:

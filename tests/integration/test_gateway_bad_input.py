@@ -266,3 +266,31 @@ async def test_too_many_pushes_to_one_phone_get_429_with_retry_after(start_app):
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
     assert len(running.sim.prompts) == 2  # the third never reached Daraja
     assert (await running.push("0700000000", 10))["success"] is True  # other phones are not held up
+
+
+async def test_refused_pushes_do_not_count_towards_the_phone_limit(start_app):
+    running = await start_app(PUSH_LIMIT_PER_PHONE="2", PUSH_LIMIT_WINDOW_SECONDS="60")
+    first = await running.push("0712345678", 10)  # interactive: the prompt stays open
+    assert first["success"] is True
+    for _ in range(5):  # Daraja refuses these (a prompt is already open): nothing reached the phone
+        assert (await running.push("0712345678", 10))["http"] == 409
+    await running.client.post(f"/simulator/api/prompts/{first['checkoutRequestId']}/cancel")
+    await running.wait_status(first["checkoutRequestId"], "failed")
+    assert (await running.push("0712345678", 10))["success"] is True  # the second real prompt
+
+
+@pytest.mark.parametrize("path", ["/stkpush", "/stkpush/status", "/mpesa/callback"])
+async def test_absurdly_deep_json_is_a_clean_400(running, path):
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    resp = await running.client.post(path, data=deep, headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+
+
+async def test_text_that_cannot_be_encoded_is_refused_before_daraja(running):
+    resp = await running.client.post("/stkpush", data=b'{"phone": "0712345678", "amount": 10, "description": "\\ud800x"}',
+                                     headers={"Content-Type": "application/json"})
+    assert (resp.status, (await resp.json())["field"]) == (400, "description")
+    assert running.sim.prompts == {}
+    resp = await running.client.post("/stkpush/status", data=b'{"checkoutRequestId": "\\udc00"}',
+                                     headers={"Content-Type": "application/json"})
+    assert resp.status == 404
