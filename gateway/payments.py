@@ -29,6 +29,9 @@ from .storage import SqliteTransactionStore, Transaction
 
 log = logging.getLogger("gateway.payments")
 
+# How long a payment given up locally is still checked with Daraja (with slow back-off).
+LATE_QUERY_WINDOW = 24 * 3600.0
+
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -112,7 +115,8 @@ class PaymentService:
         if cb.succeeded:
             completed = {"status": "completed", "result_code": "0", "result_desc": cb.result_desc,
                          "receipt": cb.receipt, "transaction_date": cb.transaction_date,
-                         "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock())}
+                         "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock()),
+                         "next_query_at": None}
             if cb.amount is not None and cb.amount != tx.amount:
                 log.warning("callback for %s reports KES %s paid, KES %s asked", tx.checkout_request_id,
                             cb.amount, tx.amount)
@@ -132,7 +136,8 @@ class PaymentService:
             return "duplicate", {}
         if tx.status == "pending":
             return "applied", {"status": "failed", "result_code": cb.result_code, "result_desc": cb.result_desc,
-                               "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock())}
+                               "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock()),
+                               "next_query_at": None}
         if tx.status == "completed":
             log.warning("failure callback (%s) for completed payment %s: the success stands",
                         cb.result_code, tx.checkout_request_id)
@@ -149,49 +154,67 @@ class PaymentService:
     # -- reconciliation ------------------------------------------------------------------------
 
     async def reconcile_due(self) -> int:
-        """Query Daraja about every pending payment whose next check is due; returns how many."""
+        """Query Daraja about every payment whose next check is due: pending ones, and ones given up
+        locally (a success that Daraja confirms later still completes them). Returns how many."""
         now = self.clock()
         due = await self.store.due_for_query(now)
         claimed = []
         for tx in due:
             attempts = tx.query_attempts + 1
-            backoff = min(self.settings.reconcile_interval * 2 ** (attempts - 1), self.settings.reconcile_max_interval)
+            # Pending: doubling up to the max interval. Given up: keep asking, ever more slowly.
+            cap = self.settings.reconcile_max_interval * (1 if tx.status == "pending" else 10)
+            backoff = min(self.settings.reconcile_interval * 2 ** (attempts - 1), cap)
+            if tx.status != "pending" and now - epoch(tx.created_at) >= LATE_QUERY_WINDOW:
+                backoff = None  # a day on, Daraja has long forgotten it
             # Claim the slot first, so no other worker (or pass) queries the same payment meanwhile.
             if await self.store.compare_and_set(
-                    tx.checkout_request_id, {"status": "pending", "next_query_at": tx.next_query_at},
-                    {"next_query_at": now + backoff, "query_attempts": attempts}):
-                claimed.append(tx)
+                    tx.checkout_request_id,
+                    {"status": tx.status, "settled_by": tx.settled_by, "next_query_at": tx.next_query_at},
+                    {"next_query_at": None if backoff is None else now + backoff, "query_attempts": attempts}):
+                if backoff is not None:
+                    claimed.append(tx)
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
         return len(claimed)
 
     async def _reconcile(self, tx: Transaction) -> None:
-        expired = self.clock() - epoch(tx.created_at) >= self.settings.payment_timeout
         try:
             result = await self.daraja.stk_query(tx.checkout_request_id)
         except (DarajaError, DarajaUnavailable) as exc:
             log.warning("STK query for %s failed: %s", tx.checkout_request_id, exc)
             result = None
         if result is not None and not result.pending:
-            settled = await self._settle_from_query(tx, result.result_code or "", result.result_desc)
-            if settled:
+            if await self._settle_from_query(tx, result.result_code or "", result.result_desc):
                 return
-        if expired:
+        expired = self.clock() - epoch(tx.created_at) >= self.settings.payment_timeout
+        if tx.status == "pending" and expired:
             changed = await self.store.compare_and_set(
                 tx.checkout_request_id, {"status": "pending"},
-                {"status": "failed", "result_code": "timeout", "settled_by": "timeout", "next_query_at": None,
+                {"status": "failed", "result_code": "timeout", "settled_by": "timeout",
                  "result_desc": "No callback and no final answer from M-Pesa in time", "settled_at": iso(self.clock())})
             if changed:
                 await self._changed(tx.checkout_request_id)
-                log.warning("payment %s given up after %.0f s without an answer; a late success will still count",
-                            tx.checkout_request_id, self.settings.payment_timeout)
+                log.warning("payment %s given up after %.0f s without an answer; it is still checked, and a "
+                            "late success will complete it", tx.checkout_request_id, self.settings.payment_timeout)
 
     async def _settle_from_query(self, tx: Transaction, code: str, desc: str) -> bool:
+        """Settle from Daraja's query answer. From pending: completed or failed. From a local
+        give-up: a success completes it (late); a failure replaces "timeout" with the real reason."""
         changes: dict[str, Any] = {"result_code": code, "result_desc": desc, "settled_by": "query",
                                    "settled_at": iso(self.clock()), "next_query_at": None}
         changes["status"] = "completed" if code == "0" else "failed"
-        changed = await self.store.compare_and_set(tx.checkout_request_id, {"status": "pending"}, changes)
+        if tx.status == "pending":
+            expected: dict[str, Any] = {"status": "pending"}
+        elif tx.status == "failed" and tx.settled_by == "timeout":
+            expected = {"status": "failed", "settled_by": "timeout"}
+            changes["late"] = code == "0"
+        else:
+            return False
+        changed = await self.store.compare_and_set(tx.checkout_request_id, expected, changes)
         if changed:
             await self._changed(tx.checkout_request_id)
+            if tx.status != "pending" and code == "0":
+                log.warning("LATE SUCCESS: %s was given up locally; Daraja's query says it was paid",
+                            tx.checkout_request_id)
             log.info("payment %s settled by STK query: %s %s", tx.checkout_request_id, code, desc)
         return changed
 

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     updated_at          TEXT NOT NULL,
     settled_at          TEXT
 );
-CREATE INDEX IF NOT EXISTS transactions_due ON transactions (next_query_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS transactions_next_query ON transactions (next_query_at) WHERE next_query_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS callback_log (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     checkout_request_id TEXT,
@@ -145,7 +145,8 @@ class SqliteTransactionStore:
 
     async def due_for_query(self, now: float, limit: int = 50) -> list[Transaction]:
         async with self.db.execute(
-            "SELECT * FROM transactions WHERE status = 'pending' AND next_query_at <= ? "
+            "SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? "
+            "AND (status = 'pending' OR (status = 'failed' AND settled_by = 'timeout')) "
             "ORDER BY next_query_at LIMIT ?", (now, limit)) as cur:
             rows = await cur.fetchall()
         return [_row_to_tx(r) for r in rows]

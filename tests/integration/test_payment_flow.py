@@ -143,11 +143,15 @@ async def test_late_success_after_local_timeout_still_completes_the_payment(star
     assert given_up["resultCode"] == "timeout"
     assert given_up["message"] == "Payment not confirmed: M-Pesa did not answer in time"
     await _answer(running, cid, "pin", pin="12345")  # the customer pays after all
-    done = await running.wait_status(cid, "completed")
+    receipt = running.sim.prompts[cid].receipt
+    for _ in range(200):  # the late callback (or a query first, then the callback's receipt)
+        if (await running.status(cid)).get("transaction_id") == receipt:
+            break
+        await asyncio.sleep(0.05)
     stored = await running.payments.get(cid)
-    assert done["transaction_id"] == running.sim.prompts[cid].receipt
-    assert stored.late is True and stored.settled_by == "callback"
-    assert [e["outcome"] for e in await running.payments.store.callback_log(cid)] == ["late_success"]
+    assert (stored.status, stored.receipt, stored.late) == ("completed", receipt, True)
+    assert [e["outcome"] for e in await running.payments.store.callback_log(cid)] in (
+        ["late_success"], ["receipt_added"])
 
 
 async def test_query_never_downgrades_a_completed_payment(running):
@@ -184,3 +188,37 @@ async def test_payments_without_callback_are_queried_with_backoff_not_per_poll(s
     # Queries at ~0.3 s, then +0.4, +0.8: at most three within two seconds, however often it was polled.
     assert 1 <= stored.query_attempts <= 3
     assert stored.status == "pending"
+
+
+async def test_payment_given_up_locally_is_still_checked_and_a_later_paid_query_completes_it(start_app):
+    running = await start_app(PAYMENT_TIMEOUT_SECONDS="0.8", RECONCILE_AFTER_SECONDS="0.2",
+                              RECONCILE_INTERVAL_SECONDS="0.2", RECONCILE_MAX_INTERVAL_SECONDS="0.2",
+                              SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    await running.client.post("/simulator/api/faults", json={"callback": "never"})  # only a query can tell
+    pushed = await running.push("254712345602", 40)
+    cid = pushed["checkoutRequestId"]
+    assert (await running.wait_status(cid, "failed"))["resultCode"] == "timeout"
+    await _answer(running, cid, "pin", pin="12345")  # the customer pays after the gateway gave up
+    done = await running.wait_status(cid, "completed", timeout=10)
+    stored = await running.payments.get(cid)
+    assert (stored.settled_by, stored.late, stored.next_query_at) == ("query", True, None)
+    assert done["transaction_id"] is None  # a query carries no receipt
+    assert await running.payments.store.callback_log(cid) == []
+
+
+async def test_payment_given_up_locally_takes_the_real_reason_when_daraja_settles_it_as_failed(start_app):
+    running = await start_app(PAYMENT_TIMEOUT_SECONDS="0.8", RECONCILE_AFTER_SECONDS="0.2",
+                              RECONCILE_INTERVAL_SECONDS="0.2", RECONCILE_MAX_INTERVAL_SECONDS="0.2",
+                              SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    await running.client.post("/simulator/api/faults", json={"callback": "never"})
+    pushed = await running.push("254712345603", 40)
+    cid = pushed["checkoutRequestId"]
+    await running.wait_status(cid, "failed")
+    await _answer(running, cid, "cancel")
+    for _ in range(200):
+        stored = await running.payments.get(cid)
+        if stored.result_code == "1032":
+            break
+        await asyncio.sleep(0.05)
+    assert (stored.status, stored.result_code, stored.next_query_at) == ("failed", "1032", None)
+    assert (await running.status(cid))["message"] == "User cancelled transaction"
