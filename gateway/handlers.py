@@ -56,6 +56,10 @@ def daraja_failure(exc: DarajaError | DarajaUnavailable) -> web.Response:
     """One table from Daraja's failures to what the shop's customer is told."""
     if isinstance(exc, DarajaUnavailable):
         log.error("Daraja unavailable: %s", exc)
+        if exc.maybe_sent:  # the prompt may reach the phone: a blind retry could charge twice
+            return failure("We could not confirm the payment request with M-Pesa. If a prompt appears on your "
+                           "phone you can complete it, and it will be recorded. Please check your phone before "
+                           "trying again.", 504)
         return failure("M-Pesa is not reachable right now. Please try again in a moment.", 503)
     if isinstance(exc, DarajaAuthError):
         log.error("Daraja OAuth refused: %s %s", exc.error_code, exc.error_message)

@@ -31,6 +31,8 @@ log = logging.getLogger("gateway.payments")
 
 # How long a payment given up locally is still checked with Daraja (with slow back-off).
 LATE_QUERY_WINDOW = 24 * 3600.0
+# How old a push whose answer was lost may be for a stray callback to be matched to it.
+ADOPT_WINDOW = 30 * 60.0
 
 
 def iso(epoch: float) -> str:
@@ -61,10 +63,26 @@ class PaymentService:
     # -- starting a payment --------------------------------------------------------------------
 
     async def start(self, checkout: Checkout) -> Transaction:
-        """Send the STK push and store the pending payment. Daraja errors propagate, typed."""
-        accepted = await self.daraja.stk_push(StkPushRequest(
-            phone=checkout.phone, amount=checkout.amount, account_reference=checkout.account_reference,
-            description=checkout.description, callback_url=self.settings.callback_url))
+        """Send the STK push and store the pending payment. Daraja errors propagate, typed.
+
+        The attempt is written before the push goes out, so that if Daraja's answer is lost the
+        callback that follows can still be matched to it (see `_adopt`)."""
+        attempt_id = await self.store.insert_attempt(checkout.phone, checkout.amount, checkout.account_reference,
+                                                     checkout.description, self.clock())
+        try:
+            accepted = await self.daraja.stk_push(StkPushRequest(
+                phone=checkout.phone, amount=checkout.amount, account_reference=checkout.account_reference,
+                description=checkout.description, callback_url=self.settings.callback_url))
+        except DarajaUnavailable as exc:
+            await self.store.mark_attempt(attempt_id, "unknown" if exc.maybe_sent else "refused")
+            if exc.maybe_sent:
+                log.warning("push attempt %d to %s: no answer from Daraja (%s); the prompt may still reach the "
+                            "phone, and its callback will be matched to this attempt", attempt_id,
+                            mask_phone(checkout.phone), exc)
+            raise
+        except DarajaError:
+            await self.store.mark_attempt(attempt_id, "refused")
+            raise
         now = self.clock()
         tx = Transaction(
             checkout_request_id=accepted.checkout_request_id,
@@ -74,7 +92,12 @@ class PaymentService:
             next_query_at=now + self.settings.reconcile_after,
             created_at=iso(now), updated_at=iso(now),
         )
-        await self.store.insert(tx)
+        if not await self.store.record_push(attempt_id, tx):
+            # Its callback came first and adopted the attempt (or took the id): that row stands.
+            existing = await self.store.get(tx.checkout_request_id)
+            if existing is not None:
+                return existing
+            await self.store.insert(tx)
         log.info("payment %s started: KES %d from %s", tx.checkout_request_id, tx.amount, mask_phone(tx.phone))
         return tx
 
@@ -90,8 +113,12 @@ class PaymentService:
         except ValueError:
             await self.store.log_callback(None, "malformed", body)
             raise
+        adopted = False
         for _ in range(5):  # compare-and-set retries if another writer got there first
             tx = await self.store.get(cb.checkout_request_id)
+            if tx is None:
+                tx = await self._adopt(cb)
+                adopted = tx is not None
             if tx is None:
                 log.warning("callback for unknown CheckoutRequestID %s (ResultCode %s): logged, nothing created",
                             cb.checkout_request_id, cb.result_code)
@@ -105,10 +132,35 @@ class PaymentService:
             outcome, changes = self._callback_transition(tx, cb, body)
             if changes and not await self.store.compare_and_set(tx.checkout_request_id, _state_of(tx), changes):
                 continue
+            if adopted and outcome == "applied":
+                outcome = "adopted"
             await self.store.log_callback(cb.checkout_request_id, outcome, body)
             tx = await self._changed(cb.checkout_request_id) if changes else tx
             return CallbackOutcome(outcome, tx)
         raise RuntimeError(f"callback for {cb.checkout_request_id} lost five write races")
+
+    async def _adopt(self, cb: StkCallback) -> Transaction | None:
+        """A callback for an id we never stored: if a push to that phone (and amount) lost its
+        answer recently, the callback is that push's. Real CheckoutRequestIDs end with the
+        subscriber's number; success callbacks also carry PhoneNumber and Amount."""
+        phone = cb.phone if cb.phone and len(cb.phone) == 12 and cb.phone.isdigit() else None
+        suffix = cb.checkout_request_id[-9:]
+        if phone is None and suffix.isdigit() and suffix[0] in "17":
+            phone = "254" + suffix
+        if phone is None:
+            return None
+        attempt = await self.store.unmatched_attempt(phone, cb.amount, self.clock() - ADOPT_WINDOW)
+        if attempt is None:
+            return None
+        tx = Transaction(
+            checkout_request_id=cb.checkout_request_id, merchant_request_id=cb.merchant_request_id,
+            phone=attempt["phone"], amount=attempt["amount"], account_reference=attempt["account_reference"],
+            description=attempt["description"], created_at=iso(attempt["created_epoch"]),
+            updated_at=iso(self.clock()))
+        if await self.store.record_push(attempt["id"], tx, state="adopted"):
+            log.warning("ADOPTED: callback %s (ResultCode %s) belongs to push attempt %d, whose answer from "
+                        "Daraja never came", cb.checkout_request_id, cb.result_code, attempt["id"])
+        return await self.store.get(cb.checkout_request_id)
 
     def _callback_transition(self, tx: Transaction, cb: StkCallback, body: Any) -> tuple[str, dict[str, Any]]:
         raw = json.dumps(body, separators=(",", ":"))

@@ -49,6 +49,21 @@ CREATE TABLE IF NOT EXISTS callback_log (
     body                TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS callback_log_checkout ON callback_log (checkout_request_id);
+-- Every STK push, written before it is sent: if Daraja's answer is lost (a time-out, a crash),
+-- the callback that follows can still be matched to what the customer was asked to pay.
+CREATE TABLE IF NOT EXISTS push_attempts (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone               TEXT NOT NULL,
+    amount              INTEGER NOT NULL,
+    account_reference   TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    state               TEXT NOT NULL CHECK (state IN ('sending', 'accepted', 'refused', 'unknown', 'adopted')),
+    checkout_request_id TEXT,
+    created_at          TEXT NOT NULL,
+    created_epoch       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_attempts_open ON push_attempts (phone, created_epoch)
+    WHERE state IN ('sending', 'unknown');
 """
 
 
@@ -125,6 +140,48 @@ class SqliteTransactionStore:
         values = [getattr(tx, c) for c in _COLUMNS]
         await self.db.execute(f"INSERT INTO transactions ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
         await self.db.commit()
+
+    async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
+                             now: float) -> int:
+        cur = await self.db.execute(
+            "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
+            "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
+            (phone, amount, account_reference, description, utc_now(), now))
+        await self.db.commit()
+        return int(cur.lastrowid)
+
+    async def mark_attempt(self, attempt_id: int, state: str) -> None:
+        await self.db.execute("UPDATE push_attempts SET state = ? WHERE id = ?", (state, attempt_id))
+        await self.db.commit()
+
+    async def record_push(self, attempt_id: int, tx: Transaction, state: str = "accepted") -> bool:
+        """Store the payment and close its attempt in one commit. False if either was taken."""
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        try:
+            cur = await self.db.execute(
+                "UPDATE push_attempts SET state = ?, checkout_request_id = ? "
+                "WHERE id = ? AND state IN ('sending', 'unknown')", (state, tx.checkout_request_id, attempt_id))
+            if cur.rowcount != 1:
+                await self.db.rollback()
+                return False
+            await self.db.execute(f"INSERT INTO transactions ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                                  [getattr(tx, c) for c in _COLUMNS])
+        except aiosqlite.IntegrityError:
+            await self.db.rollback()
+            return False
+        await self.db.commit()
+        return True
+
+    async def unmatched_attempt(self, phone: str, amount: float | None, since: float) -> dict[str, Any] | None:
+        """The newest push to `phone` since `since` whose answer never came (for a stray callback)."""
+        sql = ("SELECT * FROM push_attempts WHERE phone = ? AND state IN ('sending', 'unknown') "
+               "AND created_epoch >= ?")
+        args: list[Any] = [phone, since]
+        if amount is not None:
+            sql, args = sql + " AND amount = ?", [*args, int(amount)]
+        async with self.db.execute(sql + " ORDER BY created_epoch DESC LIMIT 1", args) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row else None
 
     async def get(self, checkout_request_id: str) -> Transaction | None:
         async with self.db.execute("SELECT * FROM transactions WHERE checkout_request_id = ?",

@@ -117,9 +117,9 @@ class DarajaClient:
             "AccountReference": req.account_reference,
             "TransactionDesc": req.description,
         }
-        status, data = await self._post(STK_PUSH_PATH, body)
+        status, data = await self._post(STK_PUSH_PATH, body, sends_payment=True)
         if status != 200 or code_str_or_none(data.get("ResponseCode")) != "0":
-            raise _error_from(status, data)
+            raise _error_from(status, data, maybe_sent=True)
         try:
             return StkPushAccepted(
                 merchant_request_id=str(data["MerchantRequestID"]),
@@ -127,7 +127,7 @@ class DarajaClient:
                 customer_message=str(data.get("CustomerMessage", "")),
             )
         except KeyError as missing:
-            raise DarajaUnavailable(f"STK push answer lacks {missing}") from None
+            raise DarajaUnavailable(f"STK push answer lacks {missing}", maybe_sent=True) from None
 
     async def stk_query(self, checkout_request_id: str) -> StkQueryResult:
         timestamp = nairobi_timestamp()
@@ -155,15 +155,18 @@ class DarajaClient:
             return StkQueryResult(pending=True, result_desc=error.error_message)
         raise error
 
-    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _post(self, path: str, body: dict[str, Any], *,
+                    sends_payment: bool = False) -> tuple[int, dict[str, Any]]:
         token = await self.tokens.get()
-        status, data = await self._request("POST", path, json=body, headers={"Authorization": f"Bearer {token}"})
+        status, data = await self._request("POST", path, json=body, headers={"Authorization": f"Bearer {token}"},
+                                           sends_payment=sends_payment)
         if status == 404 and data.get("errorCode") == "404.001.03":
-            # Expired or revoked before we expected: refresh once and retry once.
+            # Expired or revoked before we expected: refresh once and retry once. (Daraja refused
+            # the first attempt outright, so the retry cannot make a second prompt.)
             self.tokens.invalidate(token)
             token = await self.tokens.get()
-            status, data = await self._request("POST", path, json=body,
-                                               headers={"Authorization": f"Bearer {token}"})
+            status, data = await self._request("POST", path, json=body, headers={"Authorization": f"Bearer {token}"},
+                                               sends_payment=sends_payment)
         return status, data
 
     async def _fetch_token(self) -> tuple[str, int]:
@@ -180,24 +183,32 @@ class DarajaClient:
             message = error.error_message
         raise DarajaAuthError(status, error.error_code, message, error.request_id)
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    async def _request(self, method: str, path: str, *, sends_payment: bool = False,
+                       **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """One call. With `sends_payment`, failures after the request may have gone out say so."""
         url = self._base_url + path
         try:
             async with self._session.request(method, url, timeout=self._timeout, **kwargs) as resp:
                 raw = await resp.read()
                 status = resp.status
         except asyncio.TimeoutError:
-            raise DarajaUnavailable(f"Daraja did not answer {path.split('?')[0]} in time") from None
-        except aiohttp.ClientError as exc:
+            raise DarajaUnavailable(f"Daraja did not answer {path.split('?')[0]} in time",
+                                    maybe_sent=sends_payment) from None
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
             raise DarajaUnavailable(f"Daraja could not be reached ({type(exc).__name__})") from None
+        except aiohttp.ClientError as exc:
+            raise DarajaUnavailable(f"Daraja could not be reached ({type(exc).__name__})",
+                                    maybe_sent=sends_payment) from None
         if not raw.strip():
             return status, {}
         try:
             data = json.loads(raw)
-        except ValueError:
-            raise DarajaUnavailable(f"Daraja answered HTTP {status} with a body that is not JSON") from None
+        except (ValueError, RecursionError):
+            raise DarajaUnavailable(f"Daraja answered HTTP {status} with a body that is not JSON",
+                                    maybe_sent=sends_payment) from None
         if not isinstance(data, dict):
-            raise DarajaUnavailable(f"Daraja answered HTTP {status} with JSON that is not an object")
+            raise DarajaUnavailable(f"Daraja answered HTTP {status} with JSON that is not an object",
+                                    maybe_sent=sends_payment)
         return status, data
 
 
@@ -208,12 +219,12 @@ def code_str_or_none(value: Any) -> str | None:
         return None
 
 
-def _error_from(status: int, data: dict[str, Any]) -> DarajaError:
+def _error_from(status: int, data: dict[str, Any], *, maybe_sent: bool = False) -> DarajaError:
     """Daraja's envelope, or the Ethiopia-style `resultCode/resultDesc`, as a typed error."""
     code = data.get("errorCode") or data.get("resultCode") or data.get("ResponseCode") or ""
     message = data.get("errorMessage") or data.get("resultDesc") or data.get("ResponseDescription") or ""
     if not code and not message:
         if status >= 500:
-            raise DarajaUnavailable(f"Daraja answered HTTP {status}")
+            raise DarajaUnavailable(f"Daraja answered HTTP {status}", maybe_sent=maybe_sent)
         message = f"HTTP {status} with no error body"
     return DarajaError(status, str(code), str(message), str(data.get("requestId", "")))

@@ -35,4 +35,11 @@ class DarajaAuthError(DarajaError):
 
 
 class DarajaUnavailable(Exception):
-    """Daraja could not be reached, timed out, or answered with something that is not Daraja's."""
+    """Daraja could not be reached, timed out, or answered with something that is not Daraja's.
+
+    `maybe_sent` is True when an STK push may have reached Daraja all the same (a time-out or a
+    broken answer after the request went out): the customer may get the prompt and pay."""
+
+    def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
