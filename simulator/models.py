@@ -39,6 +39,7 @@ from .scenarios import MSISDN, Scenario, interactive
 SAFARICOM_MSISDN = MSISDN
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 MAX_AMOUNT = 250_000  # Safaricom's per-transaction maximum (2025 FAQ)
+MAX_SETTLED_PROMPTS = 20_000  # the oldest settled prompts are forgotten past this (long load tests)
 _ALNUM = string.ascii_letters + string.digits
 _RECEIPT_CHARS = string.ascii_uppercase + string.digits
 
@@ -474,10 +475,21 @@ class SimulatedDaraja:
             prompt.answer_at = now + delay
         self.prompts[prompt.checkout_request_id] = prompt
         self._open_by_msisdn[prompt.msisdn] = self._open_by_msisdn.get(prompt.msisdn, 0) + 1
+        self._forget_old_prompts()
         heapq.heappush(self._deadlines, (min(prompt.answer_at or prompt.expires_at, prompt.expires_at),
                                          prompt.checkout_request_id))
         self._changed()
         return prompt
+
+    def _forget_old_prompts(self) -> None:
+        """Prompts are kept in creation order; drop the oldest settled ones past the cap."""
+        if len(self.prompts) <= MAX_SETTLED_PROMPTS:
+            return
+        excess = len(self.prompts) - MAX_SETTLED_PROMPTS - sum(self._open_by_msisdn.values())
+        if excess <= 0:
+            return
+        for checkout_request_id in [cid for cid, p in self.prompts.items() if not p.open][:excess]:
+            del self.prompts[checkout_request_id]
 
     def _party_b_mismatch(self, order: PushOrder) -> str | None:
         """2028 when PartyB is the wrong kind for the TransactionType, SFC_IC0003 when it is unknown."""

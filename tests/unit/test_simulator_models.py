@@ -536,3 +536,17 @@ def test_query_with_wrong_password_raises_wrong_credentials(sim):
     body = {**query_body(cid), "Password": stk_password("174379", "not-the-passkey", NAIROBI_STAMP)}
     with pytest.raises(WrongCredentials):
         sim.query(body)
+
+
+def test_oldest_settled_prompts_are_forgotten_past_the_cap(clock, monkeypatch):
+    import simulator.models as models
+    monkeypatch.setattr(models, "MAX_SETTLED_PROMPTS", 3)
+    sim = make_sim(clock)
+    ids = []
+    for i in range(6):
+        prompt = sim.push(push_body(f"2547{11000000 + i:08d}"))
+        ids.append(prompt.checkout_request_id)
+        sim.cancel(prompt.checkout_request_id)
+    open_prompt = sim.push(push_body("254712999999"))
+    assert open_prompt.checkout_request_id in sim.prompts
+    assert [cid for cid in ids if cid in sim.prompts] == ids[-3:]
