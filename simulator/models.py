@@ -488,7 +488,8 @@ class SimulatedDaraja:
         excess = len(self.prompts) - MAX_SETTLED_PROMPTS - sum(self._open_by_msisdn.values())
         if excess <= 0:
             return
-        for checkout_request_id in [cid for cid, p in self.prompts.items() if not p.open][:excess]:
+        oldest_settled = itertools.islice((cid for cid, p in self.prompts.items() if not p.open), excess)
+        for checkout_request_id in list(oldest_settled):
             del self.prompts[checkout_request_id]
 
     def _party_b_mismatch(self, order: PushOrder) -> str | None:
