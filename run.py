@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from aiohttp import web
@@ -62,15 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        settings = load_settings()
-        if args.port is not None or args.host is not None:
-            import os
-            env = dict(os.environ)
-            if args.port is not None:
-                env["PORT"] = str(args.port)
-            if args.host is not None:
-                env["HOST"] = args.host
-            settings = load_settings(env)
+        env = dict(os.environ)  # command-line options win over the environment and .env
+        if args.port is not None:
+            env["PORT"] = str(args.port)
+        if args.host is not None:
+            env["HOST"] = args.host
+        settings = load_settings(env)
         if args.command == "simulator":
             from simulator.app import create_standalone_app
             app = create_standalone_app(settings)

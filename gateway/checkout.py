@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
+from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, encodable, trim
 
 INVALID_PHONE = "Invalid phone number format"
 _PHONE = re.compile(r"(?:\+254|254|0)([17][0-9]{8})")
@@ -55,11 +55,7 @@ def parse_amount(raw: Any, max_amount: int) -> int:
 
 def is_clean_text(text: str) -> bool:
     """Text that can be stored and sent as UTF-8, without control characters."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates
-        return False
-    return not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text)
+    return encodable(text) and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
 def _optional_text(body: dict[str, Any], name: str, default: str, limit: int) -> str:

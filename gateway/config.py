@@ -7,7 +7,7 @@ cannot work, with a `ConfigError` whose message is one line naming what to set.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -113,9 +113,6 @@ class Settings:
         if self.transaction_type == "CustomerBuyGoodsOnline":
             return self.till_number
         return self.shortcode
-
-    def with_overrides(self, **changes: object) -> "Settings":
-        return replace(self, **changes)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -37,13 +37,14 @@ _SECRET_IN_TEXT = re.compile(
 
 
 def redact_body(body: Any, secrets: frozenset[str] = frozenset()) -> Any:
-    """Mask secret-named fields, and any string that is (or contains) a known secret value."""
+    """Mask secret-named fields, `Password=…`-like text, and any known secret value."""
     if isinstance(body, dict):
         return {k: (mask(v) if k.lower() in SECRET_FIELDS and isinstance(v, str) else redact_body(v, secrets))
                 for k, v in body.items()}
     if isinstance(body, list):
         return [redact_body(v, secrets) for v in body]
     if isinstance(body, str):
+        body = _SECRET_IN_TEXT.sub(r"\1…", body)
         for secret in secrets:
             if secret and secret in body:
                 body = body.replace(secret, "…")
@@ -51,13 +52,13 @@ def redact_body(body: Any, secrets: frozenset[str] = frozenset()) -> Any:
 
 
 def parse_body(raw: bytes) -> Any:
-    """JSON if it is JSON, else the text (cut short), for display."""
+    """JSON if it is JSON, else the text (cut short), for display. `Journal.add` masks secrets."""
     if not raw:
         return None
     try:
-        return redact_body(json.loads(raw))
+        return json.loads(raw)
     except (ValueError, RecursionError):
-        return _SECRET_IN_TEXT.sub(r"\1…", raw[:2000].decode("utf-8", "replace"))
+        return raw[:2000].decode("utf-8", "replace")
 
 
 @dataclass

@@ -314,21 +314,16 @@ class SimulatedDaraja:
 
     # -- faults --------------------------------------------------------------------------------
 
-    def behaviour_for(self, msisdn: str, *, consume: bool = True) -> Scenario:
-        """The catalogue's behaviour for a number, overlaid by its subscriber faults, then by the
-        first queued next-N fault that applies (which a push uses up)."""
-        base = self.catalogue.get(msisdn) or interactive(msisdn)
-        return base.overlaid(self._fault_overrides(msisdn, consume=consume))
-
-    def _fault_overrides(self, msisdn: str, *, consume: bool) -> dict[str, Any]:
+    def _use_faults(self, msisdn: str) -> dict[str, Any]:
+        """A push's overrides of the catalogue: the number's standing faults, then the first queued
+        next-N fault that applies, which this push uses up."""
         overrides = dict(self.subscriber_faults.get(msisdn, {}))
         for fault in self.pending_faults:
             if fault["msisdn"] in (None, msisdn):
                 overrides.update(fault["behaviour"])
-                if consume:
-                    fault["remaining"] -= 1
-                    if fault["remaining"] <= 0:
-                        self.pending_faults.remove(fault)
+                fault["remaining"] -= 1
+                if fault["remaining"] <= 0:
+                    self.pending_faults.remove(fault)
                 break
         return overrides
 
@@ -448,7 +443,7 @@ class SimulatedDaraja:
         now = self.catch_up()
         if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
             raise SubscriberLocked()  # before any fault is used up: this push never got that far
-        overrides = self._fault_overrides(order.phone, consume=True)
+        overrides = self._use_faults(order.phone)
         scenario = (self.catalogue.get(order.phone) or interactive(order.phone)).overlaid(overrides)
         if scenario.push == "locked":
             raise SubscriberLocked()

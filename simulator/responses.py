@@ -16,7 +16,7 @@ from aiohttp import web
 from .exceptions import (DarajaException, InternalServerError, InvalidAuthentication, InvalidField,
                          InvalidGrantType, InvalidRequestPayload, MethodNotAllowed, ResourceNotFound,
                          TransactionBeingProcessed)
-from .journal import parse_body, redact_headers
+from .journal import parse_body
 from .models import SimulatedDaraja
 from .result_codes import QUERY_ACCEPTED, query_desc
 
@@ -64,30 +64,27 @@ async def journal_requests(request: web.Request, handler: Any) -> web.StreamResp
     try:
         raw = await request.read() if request.can_read_body else b""
     except web.HTTPRequestEntityTooLarge:
-        raw, response = b"", render_error(InvalidRequestPayload(), sim.new_request_id())
+        response = render_error(InvalidRequestPayload(), sim.new_request_id())
         sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs,
-                        status=response.status, duration_ms=0.0, request_headers=redact_headers(request.headers),
+                        status=response.status, duration_ms=0.0, request_headers=dict(request.headers),
                         request_body="(body over the size limit, not kept)")
         return response
     response = await handler(request)
     body = response.body if isinstance(response, web.Response) else None
+    request_body = parse_body(raw)
+    response_body = parse_body(body) if isinstance(body, bytes) else None
     sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs, status=response.status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                    request_headers=redact_headers(request.headers), request_body=parse_body(raw),
-                    response_body=parse_body(body) if isinstance(body, bytes) else None,
-                    checkout_request_id=_checkout_id(raw, body))
+                    request_headers=dict(request.headers), request_body=request_body,
+                    response_body=response_body, checkout_request_id=_checkout_id(request_body, response_body))
     return response
 
 
 def _checkout_id(*bodies: Any) -> str | None:
-    for raw in bodies:
-        if isinstance(raw, bytes) and b"CheckoutRequestID" in raw:
-            try:
-                value = json.loads(raw).get("CheckoutRequestID")
-            except (ValueError, AttributeError, RecursionError):
-                continue
-            if isinstance(value, str):
-                return value
+    for body in bodies:
+        value = body.get("CheckoutRequestID") if isinstance(body, dict) else None
+        if isinstance(value, str):
+            return value
     return None
 
 

@@ -81,10 +81,6 @@ def app_env(tmp_path: Any, **overrides: str) -> dict[str, str]:
     return env
 
 
-test_env = app_env  # older name
-test_env.__test__ = False  # type: ignore[attr-defined]
-
-
 @pytest.fixture
 def start_app(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Any) -> Callable[..., Awaitable[Running]]:
     """`await start_app(SETTING="value", ...)` starts gateway + simulator with those settings."""

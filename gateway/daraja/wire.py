@@ -89,21 +89,21 @@ def parse_stk_callback(body: Any) -> StkCallback:
     ids = {}
     for name in ("MerchantRequestID", "CheckoutRequestID"):
         value = cb.get(name)
-        if not isinstance(value, str) or not value.strip() or len(value) > 100 or not _encodable(value):
+        if not isinstance(value, str) or not value.strip() or len(value) > 100 or not encodable(value):
             raise MalformedCallback(f"{name} must be a non-empty string")
         ids[name] = value.strip()
     try:
         result_code = code_str(cb.get("ResultCode"))
     except ValueError:
         raise MalformedCallback("ResultCode is missing or not a code") from None
-    if len(result_code) > 40 or not _encodable(result_code):
+    if len(result_code) > 40 or not encodable(result_code):
         raise MalformedCallback("ResultCode is too long or not text")
     result_desc = cb.get("ResultDesc")
-    result_desc = result_desc if isinstance(result_desc, str) and _encodable(result_desc) else ""
+    result_desc = result_desc if isinstance(result_desc, str) and encodable(result_desc) else ""
     items = _metadata_items(cb.get("CallbackMetadata"))
     amount = items.get("Amount")
     receipt = items.get("MpesaReceiptNumber")
-    if isinstance(receipt, str) and (not _encodable(receipt) or len(receipt) > 40):
+    if isinstance(receipt, str) and (not encodable(receipt) or len(receipt) > 40):
         raise MalformedCallback("MpesaReceiptNumber is not a receipt number")
     date = items.get("TransactionDate")
     phone = items.get("PhoneNumber")
@@ -121,7 +121,8 @@ def parse_stk_callback(body: Any) -> StkCallback:
     )
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """Text that can be stored and sent as UTF-8 (no lone surrogates)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

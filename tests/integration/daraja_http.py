@@ -8,6 +8,33 @@ import re
 import time
 from typing import Any, Callable
 
+from gateway.config import SANDBOX_PASSKEY
+from gateway.daraja.wire import nairobi_timestamp, stk_password
+
+SHORTCODE = "174379"
+
+
+def stk_push_body(phone: str, callback: str, *, amount: Any = 10, reference: str = "INV-1001",
+                  description: str = "Order 1001", **overrides: Any) -> dict[str, Any]:
+    """A valid STK push for the sandbox merchant, Password built for a Nairobi timestamp now."""
+    ts = nairobi_timestamp()
+    body = {
+        "BusinessShortCode": SHORTCODE,
+        "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
+        "Timestamp": ts,
+        "TransactionType": "CustomerPayBillOnline",
+        "Amount": amount,
+        "PartyA": phone,
+        "PartyB": SHORTCODE,
+        "PhoneNumber": phone,
+        "CallBackURL": callback,
+        "AccountReference": reference,
+        "TransactionDesc": description,
+    }
+    body.update(overrides)
+    return body
+
+
 REQUEST_ID = re.compile(r"[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]+")
 
 

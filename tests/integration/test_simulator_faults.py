@@ -22,7 +22,7 @@ from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASS
 from gateway.daraja.wire import nairobi_timestamp, stk_password
 from simulator.app import build_simulator, create_standalone_app
 from simulator.runner import SimulatorRunner
-from tests.integration.daraja_http import assert_daraja_error, basic, eventually
+from tests.integration.daraja_http import assert_daraja_error, basic, eventually, stk_push_body
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"
@@ -54,22 +54,7 @@ QUIET = 0.4  # longer than any callback due in a test that expects no more
 
 
 def push_body(phone: str = INTERACTIVE, callback: str = NOWHERE, **overrides: Any) -> dict[str, Any]:
-    ts = nairobi_timestamp()
-    body = {
-        "BusinessShortCode": SHORTCODE,
-        "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
-        "Timestamp": ts,
-        "TransactionType": "CustomerPayBillOnline",
-        "Amount": 100,
-        "PartyA": phone,
-        "PartyB": SHORTCODE,
-        "PhoneNumber": phone,
-        "CallBackURL": callback,
-        "AccountReference": "INV-1",
-        "TransactionDesc": "Order 1",
-    }
-    body.update(overrides)
-    return body
+    return stk_push_body(phone, callback, amount=100, reference="INV-1", description="Order 1", **overrides)
 
 
 

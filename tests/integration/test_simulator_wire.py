@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, load_settings
 from gateway.daraja.wire import NAIROBI, nairobi_timestamp, stk_password
 from simulator.app import create_standalone_app
-from tests.integration.daraja_http import REQUEST_ID, assert_daraja_error, basic, eventually
+from tests.integration.daraja_http import REQUEST_ID, assert_daraja_error, basic, eventually, stk_push_body
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"
@@ -81,22 +81,7 @@ class Daraja:
 
     @staticmethod
     def push_body(phone: str = INTERACTIVE, callback: str = NOWHERE, **overrides: Any) -> dict[str, Any]:
-        ts = nairobi_timestamp()
-        body = {
-            "BusinessShortCode": SHORTCODE,
-            "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
-            "Timestamp": ts,
-            "TransactionType": "CustomerPayBillOnline",
-            "Amount": 10,
-            "PartyA": phone,
-            "PartyB": SHORTCODE,
-            "PhoneNumber": phone,
-            "CallBackURL": callback,
-            "AccountReference": "INV-1001",
-            "TransactionDesc": "Order 1001",
-        }
-        body.update(overrides)
-        return body
+        return stk_push_body(phone, callback, **overrides)
 
     async def post_push(self, body: dict[str, Any]) -> Any:
         return await self.client.post(PUSH, json=body, headers=await self.bearer())
