@@ -281,3 +281,26 @@ async def test_simulator_overview_shows_the_journal_without_secrets(shop):
     assert "/oauth/v1/generate" in text
     for secret in [*running.sim.tokens, running.settings.consumer_secret, running.settings.passkey]:
         assert secret not in await page.content()
+
+
+async def test_receipt_prints_without_buttons(shop):
+    running, page, _ = await shop()
+    await pay(page, "0700000000")
+    await page.wait_for_url(CONFIRMATION)
+    assert await page.is_visible("#print-button")
+    await page.emulate_media(media="print")
+    assert await page.is_visible("#receipt-number")
+    assert not await page.is_visible("#print-button")
+
+
+async def test_unanswered_prompt_counts_down_and_expires_on_the_phone(shop):
+    running, page, errors = await shop(SIMULATOR_PROMPT_LIFETIME_SECONDS="4")
+    phone = errors.watch(await open_phone(page.context, "254712345672"))
+    await pay(page, "0712345672", 10)
+    await phone.wait_for_selector("#prompt", state="visible")
+    first = int(await phone.inner_text("#countdown"))
+    await asyncio.sleep(1.5)
+    assert int(await phone.inner_text("#countdown")) < first
+    await phone.wait_for_selector("#sms >> text=The payment request has expired.", timeout=10_000)
+    await phone.wait_for_selector("#prompt", state="hidden")
+    assert await wait_state(page, "failed") == "The phone could not be reached; check it is on and try again"
