@@ -1,10 +1,16 @@
 """A payment's life: pending → completed | failed, from callbacks, queries and the local time-out.
 
 Rules that protect the customer's money:
-- a callback is applied once; duplicates and replays change nothing;
+- every change of state is one isolated store transaction (`store.transaction()`);
+- every push is written down before it is sent, and every callback body before it is acted on,
+  so a crash at any point leaves something the recovery pass can finish;
+- a callback changes a payment directly only when it matches the stored push: CheckoutRequestID
+  and MerchantRequestID, and (where the callback carries them) Amount and PhoneNumber, with a
+  receipt no other payment has. Anything else (a field mismatch, a callback for an id we never
+  stored, a success after Daraja reported a failure, any failure) is confirmed with an STK query
+  first; what Daraja does not confirm changes nothing and stays in the callback log as `unverified`;
 - a success is never downgraded (not by a failure callback, not by a query);
-- a success that arrives after the payment was given up (failed locally or by a query) still
-  completes it, and is logged as late;
+- a success that arrives after the gateway gave up locally still completes the payment (late);
 - a payment without a callback is settled by an STK query, after a grace period and then with
   back-off, never once per browser poll.
 """
@@ -12,8 +18,12 @@ Rules that protect the customer's money:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,18 +31,25 @@ from typing import Any, Callable
 
 from .checkout import Checkout, mask_phone
 from .config import Settings
-from .daraja.client import DarajaClient, StkPushRequest
+from .daraja.client import DarajaClient, StkPushRequest, StkQueryResult
 from .daraja.errors import DarajaError, DarajaUnavailable
-from .daraja.wire import StkCallback, parse_stk_callback
+from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
-from .storage import SqliteTransactionStore, Transaction
+from .storage import (LoggedCallback, PushAttempt, SqliteTransactionStore, StoreTransaction, Transaction,
+                      capped_body)
 
 log = logging.getLogger("gateway.payments")
 
 # How long a payment given up locally is still checked with Daraja (with slow back-off).
 LATE_QUERY_WINDOW = 24 * 3600.0
-# How old a push whose answer was lost may be for a stray callback to be matched to it.
+# How old a push whose answer was lost may be for a callback to be matched to it.
 ADOPT_WINDOW = 30 * 60.0
+# A callback that needs an STK query to be believed, and whose query keeps failing, is retried by
+# the recovery pass for this long, then left `unverified` for a person to look at.
+VERIFY_GIVE_UP = 3600.0
+VERIFY_CONCURRENCY = 8
+RECOVERY_EVERY = 15.0  # seconds between recovery passes (the first runs at start-up)
+MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
 
 
 def iso(epoch: float) -> str:
@@ -43,12 +60,61 @@ def epoch(iso_text: str) -> float:
     return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
 
 
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(tx: Transaction, token: Any) -> bool:
+    """Whether `token` is the browser token handed out with this payment's push answer."""
+    if not isinstance(token, str) or not token or len(token) > 200 or tx.token_hash is None:
+        return False
+    return hmac.compare_digest(token_hash(token), tx.token_hash)
+
+
+@dataclass(frozen=True)
+class StartedPayment:
+    transaction: Transaction
+    token: str  # shown once, to the browser that made the push; only its hash is stored
+
+
 @dataclass(frozen=True)
 class CallbackOutcome:
-    """What a callback did: applied, late_success, receipt_added, duplicate, conflict, unknown, mismatch."""
+    """What a callback did: applied, late_success, receipt_added, duplicate, conflict, unknown,
+    verifying (an STK query will decide), unverified."""
 
     outcome: str
     transaction: Transaction | None = None
+
+
+def is_settled_by_daraja(tx: Transaction) -> bool:
+    """Final on Daraja's word (a callback or a query), not merely given up by us."""
+    return tx.status == "completed" or (tx.status == "failed" and tx.settled_by != "timeout")
+
+
+def candidate_phones(cb: StkCallback) -> list[str]:
+    """Whose push a callback may answer: its PhoneNumber, and the subscriber number that real
+    CheckoutRequestIDs end with (ws_CO_…708374149)."""
+    phones = []
+    if cb.phone and len(cb.phone) == 12 and cb.phone.isdigit() and cb.phone.startswith("254"):
+        phones.append(cb.phone)
+    suffix = cb.checkout_request_id[-9:]
+    if suffix.isascii() and suffix.isdigit() and suffix[0] in "17" and "254" + suffix not in phones:
+        phones.append("254" + suffix)
+    return phones
+
+
+def mismatches(tx: Transaction, cb: StkCallback, receipt_owner: str | None) -> list[str]:
+    """How a callback differs from the push it names (empty: it matches)."""
+    problems = []
+    if tx.merchant_request_id and cb.merchant_request_id != tx.merchant_request_id:
+        problems.append("MerchantRequestID is not the one Daraja gave for this CheckoutRequestID")
+    if cb.amount is not None and cb.amount != tx.amount:
+        problems.append(f"Amount {cb.amount:g} is not the KES {tx.amount} asked")
+    if cb.phone and len(cb.phone) == 12 and cb.phone.isdigit() and cb.phone != tx.phone:
+        problems.append(f"PhoneNumber {mask_phone(cb.phone)} is not the phone asked ({mask_phone(tx.phone)})")
+    if cb.succeeded and receipt_owner is not None and receipt_owner != tx.checkout_request_id:
+        problems.append(f"receipt {cb.receipt} already belongs to payment {receipt_owner}")
+    return problems
 
 
 class PaymentService:
@@ -59,47 +125,78 @@ class PaymentService:
         self.settings = settings
         self.clock = clock
         self.events = PaymentEvents()
+        # Pushes of this process still waiting for Daraja's answer, by phone: a callback that
+        # overtakes its push's answer waits for it rather than guessing.
+        self._pushes_in_flight: dict[str, set[asyncio.Future[None]]] = {}
+        self._attempts_in_flight: set[int] = set()
+        self._verifications: dict[str, asyncio.Task[None]] = {}
+        self._verify_slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
 
     # -- starting a payment --------------------------------------------------------------------
 
-    async def start(self, checkout: Checkout) -> Transaction:
+    async def start(self, checkout: Checkout) -> StartedPayment:
         """Send the STK push and store the pending payment. Daraja errors propagate, typed.
 
         The attempt is written before the push goes out, so that if Daraja's answer is lost the
-        callback that follows can still be matched to it (see `_adopt`)."""
-        attempt_id = await self.store.insert_attempt(checkout.phone, checkout.amount, checkout.account_reference,
-                                                     checkout.description, self.clock())
+        callback that follows can still be matched to it (after an STK query confirms it)."""
+        async with self.store.transaction() as t:
+            attempt_id = await t.insert_attempt(checkout.phone, checkout.amount, checkout.account_reference,
+                                                checkout.description, self.clock())
+        answered = asyncio.get_running_loop().create_future()
+        self._pushes_in_flight.setdefault(checkout.phone, set()).add(answered)
+        self._attempts_in_flight.add(attempt_id)
+        try:
+            return await self._push(attempt_id, checkout)
+        finally:
+            answered.set_result(None)
+            waiting = self._pushes_in_flight.get(checkout.phone, set())
+            waiting.discard(answered)
+            if not waiting:
+                self._pushes_in_flight.pop(checkout.phone, None)
+            self._attempts_in_flight.discard(attempt_id)
+
+    async def _push(self, attempt_id: int, checkout: Checkout) -> StartedPayment:
         try:
             accepted = await self.daraja.stk_push(StkPushRequest(
                 phone=checkout.phone, amount=checkout.amount, account_reference=checkout.account_reference,
                 description=checkout.description, callback_url=self.settings.callback_url))
         except DarajaUnavailable as exc:
-            await self.store.mark_attempt(attempt_id, "unknown" if exc.maybe_sent else "refused")
+            await self._close_attempt(attempt_id, "unknown" if exc.maybe_sent else "refused")
             if exc.maybe_sent:
                 log.warning("push attempt %d to %s: no answer from Daraja (%s); the prompt may still reach the "
-                            "phone, and its callback will be matched to this attempt", attempt_id,
-                            mask_phone(checkout.phone), exc)
+                            "phone, and its callback will be matched to this attempt once an STK query confirms "
+                            "it", attempt_id, mask_phone(checkout.phone), exc)
             raise
         except DarajaError:
-            await self.store.mark_attempt(attempt_id, "refused")
+            await self._close_attempt(attempt_id, "refused")
             raise
         now = self.clock()
+        token = secrets.token_urlsafe(32)
         tx = Transaction(
             checkout_request_id=accepted.checkout_request_id,
             merchant_request_id=accepted.merchant_request_id,
             phone=checkout.phone, amount=checkout.amount,
             account_reference=checkout.account_reference, description=checkout.description,
             next_query_at=now + self.settings.reconcile_after,
-            created_at=iso(now), updated_at=iso(now),
+            created_at=iso(now), updated_at=iso(now), token_hash=token_hash(token),
         )
-        if not await self.store.record_push(attempt_id, tx):
-            # Its callback came first and adopted the attempt (or took the id): that row stands.
-            existing = await self.store.get(tx.checkout_request_id)
-            if existing is not None:
-                return existing
-            await self.store.insert(tx)
+        async with self.store.transaction() as t:
+            stored = await t.get(tx.checkout_request_id)
+            if stored is None:
+                await t.insert(tx)
+                stored = tx
+            else:  # its callback came first and a verified adoption stored it: that row stands
+                await t.update(tx.checkout_request_id, {"token_hash": None},
+                               {"token_hash": tx.token_hash, "merchant_request_id": tx.merchant_request_id})
+                stored = await t.get(tx.checkout_request_id) or stored
+            if not await t.set_attempt(attempt_id, "accepted", tx.checkout_request_id):
+                log.info("push attempt %d was already matched to a callback", attempt_id)
         log.info("payment %s started: KES %d from %s", tx.checkout_request_id, tx.amount, mask_phone(tx.phone))
-        return tx
+        return StartedPayment(stored, token)
+
+    async def _close_attempt(self, attempt_id: int, state: str) -> None:
+        async with self.store.transaction() as t:
+            await t.set_attempt(attempt_id, state, only_from=("sending",))
 
     async def get(self, checkout_request_id: str) -> Transaction | None:
         return await self.store.get(checkout_request_id)
@@ -107,97 +204,204 @@ class PaymentService:
     # -- callbacks -----------------------------------------------------------------------------
 
     async def apply_callback(self, body: Any) -> CallbackOutcome:
-        """Apply Daraja's callback. Raises `MalformedCallback` (after logging the body) if unreadable."""
+        """Take Daraja's callback: kept first, then matched, then applied or verified.
+        Raises `MalformedCallback` (after keeping a capped copy of the body) if unreadable."""
         try:
             cb = parse_stk_callback(body)
-        except ValueError:
-            await self.store.log_callback(None, "malformed", body)
+        except MalformedCallback as exc:
+            async with self.store.transaction() as t:
+                await t.log_callback(None, "malformed", body, note=str(exc))
             raise
-        adopted = False
-        for _ in range(5):  # compare-and-set retries if another writer got there first
-            tx = await self.store.get(cb.checkout_request_id)
-            if tx is None:
-                tx = await self._adopt(cb)
-                adopted = tx is not None
-            if tx is None:
-                log.warning("callback for unknown CheckoutRequestID %s (ResultCode %s): logged, nothing created",
+        raw = capped_body(body)
+        async with self.store.transaction() as t:
+            log_id = await t.log_callback(cb.checkout_request_id, "received", raw)
+            outcome = await self._match(t, log_id, cb, raw, adopt=False)
+        if outcome is None:
+            # An id we have not stored: its push's answer may still be on its way (the callback
+            # overtook it). The body is already kept, so a crash while waiting loses nothing.
+            await self._wait_for_pushes(candidate_phones(cb))
+            async with self.store.transaction() as t:
+                outcome = await self._match(t, log_id, cb, raw, adopt=True)
+        return await self._after_match(cb, outcome)
+
+    async def _after_match(self, cb: StkCallback, outcome: CallbackOutcome | None) -> CallbackOutcome:
+        assert outcome is not None
+        if outcome.outcome == "verifying":
+            self._verify_soon(cb.checkout_request_id)
+        elif outcome.outcome in ("applied", "late_success", "receipt_added"):
+            tx = await self._changed(cb.checkout_request_id)
+            return CallbackOutcome(outcome.outcome, tx)
+        return outcome
+
+    async def _wait_for_pushes(self, phones: list[str]) -> None:
+        waiting = [f for phone in phones for f in self._pushes_in_flight.get(phone, ())]
+        if waiting:
+            # Every push ends by its own time-out; this only bounds the wait if one hangs oddly.
+            await asyncio.wait(waiting, timeout=self.settings.daraja_timeout * 3 + 5)
+
+    async def _match(self, t: StoreTransaction, log_id: int, cb: StkCallback, raw: str, *,
+                     adopt: bool) -> CallbackOutcome | None:
+        """Decide what a logged callback does, inside one transaction. None: the id is unknown and
+        `adopt` is False (the caller waits for pushes in flight, then asks again)."""
+        tx = await t.get(cb.checkout_request_id)
+        if tx is None:
+            if not adopt:
+                return None
+            attempts = await self._adoption_candidates(t, cb, self.clock())
+            if not attempts:
+                await t.set_callback_outcome(log_id, "unknown", "no payment or push attempt matches this callback")
+                log.warning("callback for unknown CheckoutRequestID %s (ResultCode %s): kept, nothing created",
                             cb.checkout_request_id, cb.result_code)
-                await self.store.log_callback(cb.checkout_request_id, "unknown", body)
                 return CallbackOutcome("unknown")
-            if cb.merchant_request_id != tx.merchant_request_id:
-                log.warning("callback for %s carries MerchantRequestID %s, not ours: ignored as forged",
-                            cb.checkout_request_id, cb.merchant_request_id)
-                await self.store.log_callback(cb.checkout_request_id, "mismatch", body)
-                return CallbackOutcome("mismatch", tx)
-            outcome, changes = self._callback_transition(tx, cb, body)
-            if changes and not await self.store.compare_and_set(tx.checkout_request_id, _state_of(tx), changes):
-                continue
-            if adopted and outcome == "applied":
-                outcome = "adopted"
-            await self.store.log_callback(cb.checkout_request_id, outcome, body)
-            tx = await self._changed(cb.checkout_request_id) if changes else tx
-            return CallbackOutcome(outcome, tx)
-        raise RuntimeError(f"callback for {cb.checkout_request_id} lost five write races")
+            await t.set_callback_outcome(
+                log_id, "verifying", f"may answer push attempt {attempts[0].id}, whose answer from Daraja was "
+                                     "lost: confirming with an STK query")
+            return CallbackOutcome("verifying")
+        owner = await t.receipt_owner(cb.receipt) if cb.succeeded and cb.receipt else None
+        outcome, changes, note = self._judge(tx, cb, owner, raw)
+        if changes and not await t.update(tx.checkout_request_id, _state_of(tx), changes):
+            outcome, note = "verifying", "the payment changed while this callback was read"
+        await t.set_callback_outcome(log_id, outcome, note)
+        if outcome in ("unverified", "conflict"):
+            log.warning("callback for %s not applied (%s): %s", cb.checkout_request_id, outcome, note)
+        return CallbackOutcome(outcome, tx)
 
-    async def _adopt(self, cb: StkCallback) -> Transaction | None:
-        """A callback for an id we never stored: if a push to that phone (and amount) lost its
-        answer recently, the callback is that push's. Real CheckoutRequestIDs end with the
-        subscriber's number; success callbacks also carry PhoneNumber and Amount."""
-        phone = cb.phone if cb.phone and len(cb.phone) == 12 and cb.phone.isdigit() else None
-        suffix = cb.checkout_request_id[-9:]
-        if phone is None and suffix.isdigit() and suffix[0] in "17":
-            phone = "254" + suffix
-        if phone is None:
-            return None
-        attempt = await self.store.unmatched_attempt(phone, cb.amount, self.clock() - ADOPT_WINDOW)
-        if attempt is None:
-            return None
-        tx = Transaction(
-            checkout_request_id=cb.checkout_request_id, merchant_request_id=cb.merchant_request_id,
-            phone=attempt["phone"], amount=attempt["amount"], account_reference=attempt["account_reference"],
-            description=attempt["description"], created_at=iso(attempt["created_epoch"]),
-            updated_at=iso(self.clock()))
-        if await self.store.record_push(attempt["id"], tx, state="adopted"):
-            log.warning("ADOPTED: callback %s (ResultCode %s) belongs to push attempt %d, whose answer from "
-                        "Daraja never came", cb.checkout_request_id, cb.result_code, attempt["id"])
-        return await self.store.get(cb.checkout_request_id)
-
-    def _callback_transition(self, tx: Transaction, cb: StkCallback, body: Any) -> tuple[str, dict[str, Any]]:
-        raw = json.dumps(body, separators=(",", ":"))
+    def _judge(self, tx: Transaction, cb: StkCallback, receipt_owner: str | None,
+               raw: str) -> tuple[str, dict[str, Any], str | None]:
+        """(outcome, changes, note) for a callback naming a stored payment."""
+        problems = mismatches(tx, cb, receipt_owner)
+        if tx.merchant_request_id and cb.merchant_request_id != tx.merchant_request_id:
+            # Daraja always sends the id it gave: this did not come from Daraja.
+            return "unverified", {}, "; ".join(problems)
+        if problems:
+            return "verifying", {}, "; ".join(problems)
+        if not tx.merchant_request_id:
+            return "verifying", {}, "this payment was repaired from its push attempt: its MerchantRequestID is not known"
         if cb.succeeded:
-            completed = {"status": "completed", "result_code": "0", "result_desc": cb.result_desc,
-                         "receipt": cb.receipt, "transaction_date": cb.transaction_date,
-                         "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock()),
-                         "next_query_at": None}
-            if cb.amount is not None and cb.amount != tx.amount:
-                log.warning("callback for %s reports KES %s paid, KES %s asked", tx.checkout_request_id,
-                            cb.amount, tx.amount)
-            if tx.status == "pending":
-                return "applied", completed
-            if tx.status == "failed":
-                log.warning("LATE SUCCESS: %s was %s (%s) and is now completed with receipt %s",
-                            tx.checkout_request_id, tx.status, tx.settled_by, cb.receipt)
-                return "late_success", {**completed, "late": True}
-            if tx.receipt is None:  # completed by a query, which carries no receipt
-                return "receipt_added", {"receipt": cb.receipt, "transaction_date": cb.transaction_date,
-                                         "raw_callback": raw}
-            if tx.receipt != cb.receipt:
-                log.warning("callback for %s brings receipt %s but %s is stored: kept the stored one",
-                            tx.checkout_request_id, cb.receipt, tx.receipt)
-                return "conflict", {}
-            return "duplicate", {}
-        if tx.status == "pending":
-            return "applied", {"status": "failed", "result_code": cb.result_code, "result_desc": cb.result_desc,
-                               "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock()),
-                               "next_query_at": None}
+            if tx.status == "completed":
+                if tx.receipt is None:  # completed by a query, which carries no receipt
+                    return "receipt_added", {"receipt": cb.receipt, "transaction_date": cb.transaction_date,
+                                             "raw_callback": raw}, None
+                if tx.receipt == cb.receipt:
+                    return "duplicate", {}, None
+                return "conflict", {}, f"receipt {cb.receipt} differs from the stored {tx.receipt}: kept the stored one"
+            if is_settled_by_daraja(tx):  # failed on Daraja's word: only Daraja can say otherwise
+                return "verifying", {}, "a success after Daraja reported a failure"
+            late = tx.status == "failed"
+            if late:
+                log.warning("LATE SUCCESS: %s was given up locally and is now completed with receipt %s",
+                            tx.checkout_request_id, cb.receipt)
+            return ("late_success" if late else "applied"), self._completed_by_callback(cb, raw, late), None
         if tx.status == "completed":
-            log.warning("failure callback (%s) for completed payment %s: the success stands",
-                        cb.result_code, tx.checkout_request_id)
-            return "conflict", {}
-        return "duplicate", {}
+            return "conflict", {}, f"failure ({cb.result_code}) after a success: the success stands"
+        if is_settled_by_daraja(tx):
+            return "duplicate", {}, None
+        # A failure frees the customer to pay again, so it is believed only once Daraja confirms it.
+        return "verifying", {}, "a failure is confirmed with an STK query before it is applied"
+
+    def _completed_by_callback(self, cb: StkCallback, raw: str, late: bool) -> dict[str, Any]:
+        changes = {"status": "completed", "result_code": "0", "result_desc": cb.result_desc,
+                   "receipt": cb.receipt, "transaction_date": cb.transaction_date, "raw_callback": raw,
+                   "settled_by": "callback", "settled_at": iso(self.clock()), "next_query_at": None}
+        return {**changes, "late": True} if late else changes
+
+    async def _adoption_candidates(self, t: StoreTransaction, cb: StkCallback, now: float) -> list[PushAttempt]:
+        found: list[PushAttempt] = []
+        for phone in candidate_phones(cb):
+            found += await t.open_attempts(phone, cb.amount, now - ADOPT_WINDOW)
+        return sorted(found, key=lambda a: -a.created_epoch)
+
+    # -- verification: an STK query decides ----------------------------------------------------
+
+    def _verify_soon(self, checkout_request_id: str) -> None:
+        if checkout_request_id in self._verifications:
+            return  # the running verification picks up every callback waiting for this id
+        task = asyncio.create_task(self._verify(checkout_request_id))
+        self._verifications[checkout_request_id] = task
+        task.add_done_callback(lambda _: self._verifications.pop(checkout_request_id, None))
+
+    async def _verify(self, checkout_request_id: str) -> None:
+        async with self._verify_slots:
+            for _ in range(3):  # callbacks that arrive during a query are handled in the next round
+                rows = await self.store.callbacks(checkout_request_id, outcomes=("verifying",))
+                if not rows:
+                    return
+                try:
+                    result: StkQueryResult | None = await self.daraja.stk_query(checkout_request_id)
+                    failure = None
+                except DarajaError as exc:
+                    result, failure = None, exc
+                except DarajaUnavailable as exc:
+                    log.warning("could not verify callback(s) for %s: %s; will try again", checkout_request_id, exc)
+                    return  # left `verifying`: the recovery pass asks again
+                changed = False
+                async with self.store.transaction() as t:
+                    for row in rows:
+                        outcome, note, did_change = await self._settle_verified(t, row, result, failure)
+                        changed = changed or did_change
+                        await t.set_callback_outcome(row.id, outcome, note)
+                        log.log(logging.WARNING if outcome == "unverified" else logging.INFO,
+                                "callback %d for %s: %s (%s)", row.id, checkout_request_id, outcome, note)
+                if changed:
+                    await self._changed(checkout_request_id)
+
+    async def _settle_verified(self, t: StoreTransaction, row: LoggedCallback, result: StkQueryResult | None,
+                               failure: DarajaError | None) -> tuple[str, str, bool]:
+        """Apply what Daraja's query confirms of one logged callback: (outcome, note, changed)."""
+        cb = parse_stk_callback(json.loads(row.body))
+        if result is None:
+            assert failure is not None
+            return "unverified", f"Daraja's STK query refused it: {failure.error_code} {failure.error_message}", False
+        tx = await t.get(cb.checkout_request_id)
+        adopted = False
+        if tx is None:
+            attempts = await self._adoption_candidates(t, cb, epoch(row.received_at))
+            if not attempts:
+                return "unverified", "Daraja knows this id, but no push attempt is left to match it to", False
+            attempt = attempts[0]
+            tx = Transaction(
+                checkout_request_id=cb.checkout_request_id, merchant_request_id=cb.merchant_request_id,
+                phone=attempt.phone, amount=attempt.amount, account_reference=attempt.account_reference,
+                description=attempt.description, created_at=iso(attempt.created_epoch), updated_at=iso(self.clock()),
+                next_query_at=self.clock() + self.settings.reconcile_interval)
+            await t.insert(tx)
+            await t.set_attempt(attempt.id, "adopted", cb.checkout_request_id)
+            adopted = True
+            log.warning("ADOPTED: %s belongs to push attempt %d, whose answer from Daraja never came (confirmed "
+                        "by an STK query)", cb.checkout_request_id, attempt.id)
+        if result.pending:
+            if adopted:
+                return "adopted", "Daraja's query: the customer has not answered yet", True
+            return "unverified", "Daraja's query says this payment is still open", False
+        code = result.result_code or ""
+        owner = await t.receipt_owner(cb.receipt) if cb.succeeded and cb.receipt else None
+        problems = mismatches(tx, cb, owner)
+        agrees = cb.succeeded == (code == "0") and (cb.succeeded or cb.result_code == code)
+        if agrees and not problems:
+            changes = self._confirmed_callback_changes(tx, cb, row.body)
+            if changes and await t.update(tx.checkout_request_id, _state_of(tx), changes):
+                outcome = "adopted" if adopted else "late_success" if changes.get("late") else "verified"
+                return outcome, f"confirmed by Daraja's STK query ({code})", True
+            return ("adopted" if adopted else "duplicate"), f"Daraja's query agrees ({code}); nothing to change", adopted
+        # The callback is not what Daraja says. Daraja's own answer still counts, as a query's would.
+        changed = await self._apply_query_result(t, tx, code, result.result_desc)
+        why = "; ".join(problems) or f"Daraja's query says {code} {result.result_desc}".strip()
+        return "unverified", why, changed or adopted
+
+    def _confirmed_callback_changes(self, tx: Transaction, cb: StkCallback, raw: str) -> dict[str, Any]:
+        if cb.succeeded:
+            if tx.status == "completed":
+                return {} if tx.receipt else {"receipt": cb.receipt, "transaction_date": cb.transaction_date,
+                                              "raw_callback": raw}
+            return self._completed_by_callback(cb, raw, late=tx.status == "failed")
+        if tx.status == "completed" or is_settled_by_daraja(tx):
+            return {}
+        return {"status": "failed", "result_code": cb.result_code, "result_desc": cb.result_desc,
+                "raw_callback": raw, "settled_by": "callback", "settled_at": iso(self.clock()),
+                "next_query_at": None}
 
     async def _changed(self, checkout_request_id: str) -> Transaction | None:
-        """Tell live pages about a stored change; returns the stored row."""
+        """Tell live pages about a committed change; returns the stored row."""
         tx = await self.store.get(checkout_request_id)
         if tx is not None:
             self.events.publish(tx)
@@ -205,26 +409,33 @@ class PaymentService:
 
     # -- reconciliation ------------------------------------------------------------------------
 
+    def _backoff(self, tx: Transaction, attempts: int, now: float) -> float | None:
+        """Seconds to the next query. Pending: doubling up to the max interval. Given up locally:
+        ever more slowly, for a day. None: stop asking."""
+        if tx.status != "pending" and now - epoch(tx.created_at) >= LATE_QUERY_WINDOW:
+            return None  # a day on, Daraja has long forgotten it
+        cap = self.settings.reconcile_max_interval * (1 if tx.status == "pending" else 10)
+        doublings = min(max(attempts - 1, 0), MAX_BACKOFF_DOUBLINGS)
+        return min(self.settings.reconcile_interval * 2 ** doublings, cap)
+
     async def reconcile_due(self) -> int:
         """Query Daraja about every payment whose next check is due: pending ones, and ones given up
         locally (a success that Daraja confirms later still completes them). Returns how many."""
         now = self.clock()
         due = await self.store.due_for_query(now)
         claimed = []
-        for tx in due:
-            attempts = tx.query_attempts + 1
-            # Pending: doubling up to the max interval. Given up: keep asking, ever more slowly.
-            cap = self.settings.reconcile_max_interval * (1 if tx.status == "pending" else 10)
-            backoff = min(self.settings.reconcile_interval * 2 ** (attempts - 1), cap)
-            if tx.status != "pending" and now - epoch(tx.created_at) >= LATE_QUERY_WINDOW:
-                backoff = None  # a day on, Daraja has long forgotten it
-            # Claim the slot first, so no other worker (or pass) queries the same payment meanwhile.
-            if await self.store.compare_and_set(
-                    tx.checkout_request_id,
-                    {"status": tx.status, "settled_by": tx.settled_by, "next_query_at": tx.next_query_at},
-                    {"next_query_at": None if backoff is None else now + backoff, "query_attempts": attempts}):
-                if backoff is not None:
-                    claimed.append(tx)
+        if due:
+            # Claim each slot first, so no other pass (or worker) queries the same payment meanwhile.
+            async with self.store.transaction() as t:
+                for tx in due:
+                    attempts = tx.query_attempts + 1
+                    backoff = self._backoff(tx, attempts, now)
+                    if await t.update(tx.checkout_request_id,
+                                      {"status": tx.status, "settled_by": tx.settled_by,
+                                       "next_query_at": tx.next_query_at},
+                                      {"next_query_at": None if backoff is None else now + backoff,
+                                       "query_attempts": attempts}) and backoff is not None:
+                        claimed.append(tx)
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
         return len(claimed)
 
@@ -239,10 +450,12 @@ class PaymentService:
                 return
         expired = self.clock() - epoch(tx.created_at) >= self.settings.payment_timeout
         if tx.status == "pending" and expired:
-            changed = await self.store.compare_and_set(
-                tx.checkout_request_id, {"status": "pending"},
-                {"status": "failed", "result_code": "timeout", "settled_by": "timeout",
-                 "result_desc": "No callback and no final answer from M-Pesa in time", "settled_at": iso(self.clock())})
+            async with self.store.transaction() as t:
+                changed = await t.update(
+                    tx.checkout_request_id, {"status": "pending"},
+                    {"status": "failed", "result_code": "timeout", "settled_by": "timeout",
+                     "result_desc": "No callback and no final answer from M-Pesa in time",
+                     "settled_at": iso(self.clock())})
             if changed:
                 await self._changed(tx.checkout_request_id)
                 log.warning("payment %s given up after %.0f s without an answer; it is still checked, and a "
@@ -251,34 +464,122 @@ class PaymentService:
     async def _settle_from_query(self, tx: Transaction, code: str, desc: str) -> bool:
         """Settle from Daraja's query answer. From pending: completed or failed. From a local
         give-up: a success completes it (late); a failure replaces "timeout" with the real reason."""
-        changes: dict[str, Any] = {"result_code": code, "result_desc": desc, "settled_by": "query",
-                                   "settled_at": iso(self.clock()), "next_query_at": None}
-        changes["status"] = "completed" if code == "0" else "failed"
-        if tx.status == "pending":
-            expected: dict[str, Any] = {"status": "pending"}
-        elif tx.status == "failed" and tx.settled_by == "timeout":
-            expected = {"status": "failed", "settled_by": "timeout"}
-            changes["late"] = code == "0"
-        else:
-            return False
-        changed = await self.store.compare_and_set(tx.checkout_request_id, expected, changes)
+        async with self.store.transaction() as t:
+            current = await t.get(tx.checkout_request_id)
+            changed = current is not None and await self._apply_query_result(t, current, code, desc)
         if changed:
             await self._changed(tx.checkout_request_id)
-            if tx.status != "pending" and code == "0":
-                log.warning("LATE SUCCESS: %s was given up locally; Daraja's query says it was paid",
-                            tx.checkout_request_id)
             log.info("payment %s settled by STK query: %s %s", tx.checkout_request_id, code, desc)
         return changed
 
+    async def _apply_query_result(self, t: StoreTransaction, tx: Transaction, code: str, desc: str) -> bool:
+        if is_settled_by_daraja(tx):
+            return False
+        changes: dict[str, Any] = {"result_code": code, "result_desc": desc, "settled_by": "query",
+                                   "settled_at": iso(self.clock()), "next_query_at": None,
+                                   "status": "completed" if code == "0" else "failed"}
+        if tx.status == "failed":  # given up locally
+            changes["late"] = code == "0"
+        if code == "0":
+            receipt = await self._receipt_from_unverified_callback(t, tx)
+            if receipt is not None:
+                changes.update(receipt)
+        changed = await t.update(tx.checkout_request_id, _state_of(tx), changes)
+        if changed and tx.status == "failed" and code == "0":
+            log.warning("LATE SUCCESS: %s was given up locally; Daraja's query says it was paid",
+                        tx.checkout_request_id)
+        return changed
+
+    async def _receipt_from_unverified_callback(self, t: StoreTransaction, tx: Transaction) -> dict[str, Any] | None:
+        """Daraja's query says paid, and carries no receipt. A kept success callback for this payment
+        that matches it in every field (but could not be confirmed when it came) supplies one."""
+        for row in reversed(await t.callbacks(tx.checkout_request_id, outcomes=("unverified",))):
+            try:
+                cb = parse_stk_callback(json.loads(row.body))
+            except (ValueError, MalformedCallback):
+                continue
+            owner = await t.receipt_owner(cb.receipt) if cb.receipt else None
+            if cb.succeeded and cb.receipt and not mismatches(tx, cb, owner) and tx.merchant_request_id:
+                return {"receipt": cb.receipt, "transaction_date": cb.transaction_date, "raw_callback": row.body}
+        return None
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _answer_deadline(self) -> float:
+        """After this long, a push's answer can no longer come: a token refresh and a retry, each
+        within the Daraja time-out, and some slack."""
+        return self.settings.daraja_timeout * 3 + 5
+
+    async def recover(self) -> dict[str, int]:
+        """Finish what a crash (or a lost answer) left half done. Run at start-up and periodically."""
+        now = self.clock()
+        counts = {"lost_answers": 0, "repaired": 0, "callbacks": 0}
+        stale = [a for a in await self.store.stale_attempts(now - self._answer_deadline())
+                 if a.id not in self._attempts_in_flight]
+        if stale:
+            async with self.store.transaction() as t:
+                for attempt in stale:
+                    counts["lost_answers"] += await t.set_attempt(attempt.id, "unknown", only_from=("sending",))
+            log.warning("%d push attempt(s) never got Daraja's answer (a crash or a time-out); each is kept, and "
+                        "a callback that Daraja's query confirms will be matched to it", counts["lost_answers"])
+        for attempt in await self.store.accepted_attempts_without_payment():
+            assert attempt.checkout_request_id is not None
+            async with self.store.transaction() as t:
+                if await t.get(attempt.checkout_request_id) is not None:
+                    continue
+                await t.insert(Transaction(
+                    checkout_request_id=attempt.checkout_request_id, merchant_request_id="",
+                    phone=attempt.phone, amount=attempt.amount, account_reference=attempt.account_reference,
+                    description=attempt.description, created_at=iso(attempt.created_epoch),
+                    updated_at=iso(now), next_query_at=now))
+            counts["repaired"] += 1
+            log.warning("REPAIRED: push attempt %d was accepted by Daraja as %s but its payment was not stored; "
+                        "stored now, to be settled by an STK query", attempt.id, attempt.checkout_request_id)
+        for row in await self.store.open_callbacks(iso(now - 2.0)):
+            counts["callbacks"] += await self._resume_callback(row, now)
+        return counts
+
+    async def _resume_callback(self, row: LoggedCallback, now: float) -> int:
+        if row.checkout_request_id in self._verifications:
+            return 0
+        try:
+            cb = parse_stk_callback(json.loads(row.body))
+        except (ValueError, MalformedCallback):
+            async with self.store.transaction() as t:
+                await t.set_callback_outcome(row.id, "malformed", "unreadable when resumed")
+            return 1
+        if row.outcome == "received":  # the process stopped before it was matched
+            async with self.store.transaction() as t:
+                outcome = await self._match(t, row.id, cb, row.body, adopt=True)
+            await self._after_match(cb, outcome)
+        elif now - epoch(row.received_at) >= VERIFY_GIVE_UP:
+            async with self.store.transaction() as t:
+                await t.set_callback_outcome(row.id, "unverified", "Daraja could not be asked about it for an hour")
+        else:
+            self._verify_soon(cb.checkout_request_id)
+        return 1
+
+    async def close(self) -> None:
+        """Stop verifications under way (their callbacks stay `verifying` for the next start)."""
+        for task in list(self._verifications.values()):
+            task.cancel()
+        for task in list(self._verifications.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
 
 def _state_of(tx: Transaction) -> dict[str, Any]:
-    """The columns a callback transition was decided on; the write only happens if they still hold."""
+    """The columns a transition was decided on; the write only happens if they still hold."""
     return {"status": tx.status, "receipt": tx.receipt, "settled_by": tx.settled_by}
 
 
 async def reconcile_forever(service: PaymentService, tick: float = 1.0) -> None:
+    last_recovery = float("-inf")
     while True:
         try:
+            if time.monotonic() - last_recovery >= RECOVERY_EVERY:
+                last_recovery = time.monotonic()
+                await service.recover()
             await service.reconcile_due()
         except asyncio.CancelledError:
             raise

@@ -1,21 +1,35 @@
-"""Durable transactions: an SQLite file by default.
+"""Durable payments: an SQLite file by default.
 
-Every change of state goes through `compare_and_set`, which updates a row only if it is still in
-the state the caller read, so two callbacks (or a callback and a reconciliation) that race cannot
-both win. Every callback body that arrives is kept in `callback_log`, including duplicates and
-callbacks for ids we do not know: that log is the last line of defence for money taken.
+Every change is made inside `async with store.transaction() as tx:`, one isolated unit of work:
+the writer connection is held by one transaction at a time (an asyncio lock, `BEGIN IMMEDIATE`),
+so no other coroutine's statements can join it, commit it or roll it back. Reads that decide a
+write are made through `tx`, inside the same transaction. Reads that only answer a question
+(a status poll) go to a second, read-only connection, which sees committed data only (WAL).
+
+Every callback body that arrives is kept in `callback_log` (capped in size), including
+duplicates, forgeries and callbacks for ids we do not know: that log is the last line of defence
+for money taken.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Iterable
 
 import aiosqlite
+
+log = logging.getLogger("gateway.storage")
+
+# A genuine Daraja callback is well under 1 KiB; anything bigger is kept as a sample, not whole.
+CALLBACK_BODY_CAP = 8 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
@@ -66,6 +80,23 @@ CREATE INDEX IF NOT EXISTS push_attempts_open ON push_attempts (phone, created_e
     WHERE state IN ('sending', 'unknown');
 """
 
+# Added after the first release: applied to a database written by it, in order, once each
+# (PRAGMA user_version counts them).
+MIGRATIONS = [
+    # 1: the browser's token for its own payment (only its hash is stored); a receipt belongs to
+    # one payment only; why a callback was not applied; finding attempts and callbacks to repair.
+    """
+    ALTER TABLE transactions ADD COLUMN token_hash TEXT;
+    CREATE UNIQUE INDEX IF NOT EXISTS transactions_receipt ON transactions (receipt) WHERE receipt IS NOT NULL;
+    ALTER TABLE callback_log ADD COLUMN note TEXT;
+    CREATE INDEX IF NOT EXISTS callback_log_open ON callback_log (outcome) WHERE outcome IN ('received', 'verifying');
+    CREATE INDEX IF NOT EXISTS push_attempts_state ON push_attempts (state, created_epoch);
+    """,
+]
+
+# Callback outcomes that still need work (after a crash, the recovery pass finishes them).
+OPEN_CALLBACK_OUTCOMES = ("received", "verifying")
+
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -74,7 +105,7 @@ def utc_now() -> str:
 @dataclass
 class Transaction:
     checkout_request_id: str
-    merchant_request_id: str
+    merchant_request_id: str  # "" when not known (a payment repaired from its push attempt)
     phone: str
     amount: int
     account_reference: str
@@ -93,9 +124,35 @@ class Transaction:
     created_at: str = dataclasses.field(default_factory=utc_now)
     updated_at: str = dataclasses.field(default_factory=utc_now)
     settled_at: str | None = None
+    token_hash: str | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PushAttempt:
+    id: int
+    phone: str
+    amount: int
+    account_reference: str
+    description: str
+    state: str
+    checkout_request_id: str | None
+    created_at: str
+    created_epoch: float
+
+
+@dataclass(frozen=True)
+class LoggedCallback:
+    id: int
+    checkout_request_id: str | None
+    received_at: str
+    outcome: str
+    body: str
+    note: str | None
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(Transaction)]
+_INSERT_TX = (f"INSERT INTO transactions ({', '.join(_COLUMNS)}) "
+              f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
 
 def _row_to_tx(row: aiosqlite.Row) -> Transaction:
@@ -104,127 +161,224 @@ def _row_to_tx(row: aiosqlite.Row) -> Transaction:
     return Transaction(**values)
 
 
-class SqliteTransactionStore:
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._db: aiosqlite.Connection | None = None
+def capped_body(body: Any) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return text if len(text) <= CALLBACK_BODY_CAP else text[:CALLBACK_BODY_CAP]
 
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed payment survives a power cut too, not just a crash of this process.
-        await self._db.execute("PRAGMA synchronous=FULL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(SCHEMA)
-        await self._db.commit()
 
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+class _Reads:
+    """Queries shared by the store (read connection) and a transaction (writer connection)."""
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("store is not open")
-        return self._db
+    _db: aiosqlite.Connection
 
-    async def ping(self) -> bool:
-        async with self.db.execute("SELECT 1") as cur:
-            return (await cur.fetchone()) is not None
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self._db.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
 
-    async def insert(self, tx: Transaction) -> None:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        values = [getattr(tx, c) for c in _COLUMNS]
-        await self.db.execute(f"INSERT INTO transactions ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
-        await self.db.commit()
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, tuple(args)) as cur:
+            return list(await cur.fetchall())
 
-    async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
-                             now: float) -> int:
-        cur = await self.db.execute(
-            "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
-            "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
-            (phone, amount, account_reference, description, utc_now(), now))
-        await self.db.commit()
-        return int(cur.lastrowid)
+    async def get(self, checkout_request_id: str) -> Transaction | None:
+        row = await self._one("SELECT * FROM transactions WHERE checkout_request_id = ?", (checkout_request_id,))
+        return _row_to_tx(row) if row else None
 
-    async def mark_attempt(self, attempt_id: int, state: str) -> None:
-        await self.db.execute("UPDATE push_attempts SET state = ? WHERE id = ?", (state, attempt_id))
-        await self.db.commit()
+    async def receipt_owner(self, receipt: str) -> str | None:
+        """The payment that already carries this M-Pesa receipt, if any."""
+        row = await self._one("SELECT checkout_request_id FROM transactions WHERE receipt = ?", (receipt,))
+        return row[0] if row else None
 
-    async def record_push(self, attempt_id: int, tx: Transaction, state: str = "accepted") -> bool:
-        """Store the payment and close its attempt in one commit. False if either was taken."""
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        try:
-            cur = await self.db.execute(
-                "UPDATE push_attempts SET state = ?, checkout_request_id = ? "
-                "WHERE id = ? AND state IN ('sending', 'unknown')", (state, tx.checkout_request_id, attempt_id))
-            if cur.rowcount != 1:
-                await self.db.rollback()
-                return False
-            await self.db.execute(f"INSERT INTO transactions ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                                  [getattr(tx, c) for c in _COLUMNS])
-        except aiosqlite.IntegrityError:
-            await self.db.rollback()
-            return False
-        await self.db.commit()
-        return True
+    async def attempt(self, attempt_id: int) -> PushAttempt | None:
+        row = await self._one("SELECT * FROM push_attempts WHERE id = ?", (attempt_id,))
+        return PushAttempt(**dict(row)) if row else None
 
-    async def unmatched_attempt(self, phone: str, amount: float | None, since: float) -> dict[str, Any] | None:
-        """The newest push to `phone` since `since` whose answer never came (for a stray callback)."""
+    async def open_attempts(self, phone: str, amount: float | None, since: float) -> list[PushAttempt]:
+        """Pushes to `phone` since `since` whose answer never came (sending, or lost), newest first."""
         sql = ("SELECT * FROM push_attempts WHERE phone = ? AND state IN ('sending', 'unknown') "
                "AND created_epoch >= ?")
         args: list[Any] = [phone, since]
         if amount is not None:
-            sql, args = sql + " AND amount = ?", [*args, int(amount)]
-        async with self.db.execute(sql + " ORDER BY created_epoch DESC LIMIT 1", args) as cur:
-            row = await cur.fetchone()
-        return dict(row) if row else None
+            sql, args = sql + " AND amount = ?", [*args, amount]
+        rows = await self._all(sql + " ORDER BY created_epoch DESC LIMIT 20", args)
+        return [PushAttempt(**dict(r)) for r in rows]
 
-    async def get(self, checkout_request_id: str) -> Transaction | None:
-        async with self.db.execute("SELECT * FROM transactions WHERE checkout_request_id = ?",
-                                   (checkout_request_id,)) as cur:
-            row = await cur.fetchone()
-        return _row_to_tx(row) if row else None
+    async def callbacks(self, checkout_request_id: str | None = None, *,
+                        outcomes: Iterable[str] | None = None) -> list[LoggedCallback]:
+        sql, args = "SELECT * FROM callback_log WHERE 1 = 1", []
+        if checkout_request_id is not None:
+            sql, args = sql + " AND checkout_request_id = ?", [checkout_request_id]
+        if outcomes is not None:
+            wanted = list(outcomes)
+            sql, args = sql + f" AND outcome IN ({', '.join('?' for _ in wanted)})", [*args, *wanted]
+        return [LoggedCallback(**dict(r)) for r in await self._all(sql + " ORDER BY id", args)]
 
-    async def compare_and_set(self, checkout_request_id: str, expected: dict[str, Any],
-                              changes: dict[str, Any]) -> bool:
+
+class StoreTransaction(_Reads):
+    """One unit of work on the writer connection. Valid only inside its `async with`."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def insert(self, tx: Transaction) -> None:
+        await self._db.execute(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
+
+    async def update(self, checkout_request_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
         """Apply `changes` only if every column in `expected` still has that value."""
         changes = {**changes, "updated_at": utc_now()}
         sets = ", ".join(f"{name} = ?" for name in changes)
-        conds = " AND ".join(f"{name} IS ?" for name in expected)
-        sql = f"UPDATE transactions SET {sets} WHERE checkout_request_id = ? AND {conds}"
-        cur = await self.db.execute(sql, [*changes.values(), checkout_request_id, *expected.values()])
-        await self.db.commit()
+        conds = "".join(f" AND {name} IS ?" for name in expected)
+        cur = await self._db.execute(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
+                                     [*changes.values(), checkout_request_id, *expected.values()])
         return cur.rowcount == 1
 
+    async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
+                             now: float) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
+            "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
+            (phone, amount, account_reference, description, utc_now(), now))
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    async def set_attempt(self, attempt_id: int, state: str, checkout_request_id: str | None = None, *,
+                          only_from: tuple[str, ...] = ("sending", "unknown")) -> bool:
+        """Move an attempt on, only from one of `only_from` (so an adopted one stays adopted)."""
+        marks = ", ".join("?" for _ in only_from)
+        cur = await self._db.execute(
+            f"UPDATE push_attempts SET state = ?, checkout_request_id = COALESCE(?, checkout_request_id) "
+            f"WHERE id = ? AND state IN ({marks})", (state, checkout_request_id, attempt_id, *only_from))
+        return cur.rowcount == 1
+
+    async def log_callback(self, checkout_request_id: str | None, outcome: str, body: Any,
+                           note: str | None = None) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO callback_log (checkout_request_id, received_at, outcome, body, note) VALUES (?, ?, ?, ?, ?)",
+            (checkout_request_id, utc_now(), outcome, capped_body(body), note))
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    async def set_callback_outcome(self, log_id: int, outcome: str, note: str | None = None) -> None:
+        await self._db.execute("UPDATE callback_log SET outcome = ?, note = COALESCE(?, note) WHERE id = ?",
+                               (outcome, note, log_id))
+
+
+class SqliteTransactionStore(_Reads):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every one is opened and closed here.
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        self._writer.row_factory = aiosqlite.Row
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed payment survives a power cut too, not just a crash of this process.
+        await self._writer.execute("PRAGMA synchronous=FULL")
+        await self._writer.execute("PRAGMA busy_timeout=5000")
+        await self._writer.executescript(SCHEMA)
+        await self._migrate(self._writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = aiosqlite.Row
+        await self._reader.execute("PRAGMA busy_timeout=5000")
+        await self._reader.execute("PRAGMA query_only=ON")
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        """Apply the migrations this database has not had, each with its version, atomically."""
+        await db.execute("BEGIN IMMEDIATE")  # the version is read under the lock it is written under
+        try:
+            async with db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(None, (s.strip() for s in script.split(";"))):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
+                log.info("database upgraded to schema version %d", number)
+            await db.execute("COMMIT")
+        except BaseException:
+            await _rollback(db)
+            raise
+
+    async def close(self) -> None:
+        async with self._write_lock:  # let a transaction under way finish first
+            for conn in (self._reader, self._writer):
+                if conn is not None:
+                    await conn.close()
+            self._reader = self._writer = None
+
+    @property
+    def _db(self) -> aiosqlite.Connection:  # type: ignore[override]
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return self._reader
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        """One isolated unit of work: committed when the block ends, rolled back if it raises
+        (or is cancelled). Transactions run one at a time."""
+        async with self._write_lock:
+            db = self._writer
+            if db is None:
+                raise RuntimeError("store is not open")
+            tx = StoreTransaction(db)
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                yield tx
+                await db.execute("COMMIT")
+            except BaseException:
+                # Shielded: a cancelled caller must still leave the connection out of a transaction.
+                await asyncio.shield(_rollback(db))
+                raise
+            finally:
+                tx._db = None  # type: ignore[assignment]  # a leaked handle cannot write later
+
+    # -- reads (committed data only) -------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        return await self._one("SELECT 1") is not None
+
     async def due_for_query(self, now: float, limit: int = 50) -> list[Transaction]:
-        async with self.db.execute(
+        rows = await self._all(
             "SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? "
             "AND (status = 'pending' OR (status = 'failed' AND settled_by = 'timeout')) "
-            "ORDER BY next_query_at LIMIT ?", (now, limit)) as cur:
-            rows = await cur.fetchall()
+            "ORDER BY next_query_at LIMIT ?", (now, limit))
         return [_row_to_tx(r) for r in rows]
 
-    async def log_callback(self, checkout_request_id: str | None, outcome: str, body: Any) -> None:
-        text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
-        if outcome == "malformed":
-            text = text[:2048]  # junk is kept as a sample, not in full: the endpoint is public
-        await self.db.execute(
-            "INSERT INTO callback_log (checkout_request_id, received_at, outcome, body) VALUES (?, ?, ?, ?)",
-            (checkout_request_id, utc_now(), outcome, text))
-        await self.db.commit()
+    async def stale_attempts(self, older_than: float) -> list[PushAttempt]:
+        """Attempts still `sending` long after any answer could have come."""
+        rows = await self._all("SELECT * FROM push_attempts WHERE state = 'sending' AND created_epoch < ? "
+                               "ORDER BY id LIMIT 500", (older_than,))
+        return [PushAttempt(**dict(r)) for r in rows]
+
+    async def accepted_attempts_without_payment(self) -> list[PushAttempt]:
+        """Attempts Daraja accepted (they have an id) whose payment row is missing."""
+        rows = await self._all(
+            "SELECT a.* FROM push_attempts a LEFT JOIN transactions t ON t.checkout_request_id = a.checkout_request_id "
+            "WHERE a.state IN ('accepted', 'adopted') AND a.checkout_request_id IS NOT NULL "
+            "AND t.checkout_request_id IS NULL ORDER BY a.id LIMIT 500")
+        return [PushAttempt(**dict(r)) for r in rows]
+
+    async def open_callbacks(self, received_before: str) -> list[LoggedCallback]:
+        rows = await self._all(
+            "SELECT * FROM callback_log WHERE outcome IN ('received', 'verifying') AND received_at < ? "
+            "ORDER BY id LIMIT 500", (received_before,))
+        return [LoggedCallback(**dict(r)) for r in rows]
+
+    async def attempt_counts(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in await self._all("SELECT state, COUNT(*) FROM push_attempts GROUP BY state")}
 
     async def callback_log(self, checkout_request_id: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM callback_log", ()
-        if checkout_request_id is not None:
-            sql, args = sql + " WHERE checkout_request_id = ?", (checkout_request_id,)
-        async with self.db.execute(sql + " ORDER BY id", args) as cur:
-            return [dict(r) for r in await cur.fetchall()]
+        return [dataclasses.asdict(c) for c in await self.callbacks(checkout_request_id)]
 
     async def count(self) -> int:
-        async with self.db.execute("SELECT COUNT(*) FROM transactions") as cur:
-            row = await cur.fetchone()
-        return int(row[0])
+        row = await self._one("SELECT COUNT(*) FROM transactions")
+        return int(row[0]) if row else 0
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error, ValueError):  # nothing to roll back / connection closed
+        await db.execute("ROLLBACK")

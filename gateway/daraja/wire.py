@@ -8,6 +8,8 @@ Daraja sends `"0"` in one place, `0` in another and `"SFC_IC0003"` in a third.
 from __future__ import annotations
 
 import base64
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +44,7 @@ def parse_expires_in(value: Any) -> int:
 
 def code_str(value: Any) -> str:
     """A ResultCode/ResponseCode as Daraja's canonical string: 0 → "0", "1032" → "1032"."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or value is None or (isinstance(value, float) and not math.isfinite(value)):
         raise ValueError(f"not a result code: {value!r}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -79,7 +81,8 @@ class MalformedCallback(ValueError):
 
 
 def parse_stk_callback(body: Any) -> StkCallback:
-    """Read Daraja's callback body; items are read by Name, never by position."""
+    """Read Daraja's callback body; items are read by Name, never by position. A value no Daraja
+    callback could carry (a non-finite or absurd number, a huge string) makes the body malformed."""
     try:
         cb = body["Body"]["stkCallback"]
     except (TypeError, KeyError):
@@ -101,12 +104,9 @@ def parse_stk_callback(body: Any) -> StkCallback:
     result_desc = cb.get("ResultDesc")
     result_desc = result_desc if isinstance(result_desc, str) and encodable(result_desc) else ""
     items = _metadata_items(cb.get("CallbackMetadata"))
-    amount = items.get("Amount")
     receipt = items.get("MpesaReceiptNumber")
-    if isinstance(receipt, str) and (not encodable(receipt) or len(receipt) > 40):
+    if receipt is not None and not (isinstance(receipt, str) and encodable(receipt) and len(receipt) <= 40):
         raise MalformedCallback("MpesaReceiptNumber is not a receipt number")
-    date = items.get("TransactionDate")
-    phone = items.get("PhoneNumber")
     if result_code == "0" and not (isinstance(receipt, str) and receipt.strip()):
         raise MalformedCallback("a success callback needs CallbackMetadata with MpesaReceiptNumber")
     return StkCallback(
@@ -114,11 +114,42 @@ def parse_stk_callback(body: Any) -> StkCallback:
         checkout_request_id=ids["CheckoutRequestID"],
         result_code=result_code,
         result_desc=result_desc[:500],
-        amount=float(amount) if isinstance(amount, (int, float, str)) and _is_number(amount) else None,
+        amount=_amount_item(items.get("Amount")),
         receipt=receipt.strip() if isinstance(receipt, str) else None,
-        transaction_date=str(date) if isinstance(date, (int, str)) and not isinstance(date, bool) else None,
-        phone=str(phone) if isinstance(phone, (int, str)) and not isinstance(phone, bool) else None,
+        transaction_date=_digits_item(items.get("TransactionDate"), "TransactionDate"),
+        phone=_digits_item(items.get("PhoneNumber"), "PhoneNumber"),
     )
+
+
+# Far above any M-Pesa transaction (250,000 in 2025): a bigger Amount is not from Daraja.
+_AMOUNT_CEILING = 1e9
+_AMOUNT_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,4})?")
+
+
+def _amount_item(value: Any) -> float | None:
+    """Amount arrives as 1, 1.00 or "1.00"; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _AMOUNT_TEXT.fullmatch(value.strip()):
+        value = float(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedCallback("Amount is not a number")
+    if not (math.isfinite(value) and 0 <= value <= _AMOUNT_CEILING):
+        raise MalformedCallback("Amount is not a number M-Pesa could send")
+    return float(value)
+
+
+def _digits_item(value: Any, name: str) -> str | None:
+    """TransactionDate and PhoneNumber: 14 and 12 digits as JSON numbers (or strings); kept as text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**20:
+        return str(value)
+    if isinstance(value, str) and len(value) <= 30 and encodable(value):
+        return value.strip()  # masked numbers ("2547 ***** 126") are text
+    raise MalformedCallback(f"{name} is not a value M-Pesa could send")
 
 
 def encodable(text: str) -> bool:
@@ -128,14 +159,6 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(value, bool)
 
 
 def _metadata_items(metadata: Any) -> dict[str, Any]:
