@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from dotenv import load_dotenv
@@ -18,14 +19,13 @@ from dotenv import load_dotenv
 from gateway.config import ConfigError, Settings, load_settings
 
 
+KEEPALIVE_SECONDS = 15.0
+
+
 def masked_url(url: str) -> str:
-    """Everything after the second path segment hidden: a callback path may carry a secret."""
-    scheme, _, rest = url.partition("://")
-    host, _, path = rest.partition("/")
-    segments = path.split("/")
-    if len(segments) > 2:
-        path = "/".join(segments[:2]) + "/…"
-    return f"{scheme}://{host}/{path}"
+    """The scheme and host only: the callback's path is its secret, so it is never printed."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/… (path hidden)"
 
 
 def banner(settings: Settings) -> str:
@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    # Idle keep-alive connections are closed after KEEPALIVE_SECONDS; for slow or stalled
+    # clients aiohttp has no header time-out: put the reverse proxy in deploy/ in front.
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
+                keepalive_timeout=KEEPALIVE_SECONDS)
     return 0
 
 

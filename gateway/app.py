@@ -10,14 +10,16 @@ import aiohttp
 import aiohttp_cors
 from aiohttp import web
 
-from .config import Settings, sqlite_path
+from .clients import TrustedProxies
+from .config import ConfigError, Settings, sqlite_path
 from .daraja.client import DarajaClient
-from .handlers import PAYMENTS, PUSH_LIMITER, SETTINGS, daraja_callback, health, stk_events, stk_push, stk_status
+from .handlers import (CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, daraja_callback,
+                       health, stk_events, stk_push, stk_status)
 from .limits import SlidingWindowLimiter
 from .middlewares import json_errors, security_headers
 from .payments import PaymentService, reconcile_forever
 from .storage import SqliteTransactionStore
-from .streams import enable_streams
+from .streams import STREAM_LIMITS, StreamLimits, enable_streams
 
 RECONCILE_TICK = 0.5
 
@@ -42,13 +44,35 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
+            await app[PAYMENTS].close()
             await store.close()
 
 
+def route_taking(app: web.Application, path: str) -> str | None:
+    """The route already serving `path`, if any (the callback must not shadow one, nor hide behind one)."""
+    for resource in app.router.resources():
+        info = resource.get_info()
+        prefix = info.get("prefix")
+        if prefix is not None:  # static files, mounted sub-applications
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return str(prefix)
+        elif resource.canonical == path:
+            return resource.canonical
+        elif "pattern" in info and info["pattern"].fullmatch(path):
+            return resource.canonical
+    return None
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[security_headers, json_errors], client_max_size=settings.max_body_bytes)
+    middlewares = [security_headers, json_errors]
+    if settings.trusted_proxies:
+        middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[PUSH_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_phone, settings.push_limit_window)
+    app[CLIENT_PUSH_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_client, settings.push_limit_window)
+    app[LOOKUP_LIMITER] = SlidingWindowLimiter(settings.lookup_limit_per_client, settings.lookup_limit_window)
+    app[STREAM_LIMITS] = StreamLimits(settings.stream_limit_per_client, settings.stream_limit_total)
     enable_streams(app)
     app.cleanup_ctx.append(payments_ctx)
     api = [
@@ -57,7 +81,6 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/health", health),
         app.router.add_get("/stkpush/{checkout_request_id}/events", stk_events),
     ]
-    app.router.add_post(settings.callback_path, daraja_callback)
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(
         allow_headers=("Content-Type",), allow_methods=("GET", "POST"), max_age=600)})
     for route in api:
@@ -67,4 +90,9 @@ def create_app(settings: Settings) -> web.Application:
     if settings.simulator_mounted:
         from simulator.app import mount_simulator
         mount_simulator(app, settings)
+    taken = route_taking(app, settings.callback_path)
+    if taken is not None:
+        raise ConfigError(f"CALLBACK_URL's path collides with the route {taken}: give the callback a path of its own "
+                          "(e.g. /mpesa/callback/<random>)")
+    app.router.add_post(settings.callback_path, daraja_callback)
     return app

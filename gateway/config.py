@@ -6,6 +6,7 @@ cannot work, with a `ConfigError` whose message is one line naming what to set.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,13 @@ class Settings:
     payment_timeout: float = 300.0
     max_body_bytes: int = 64 * 1024
     push_limit_per_phone: int = 5  # STK pushes to one phone per window; 0: no limit
+    push_limit_per_client: int = 30  # STK pushes from one client address per window; 0: no limit
     push_limit_window: float = 300.0
+    lookup_limit_per_client: int = 20  # lookups of unknown payment ids per client per window; 0: no limit
+    lookup_limit_window: float = 60.0
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For is believed
+    stream_limit_per_client: int = 10  # live-update streams open at once from one client address
+    stream_limit_total: int = 1000  # and in all
     poll_interval: float = 3.0  # the pay page's status polling
     poll_timeout: float = 120.0
     usd_to_kes: float = 129.0
@@ -179,6 +186,17 @@ def _url(name: str, value: str, *, https_only: bool = False) -> str:
     return value.rstrip("/") if name != "CALLBACK_URL" else value
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    networks = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"TRUSTED_PROXIES must be IP addresses or networks separated by commas (got {item!r})") \
+                from None
+    return tuple(networks)
+
+
 def _merchants(raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
@@ -206,10 +224,10 @@ def _simulator_settings(env: Mapping[str, str]) -> SimulatorSettings:
     return SimulatorSettings(
         pin=pin,
         auto_answer_delay=_seconds(env, "SIMULATOR_AUTO_ANSWER_SECONDS", 3.0),
-        prompt_lifetime=_seconds(env, "SIMULATOR_PROMPT_LIFETIME_SECONDS", 60.0),
+        prompt_lifetime=_positive(env, "SIMULATOR_PROMPT_LIFETIME_SECONDS", 60.0),
         callback_delay=_seconds(env, "SIMULATOR_CALLBACK_DELAY_SECONDS", 0.5),
         late_callback_delay=_seconds(env, "SIMULATOR_LATE_CALLBACK_SECONDS", 20.0),
-        callback_timeout=_seconds(env, "SIMULATOR_CALLBACK_TIMEOUT_SECONDS", 10.0),
+        callback_timeout=_positive(env, "SIMULATOR_CALLBACK_TIMEOUT_SECONDS", 10.0),
         token_lifetime=_int(env, "SIMULATOR_TOKEN_LIFETIME_SECONDS", 3599, 1, 86_400),
         query_pending_style=_choice(env, "SIMULATOR_QUERY_PENDING_STYLE", "500", ("500", "4999")),
         lock_subscriber=_bool(env, "SIMULATOR_LOCK_SUBSCRIBER", True),
@@ -277,6 +295,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if transaction_type == "CustomerBuyGoodsOnline" and not (till.isdigit() and 5 <= len(till) <= 7):
         raise ConfigError("MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline needs MPESA_TILL_NUMBER (5 to 7 digits)")
 
+    if urlsplit(callback_url).path.strip("/") == "":
+        raise ConfigError("CALLBACK_URL needs a path of its own, not / (e.g. "
+                          f"{callback_url.rstrip('/')}/mpesa/callback/<random>)")
+    if mode == "production" and passkey == SANDBOX_PASSKEY:
+        raise ConfigError("MPESA_PASSKEY is Safaricom's public sandbox passkey: production needs your own "
+                          "(from the go-live e-mail)")
+    reconcile_interval = _positive(env, "RECONCILE_INTERVAL_SECONDS", 10.0)
+    reconcile_max_interval = _positive(env, "RECONCILE_MAX_INTERVAL_SECONDS", 60.0)
+    if reconcile_max_interval < reconcile_interval:
+        raise ConfigError("RECONCILE_MAX_INTERVAL_SECONDS must be at least RECONCILE_INTERVAL_SECONDS "
+                          f"({reconcile_max_interval:g} < {reconcile_interval:g})")
+
     frontend_url = get("FRONTEND_URL") or f"http://localhost:{port}"
     _url("FRONTEND_URL", frontend_url)
     database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -302,13 +332,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         business_name=get("BUSINESS_NAME") or "Demo Shop",
         max_amount=_int(env, "MPESA_MAX_AMOUNT", 150_000, 1, 1_000_000),
-        daraja_timeout=_seconds(env, "DARAJA_TIMEOUT_SECONDS", 15.0),
+        daraja_timeout=_positive(env, "DARAJA_TIMEOUT_SECONDS", 15.0),
         reconcile_after=_seconds(env, "RECONCILE_AFTER_SECONDS", 20.0),
-        reconcile_interval=_seconds(env, "RECONCILE_INTERVAL_SECONDS", 10.0),
-        reconcile_max_interval=_seconds(env, "RECONCILE_MAX_INTERVAL_SECONDS", 60.0),
-        payment_timeout=_seconds(env, "PAYMENT_TIMEOUT_SECONDS", 300.0),
+        reconcile_interval=reconcile_interval,
+        reconcile_max_interval=reconcile_max_interval,
+        payment_timeout=_positive(env, "PAYMENT_TIMEOUT_SECONDS", 300.0),
         push_limit_per_phone=_int(env, "PUSH_LIMIT_PER_PHONE", 5, 0, 1_000_000),
+        push_limit_per_client=_int(env, "PUSH_LIMIT_PER_CLIENT", 30, 0, 1_000_000),
         push_limit_window=_positive(env, "PUSH_LIMIT_WINDOW_SECONDS", 300.0),
+        lookup_limit_per_client=_int(env, "LOOKUP_LIMIT_PER_CLIENT", 20, 0, 1_000_000),
+        lookup_limit_window=_positive(env, "LOOKUP_LIMIT_WINDOW_SECONDS", 60.0),
+        trusted_proxies=_networks(env.get("TRUSTED_PROXIES", "")),
+        stream_limit_per_client=_int(env, "STREAM_LIMIT_PER_CLIENT", 10, 1, 1_000_000),
+        stream_limit_total=_int(env, "STREAM_LIMIT_TOTAL", 1000, 1, 1_000_000),
         poll_interval=_positive(env, "CHECKOUT_POLL_INTERVAL_SECONDS", 3.0),
         poll_timeout=_positive(env, "CHECKOUT_POLL_TIMEOUT_SECONDS", 120.0),
         usd_to_kes=_positive(env, "USD_TO_KES", 129.0),

@@ -7,44 +7,88 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from .checkout import CheckoutError, is_clean_text, parse_checkout
+from .checkout import CheckoutError, is_clean_text, mask_phone, parse_checkout
+from .clients import client_address
 from .config import Settings
 from .daraja.errors import DarajaAuthError, DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
-from .payments import PaymentService
+from .limits import SlidingWindowLimiter
+from .payments import PaymentService, token_matches
 from .result_messages import customer_message
 from .storage import Transaction
-from .limits import SlidingWindowLimiter
-from .streams import tracked_stream
+from .streams import STREAM_LIMITS, tracked_stream
 
 log = logging.getLogger("gateway.http")
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 PAYMENTS: web.AppKey[PaymentService] = web.AppKey("payments", PaymentService)
 PUSH_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("push_limiter", SlidingWindowLimiter)
+CLIENT_PUSH_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("client_push_limiter", SlidingWindowLimiter)
+LOOKUP_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("lookup_limiter", SlidingWindowLimiter)
+
+MAX_ID_LENGTH = 100
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400, **extra: Any) -> None:
+    def __init__(self, message: str, status: int = 400, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
         super().__init__(message)
-        self.message, self.status, self.extra = message, status, extra
+        self.message, self.status, self.headers, self.extra = message, status, headers or {}, extra
 
 
-def failure(message: str, status: int, **extra: Any) -> web.Response:
-    return web.json_response({"success": False, "message": message, **extra}, status=status)
+def failure(message: str, status: int, *, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"success": False, "message": message, **extra}, status=status, headers=headers)
+
+
+def too_many(message: str, wait: float) -> BadRequest:
+    return BadRequest(message, 429, headers={"Retry-After": str(max(1, round(wait)))})
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """JSON as the standard defines it: no NaN or Infinity, no number too big for a float."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _origin_allowed(request: web.Request, settings: Settings) -> bool:
+    """No Origin (a server, curl) or our own pages' origin, or the configured front end's."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if origin.rstrip("/") == settings.frontend_url:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body of a JSON API call, from a page this gateway trusts."""
+    if not _origin_allowed(request, request.app[SETTINGS]):
+        # CORS keeps other sites from reading answers; this keeps them from sending requests.
+        raise BadRequest("Cross-origin request refused", 403)
+    if request.content_type != "application/json":
+        raise BadRequest("Content-Type must be application/json", 415)
     try:
         raw = await request.read()  # aiohttp enforces client_max_size (413) before this returns
     except web.RequestPayloadError:
         raise BadRequest("Request body could not be read") from None
     try:
-        body = json.loads(raw)
+        body = loads_json(raw)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("Request body must be valid JSON") from None
     if not isinstance(body, dict):
@@ -68,8 +112,8 @@ def daraja_failure(exc: DarajaError | DarajaUnavailable) -> web.Response:
         return failure("A payment request is already waiting on this phone. Complete or cancel it, "
                        "then try again in a minute.", 409, errorCode=exc.error_code)
     if exc.rate_limited:
-        return web.json_response({"success": False, "message": "M-Pesa is busy. Please try again shortly.",
-                                  "errorCode": exc.error_code}, status=503, headers={"Retry-After": "5"})
+        return failure("M-Pesa is busy. Please try again shortly.", 503, headers={"Retry-After": "5"},
+                       errorCode=exc.error_code)
     if exc.error_code == "400.002.02" and exc.error_message.endswith(("PhoneNumber", "PartyA")):
         return failure("Invalid phone number format", 400, field="phone")
     if exc.error_code == "400.002.02" and exc.error_message.endswith("Amount"):
@@ -79,6 +123,11 @@ def daraja_failure(exc: DarajaError | DarajaUnavailable) -> web.Response:
                    errorCode=exc.error_code)
 
 
+def _refused(exc: DarajaError | DarajaUnavailable) -> bool:
+    """Daraja surely did not prompt the customer."""
+    return isinstance(exc, DarajaError) or not exc.maybe_sent
+
+
 async def stk_push(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body = await read_json_object(request)
@@ -86,25 +135,35 @@ async def stk_push(request: web.Request) -> web.Response:
         checkout = parse_checkout(body, settings.max_amount)
     except CheckoutError as exc:
         return failure(exc.message, 400, field=exc.field)
-    wait = request.app[PUSH_LIMITER].retry_after(checkout.phone)
+    client = client_address(request)
+    wait = request.app[CLIENT_PUSH_LIMITER].acquire(client)
+    if wait:
+        # Stops one client firing prompts at many phones.
+        raise too_many("Too many payment requests from your connection. Please wait a few minutes and try again.",
+                       wait)
+    per_phone = request.app[PUSH_LIMITER]
+    wait = per_phone.acquire(checkout.phone)  # reserved before the push: concurrent requests cannot all pass
     if wait:
         # Stops a checkout being used to bombard someone's phone with payment prompts.
-        return web.json_response(
-            {"success": False, "message": "Too many payment requests to this phone. Please wait a few minutes "
-                                          "and try again."},
-            status=429, headers={"Retry-After": str(max(1, round(wait)))})
+        raise too_many("Too many payment requests to this phone. Please wait a few minutes and try again.", wait)
     try:
-        tx = await request.app[PAYMENTS].start(checkout)
+        started = await request.app[PAYMENTS].start(checkout)
     except (DarajaError, DarajaUnavailable) as exc:
+        if _refused(exc):  # no prompt reached the phone: a refusal must not lock the customer out
+            per_phone.release(checkout.phone)
         return daraja_failure(exc)
-    # Only prompts that reached the phone count: refused attempts cannot lock a customer out.
-    request.app[PUSH_LIMITER].record(checkout.phone)
+    tx = started.transaction
     return web.json_response({"success": True, "checkoutRequestId": tx.checkout_request_id,
-                              "message": "STK push sent successfully"})
+                              "message": "STK push sent successfully", "paymentToken": started.token})
 
 
-def status_body(tx: Transaction) -> dict[str, Any]:
-    common = {"checkoutRequestId": tx.checkout_request_id, "amount": tx.amount}
+def status_body(tx: Transaction, detailed: bool = False) -> dict[str, Any]:
+    """The status answer. The guide's fields for anyone with the id; amount, phone, reference and
+    description only for the browser holding the payment's token (`detailed`)."""
+    common: dict[str, Any] = {"checkoutRequestId": tx.checkout_request_id}
+    if detailed:
+        common.update(amount=tx.amount, phoneMasked=mask_phone(tx.phone), accountReference=tx.account_reference,
+                      description=tx.description)
     if tx.status == "pending":
         return {"success": True, "status": "pending", "message": "Waiting for user to complete payment", **common}
     if tx.status == "completed":
@@ -116,17 +175,47 @@ def status_body(tx: Transaction) -> dict[str, Any]:
             "resultCode": tx.result_code, **common}
 
 
+class LookupLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many lookups of unknown payments; retry after {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+async def find_payment(request: web.Request, checkout_request_id: str) -> Transaction | None:
+    """A payment by id, for a browser. Ids follow Daraja's guessable shape (time and phone), so a
+    client that keeps asking about ids that do not exist is stopped for a while (`LookupLimited`)."""
+    limiter = request.app[LOOKUP_LIMITER]
+    client = client_address(request)
+    wait = limiter.retry_after(client)
+    if wait:
+        raise LookupLimited(wait)
+    checkout_request_id = checkout_request_id.strip()
+    tx = None
+    if 0 < len(checkout_request_id) <= MAX_ID_LENGTH and is_clean_text(checkout_request_id):
+        tx = await request.app[PAYMENTS].get(checkout_request_id)
+    if tx is None:
+        limiter.record(client)
+    return tx
+
+
+async def _find_or_fail(request: web.Request, checkout_request_id: str) -> Transaction:
+    try:
+        tx = await find_payment(request, checkout_request_id)
+    except LookupLimited as exc:
+        raise too_many("Too many lookups of payments that do not exist. Please wait and try again.",
+                       exc.retry_after) from None
+    if tx is None:
+        raise BadRequest("Transaction not found", 404)
+    return tx
+
+
 async def stk_status(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     checkout_request_id = body.get("checkoutRequestId")
     if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
         return failure("checkoutRequestId is required", 400, field="checkoutRequestId")
-    if len(checkout_request_id) > 100 or not is_clean_text(checkout_request_id):
-        return failure("Transaction not found", 404)
-    tx = await request.app[PAYMENTS].get(checkout_request_id.strip())
-    if tx is None:
-        return failure("Transaction not found", 404)
-    return web.json_response(status_body(tx))
+    tx = await _find_or_fail(request, checkout_request_id)
+    return web.json_response(status_body(tx, token_matches(tx, body.get("paymentToken"))))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -151,28 +240,32 @@ async def stk_events(request: web.Request) -> web.StreamResponse:
     change, until the payment is settled or the page's polling window is over."""
     payments = request.app[PAYMENTS]
     checkout_request_id = request.match_info["checkout_request_id"]
-    if not is_clean_text(checkout_request_id) or await payments.get(checkout_request_id) is None:
-        return failure("Transaction not found", 404)
+    tx = await _find_or_fail(request, checkout_request_id)
+    detailed = token_matches(tx, request.query.get("paymentToken"))
     loop = asyncio.get_running_loop()
     window = request.app[SETTINGS].poll_timeout
     deadline = loop.time() + window + min(window, 30.0)  # a little longer than the page listens
-    with tracked_stream(request), payments.events.subscribe(checkout_request_id) as changes:
-        async with sse_response(request, ping_interval=15) as stream:
-            tx = await payments.get(checkout_request_id)  # read after subscribing: no change can slip by
-            if tx is None:
+    with request.app[STREAM_LIMITS].hold(client_address(request)) as allowed:
+        if not allowed:
+            raise too_many("Too many live updates open. Please close other checkout tabs; this page will "
+                           "check by polling.", 10)
+        with tracked_stream(request), payments.events.subscribe(tx.checkout_request_id) as changes:
+            async with sse_response(request, ping_interval=15) as stream:
+                current = await payments.get(tx.checkout_request_id)  # after subscribing: no change slips by
+                if current is None:
+                    return stream
+                await stream.send(json.dumps(status_body(current, detailed)), event="status")
+                while not is_final(current) and loop.time() < deadline:
+                    try:
+                        # Wake every few seconds to notice a browser that left; not wait_for: see runner.
+                        async with asyncio.timeout(min(5.0, max(0.0, deadline - loop.time()))):
+                            current = await changes.get()
+                    except TimeoutError:
+                        if not stream.is_connected():
+                            break
+                        continue
+                    await stream.send(json.dumps(status_body(current, detailed)), event="status")
                 return stream
-            await stream.send(json.dumps(status_body(tx)), event="status")
-            while not is_final(tx) and loop.time() < deadline:
-                try:
-                    # Wake every few seconds to notice a browser that left; not wait_for: see runner.
-                    async with asyncio.timeout(min(5.0, max(0.0, deadline - loop.time()))):
-                        tx = await changes.get()
-                except TimeoutError:
-                    if not stream.is_connected():
-                        break
-                    continue
-                await stream.send(json.dumps(status_body(tx)), event="status")
-            return stream
 
 
 def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:
@@ -180,13 +273,20 @@ def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:
 
 
 async def daraja_callback(request: web.Request) -> web.Response:
+    payments = request.app[PAYMENTS]
     try:
-        body = json.loads(await request.read())
-    except (ValueError, RecursionError, web.RequestPayloadError):
-        log.warning("callback body is not JSON: rejected")
+        raw = await request.read()
+    except web.RequestPayloadError:
+        return callback_ack(1, "Rejected: body could not be read", 400)
+    try:
+        body = loads_json(raw)
+    except (ValueError, RecursionError):
+        log.warning("callback body is not JSON: rejected (kept in the callback log)")
+        async with payments.store.transaction() as t:  # kept, capped: it may still be a money trail
+            await t.log_callback(None, "malformed", raw.decode("utf-8", "replace"), note="not JSON")
         return callback_ack(1, "Rejected: body is not JSON", 400)
     try:
-        result = await request.app[PAYMENTS].apply_callback(body)
+        result = await payments.apply_callback(body)
     except MalformedCallback as exc:
         log.warning("malformed callback rejected: %s", exc)
         return callback_ack(1, f"Rejected: {exc}", 400)

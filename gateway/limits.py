@@ -1,7 +1,8 @@
 """Per-key sliding-window limits: at most N events per key in any window of W seconds.
 
-The gateway uses one to stop a checkout being used to bombard a customer's phone with prompts.
-In-process: each worker counts its own requests.
+The gateway uses them to stop a checkout being used to bombard a customer's phone with prompts
+(per phone), to fire pushes at many phones (per client address), and to guess payment ids (per
+client address, unknown ids only). In-process: each worker counts its own requests.
 """
 
 from __future__ import annotations
@@ -33,6 +34,22 @@ class SlidingWindowLimiter:
         if len(events) >= self.limit:
             return self.window - (now - events[0])
         return 0.0
+
+    def acquire(self, key: str) -> float:
+        """Reserve an event for `key` now if the limit allows it (0.0), else the seconds to wait
+        (nothing reserved). Check and reservation are one step, so concurrent callers cannot all
+        pass a check that only one of them should."""
+        wait = self.retry_after(key)
+        if wait:
+            return wait
+        self.record(key)
+        return 0.0
+
+    def release(self, key: str) -> None:
+        """Give back one reserved event (the thing it stood for did not happen after all)."""
+        events = self._events.get(key)
+        if events:
+            events.pop()
 
     def record(self, key: str) -> None:
         """Count an event that happened (callers record only what really went out)."""

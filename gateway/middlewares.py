@@ -39,7 +39,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as exc:
-        return failure(exc.message, exc.status, **exc.extra)
+        return failure(exc.message, exc.status, headers=exc.headers, **exc.extra)
     except web.HTTPRequestEntityTooLarge:
         return failure("Request body is too large", 413)
     except web.HTTPNotFound:

@@ -1,14 +1,45 @@
-"""Long-lived responses (server-sent events) that end promptly when the server shuts down."""
+"""Long-lived responses (server-sent events): capped per client and in all, and ended promptly
+when the server shuts down."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Iterator
 
 from aiohttp import web
 
 STREAMS: web.AppKey[set[asyncio.Task[object]]] = web.AppKey("streams", set)
+
+
+class StreamLimits:
+    """How many streams are open, per client address and in all; refuses one past either cap."""
+
+    def __init__(self, per_client: int, total: int) -> None:
+        self.per_client = per_client
+        self.total = total
+        self._open: Counter[str] = Counter()
+        self.open_count = 0
+
+    @contextlib.contextmanager
+    def hold(self, client: str) -> Iterator[bool]:
+        """Yields whether a stream may open for `client`; counts it until the block ends if so."""
+        allowed = self._open[client] < self.per_client and self.open_count < self.total
+        if allowed:
+            self._open[client] += 1
+            self.open_count += 1
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                self._open[client] -= 1
+                self.open_count -= 1
+                if not self._open[client]:
+                    del self._open[client]
+
+
+STREAM_LIMITS: web.AppKey[StreamLimits] = web.AppKey("stream_limits", StreamLimits)
 
 
 async def _close_streams(app: web.Application) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -30,6 +30,7 @@ FAST_ENV = {
     "RECONCILE_INTERVAL_SECONDS": "0.3",
     "RECONCILE_MAX_INTERVAL_SECONDS": "0.5",
     "PAYMENT_TIMEOUT_SECONDS": "30",
+    "PUSH_LIMIT_PER_CLIENT": "0",  # every test client is 127.0.0.1; the limit has tests of its own
 }
 
 
@@ -46,6 +47,7 @@ class Running:
     client: TestClient
     app: web.Application
     settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)  # paymentToken of each push made here
 
     @property
     def sim(self) -> SimulatedDaraja:
@@ -57,10 +59,17 @@ class Running:
 
     async def push(self, phone: str = "0700000000", amount: Any = 100, **extra: Any) -> dict[str, Any]:
         resp = await self.client.post("/stkpush", json={"phone": phone, "amount": amount, **extra})
-        return {"http": resp.status, **await resp.json()}
+        body = await resp.json()
+        if body.get("paymentToken"):
+            self.tokens[body["checkoutRequestId"]] = body["paymentToken"]
+        return {"http": resp.status, **body}
 
-    async def status(self, checkout_request_id: str) -> dict[str, Any]:
-        resp = await self.client.post("/stkpush/status", json={"checkoutRequestId": checkout_request_id})
+    async def status(self, checkout_request_id: str, *, with_token: bool = True) -> dict[str, Any]:
+        """The status answer, as the browser that made the push sees it (its token sent along)."""
+        query: dict[str, str] = {"checkoutRequestId": checkout_request_id}
+        if with_token and checkout_request_id in self.tokens:
+            query["paymentToken"] = self.tokens[checkout_request_id]
+        resp = await self.client.post("/stkpush/status", json=query)
         return {"http": resp.status, **await resp.json()}
 
     async def wait_status(self, checkout_request_id: str, want: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from gateway.checkout import mask_phone
 from gateway.daraja.wire import NAIROBI, TIMESTAMP_FORMAT
-from gateway.handlers import PAYMENTS, SETTINGS, status_body
-from gateway.payments import epoch
+from gateway.handlers import SETTINGS, LookupLimited, find_payment, status_body
+from gateway.payments import epoch, token_matches
 from gateway.storage import Transaction
 
 HERE = Path(__file__).parent
@@ -53,27 +53,48 @@ def paid_at(tx: Transaction) -> str | None:
     return None
 
 
-def receipt_context(tx: Transaction) -> dict[str, Any]:
-    return {
+def masked_request_id(tx: Transaction) -> str:
+    """Daraja's CheckoutRequestID ends with the subscriber's number: shown masked like the phone."""
+    cid, subscriber = tx.checkout_request_id, tx.phone[3:]
+    if subscriber and cid.endswith(subscriber):
+        return cid[:-len(subscriber)] + mask_phone(tx.phone)[3:]
+    return cid
+
+
+def receipt_context(tx: Transaction, detailed: bool) -> dict[str, Any]:
+    """What the page shows: the outcome and receipt for anyone with the id; amount, phone,
+    reference and description only with the payment's token (the browser that paid)."""
+    context: dict[str, Any] = {
         "checkoutRequestId": tx.checkout_request_id,
+        "requestIdMasked": masked_request_id(tx),
         "status": tx.status,
         "receipt": tx.receipt,
-        "amount": tx.amount,
-        "phoneMasked": mask_phone(tx.phone),
-        "accountReference": tx.account_reference,
-        "description": tx.description,
         "paidAt": paid_at(tx),
         "message": status_body(tx)["message"],
+        "detailed": detailed,
     }
+    if detailed:
+        context.update(amount=tx.amount, phoneMasked=mask_phone(tx.phone), accountReference=tx.account_reference,
+                       description=tx.description)
+    return context
 
 
 async def confirmation_page(request: web.Request) -> web.Response:
     """The receipt, read from the store by CheckoutRequestID; nothing else is taken from the URL."""
     settings = request.app[SETTINGS]
     checkout_request_id = request.query.get("checkoutRequestId", "")[:100]
-    tx = await request.app[PAYMENTS].get(checkout_request_id) if checkout_request_id else None
-    context = {"settings": settings, "payment": receipt_context(tx) if tx else None,
-               "checkout_request_id": checkout_request_id}
+    token = request.query.get("paymentToken", "")
+    context: dict[str, Any] = {"settings": settings, "payment": None, "checkout_request_id": checkout_request_id}
+    try:
+        tx = await find_payment(request, checkout_request_id) if checkout_request_id else None
+    except LookupLimited as exc:
+        context["limited"] = True
+        response = aiohttp_jinja2.render_template("confirmation.html", request, context, status=429)
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+    if tx is not None:
+        context["payment"] = receipt_context(tx, token_matches(tx, token))
+        context["payment_token"] = token if token_matches(tx, token) else ""
     return aiohttp_jinja2.render_template("confirmation.html", request, context, status=200 if tx else 404)
 
 

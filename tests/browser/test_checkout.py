@@ -16,7 +16,7 @@ from tests.browser.conftest import screenshot_path
 
 pytestmark = pytest.mark.browser
 
-CONFIRMATION = re.compile(r".*/confirmation\.html\?checkoutRequestId=ws_CO_\w+$")
+CONFIRMATION = re.compile(r".*/confirmation\.html\?checkoutRequestId=ws_CO_\w+&paymentToken=[\w-]{43}$")
 
 
 async def pay(page, phone: str, amount: int | None = 100) -> None:

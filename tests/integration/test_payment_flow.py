@@ -17,8 +17,9 @@ RECEIPT = re.compile(r"^[A-Z0-9]{10}$")
 async def test_successful_payment_completes_with_the_receipt_the_simulator_issued(running):
     pushed = await running.push("0700000000", 100, accountReference="CART_1", description="Demo")
     assert pushed == {"http": 200, "success": True, "checkoutRequestId": pushed["checkoutRequestId"],
-                      "message": "STK push sent successfully"}
+                      "message": "STK push sent successfully", "paymentToken": pushed["paymentToken"]}
     assert pushed["checkoutRequestId"].startswith("ws_CO_")
+    assert len(pushed["paymentToken"]) >= 43  # 256 random bits, URL-safe base64
     first = await running.status(pushed["checkoutRequestId"])
     assert first["status"] == "pending" and first["message"] == "Waiting for user to complete payment"
 
@@ -46,7 +47,9 @@ async def test_failure_scenarios_fail_with_the_reason_in_plain_words(start_app, 
     assert pushed["success"] is True
     failed = await running.wait_status(pushed["checkoutRequestId"], "failed")
     assert failed == {"http": 200, "success": False, "status": "failed", "message": message, "resultCode": code,
-                      "checkoutRequestId": pushed["checkoutRequestId"], "amount": 50}
+                      "checkoutRequestId": pushed["checkoutRequestId"], "amount": 50,
+                      "phoneMasked": phone[:4] + "****" + phone[-4:], "accountReference": "Payment",
+                      "description": "Payment"}
     stored = await running.payments.get(pushed["checkoutRequestId"])
     assert stored.settled_by == "callback" and stored.receipt is None
 

@@ -2,7 +2,7 @@
 // the virtual phone panel.
 
 import { Cart, CartView } from "./cart.js";
-import { MpesaPaymentManager, normalisePhone, validateCheckout } from "./payment.js";
+import { MpesaPaymentManager, normalisePhone, tokenQuery, validateCheckout } from "./payment.js";
 
 function readConfig() {
   const node = document.getElementById("checkout-config");
@@ -145,7 +145,8 @@ function render(update) {
     const showHelp = state === "timeout" && update.checkoutRequestId;
     timeoutHelp.hidden = !showHelp;
     if (showHelp && checkLink) {
-      checkLink.href = "/confirmation.html?checkoutRequestId=" + encodeURIComponent(update.checkoutRequestId);
+      checkLink.href = "/confirmation.html?checkoutRequestId=" + encodeURIComponent(update.checkoutRequestId) +
+        tokenQuery("&", update.paymentToken);
     }
   }
   if (state === "waiting" && update.phone) showPhoneFrame(update.phone);

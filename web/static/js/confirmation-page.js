@@ -2,6 +2,7 @@
 // pending payment settles (or once a confirmed payment's receipt number arrives).
 
 import { clearPaidCart } from "./cart.js";
+import { tokenQuery } from "./payment.js";
 
 function readData() {
   try {
@@ -25,6 +26,7 @@ if (data && data.status === "completed") {
  */
 function reloadWhen(changed, { intervalMs, maxChecks }) {
   const id = data.checkoutRequestId;
+  const token = data.paymentToken || "";
   let done = false;
   let checks = 0;
   let source = null;
@@ -37,7 +39,7 @@ function reloadWhen(changed, { intervalMs, maxChecks }) {
   };
 
   if (typeof window.EventSource === "function") {
-    source = new EventSource("/stkpush/" + encodeURIComponent(id) + "/events");
+    source = new EventSource("/stkpush/" + encodeURIComponent(id) + "/events" + tokenQuery("?", token));
     source.addEventListener("status", (event) => {
       try {
         if (changed(JSON.parse(event.data))) finish();
@@ -58,7 +60,7 @@ function reloadWhen(changed, { intervalMs, maxChecks }) {
       const response = await fetch("/stkpush/status", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ checkoutRequestId: id }),
+        body: JSON.stringify(token ? { checkoutRequestId: id, paymentToken: token } : { checkoutRequestId: id }),
         cache: "no-store",
       });
       if (response.ok && changed(await response.json())) {

@@ -57,6 +57,11 @@ export function validateCheckout({ phone, amount }, maxAmount) {
   return { ok: !errors.phone && !errors.amount, phone: msisdn, amount: value, errors };
 }
 
+/** The payment's token (from the push answer) as a query parameter: it unlocks the details. */
+export function tokenQuery(separator, token) {
+  return typeof token === "string" && token ? separator + "paymentToken=" + encodeURIComponent(token) : "";
+}
+
 async function postJson(fetchImpl, url, body, timeoutMs) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
@@ -96,8 +101,9 @@ export class MpesaPaymentManager {
     EventSourceImpl = typeof window !== "undefined" ? window.EventSource : undefined,
     pushUrl = "/stkpush",
     statusUrl = "/stkpush/status",
-    eventsUrl = (id) => "/stkpush/" + encodeURIComponent(id) + "/events",
-    confirmationUrl = (id) => "/confirmation.html?checkoutRequestId=" + encodeURIComponent(id),
+    eventsUrl = (id, token) => "/stkpush/" + encodeURIComponent(id) + "/events" + tokenQuery("?", token),
+    confirmationUrl = (id, token) => "/confirmation.html?checkoutRequestId=" + encodeURIComponent(id) +
+      tokenQuery("&", token),
     pushTimeoutMs = 45000,
   } = {}) {
     this.pollIntervalMs = Math.max(250, pollIntervalMs);
@@ -156,7 +162,7 @@ export class MpesaPaymentManager {
     if (final.state === "completed") {
       this.#update(final);
       // Stay in flight: the page is leaving for the receipt and must not send another push.
-      this.navigate(this.confirmationUrl(final.checkoutRequestId));
+      this.navigate(this.confirmationUrl(final.checkoutRequestId, final.paymentToken));
     } else {
       this.inFlight = false;
       this.#update(final);
@@ -179,13 +185,14 @@ export class MpesaPaymentManager {
       return { state: "failed", message, field: data?.field, httpStatus: response.status };
     }
     const checkoutRequestId = data.checkoutRequestId;
-    this.#update({ state: "waiting", message: waitingMessage(amount), checkoutRequestId, amount, phone });
-    const outcome = await this.#follow(checkoutRequestId);
-    return { ...outcome, checkoutRequestId, amount, phone };
+    const paymentToken = typeof data.paymentToken === "string" ? data.paymentToken : "";
+    this.#update({ state: "waiting", message: waitingMessage(amount), checkoutRequestId, paymentToken, amount, phone });
+    const outcome = await this.#follow(checkoutRequestId, paymentToken);
+    return { ...outcome, checkoutRequestId, paymentToken, amount, phone };
   }
 
   /** Resolves with the first final word from the event stream or from polling, or a timeout. */
-  #follow(checkoutRequestId) {
+  #follow(checkoutRequestId, paymentToken) {
     return new Promise((resolve) => {
       let settled = false;
       let source = null;
@@ -223,7 +230,7 @@ export class MpesaPaymentManager {
       // 1. Server-sent events: instant when they work. Any error: close and rely on polling.
       if (typeof this.EventSourceImpl === "function") {
         try {
-          source = new this.EventSourceImpl(this.eventsUrl(checkoutRequestId));
+          source = new this.EventSourceImpl(this.eventsUrl(checkoutRequestId, paymentToken));
           source.addEventListener("status", (event) => {
             try {
               consider(JSON.parse(event.data));
@@ -252,7 +259,7 @@ export class MpesaPaymentManager {
           const response = await this.fetchImpl(this.statusUrl, {
             method: "POST",
             headers: { "Content-Type": "application/json", Accept: "application/json" },
-            body: JSON.stringify({ checkoutRequestId }),
+            body: JSON.stringify(paymentToken ? { checkoutRequestId, paymentToken } : { checkoutRequestId }),
             signal: pollController.signal,
             cache: "no-store",
           });

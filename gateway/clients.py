@@ -1,0 +1,44 @@
+"""Who is asking: the client's address, for per-client limits.
+
+It is the socket's peer address, unless that peer is a reverse proxy listed in TRUSTED_PROXIES:
+then it is the address the proxy put in X-Forwarded-For (aiohttp-remotes reads that header). A
+client that talks to the gateway directly cannot choose its address by sending the header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp_remotes import XForwardedFiltered
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+class TrustedProxies(XForwardedFiltered):
+    """X-Forwarded-For is believed only from a peer in `trusted`; from anyone else it is ignored."""
+
+    def __init__(self, trusted: tuple[str, ...]) -> None:
+        super().__init__(set(trusted))
+        self._networks = [ipaddress.ip_network(n) for n in trusted]
+
+    def _peer_trusted(self, request: web.Request) -> bool:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self._peer_trusted(request):
+            return await handler(request)
+        return await super().middleware(request, handler)
