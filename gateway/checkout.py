@@ -46,7 +46,7 @@ def parse_amount(raw: Any, max_amount: int) -> int:
         value = raw
     elif isinstance(raw, float) and raw.is_integer():
         value = int(raw)  # JSON 100.0 from a JavaScript number is still a whole amount
-    elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal():
+    elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal() and len(raw.strip()) <= 15:
         value = int(raw.strip())
     if value is None or not 1 <= value <= max_amount:
         raise CheckoutError(amount_message(max_amount), "amount")

@@ -286,7 +286,7 @@ async def daraja_callback(request: web.Request) -> web.Response:
             await t.log_callback(None, "malformed", raw.decode("utf-8", "replace"), note="not JSON")
         return callback_ack(1, "Rejected: body is not JSON", 400)
     try:
-        result = await payments.apply_callback(body)
+        result = await payments.apply_callback(body, raw.decode("utf-8", "replace"))
     except MalformedCallback as exc:
         log.warning("malformed callback rejected: %s", exc)
         return callback_ack(1, f"Rejected: {exc}", 400)

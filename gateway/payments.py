@@ -203,16 +203,16 @@ class PaymentService:
 
     # -- callbacks -----------------------------------------------------------------------------
 
-    async def apply_callback(self, body: Any) -> CallbackOutcome:
-        """Take Daraja's callback: kept first, then matched, then applied or verified.
-        Raises `MalformedCallback` (after keeping a capped copy of the body) if unreadable."""
+    async def apply_callback(self, body: Any, text: str | None = None) -> CallbackOutcome:
+        """Take Daraja's callback (`body` parsed, `text` as received): kept first, then matched,
+        then applied or verified. Raises `MalformedCallback` (after keeping a capped copy) if unreadable."""
+        raw = capped_body(body if text is None else text)
         try:
             cb = parse_stk_callback(body)
         except MalformedCallback as exc:
             async with self.store.transaction() as t:
-                await t.log_callback(None, "malformed", body, note=str(exc))
+                await t.log_callback(None, "malformed", raw, note=str(exc))
             raise
-        raw = capped_body(body)
         async with self.store.transaction() as t:
             log_id = await t.log_callback(cb.checkout_request_id, "received", raw)
             outcome = await self._match(t, log_id, cb, raw, adopt=False)
@@ -337,8 +337,9 @@ class PaymentService:
                 changed = False
                 async with self.store.transaction() as t:
                     for row in rows:
-                        outcome, note, did_change = await self._settle_verified(t, row, result, failure)
+                        outcome, verdict, did_change = await self._settle_verified(t, row, result, failure)
                         changed = changed or did_change
+                        note = f"{row.note}; {verdict}" if row.note else verdict  # why it was asked, and the answer
                         await t.set_callback_outcome(row.id, outcome, note)
                         log.log(logging.WARNING if outcome == "unverified" else logging.INFO,
                                 "callback %d for %s: %s (%s)", row.id, checkout_request_id, outcome, note)

@@ -241,9 +241,11 @@ async def test_no_secret_or_token_appears_in_logs_or_responses_during_a_payment(
     health = await (await running.client.get("/health")).text()
     tokens = list(running.sim.tokens)
     assert tokens
+    assert pushed["paymentToken"]  # handed to the browser once, in the push answer, and never logged
     for secret in ["secret-Zq9w8e7r", "passkey-Lk2j3h4g5f", *tokens]:
         assert secret not in caplog.text
         assert secret not in str(pushed) + str(done) + health
+    assert pushed["paymentToken"] not in caplog.text
 
 
 async def test_every_answer_carries_security_headers(running):
@@ -294,3 +296,66 @@ async def test_text_that_cannot_be_encoded_is_refused_before_daraja(running):
     resp = await running.client.post("/stkpush/status", data=b'{"checkoutRequestId": "\\udc00"}',
                                      headers={"Content-Type": "application/json"})
     assert resp.status == 404
+
+
+ABSURD_AMOUNTS = [b'"nan"', b'"inf"', b'"-inf"', b"NaN", b"Infinity", b"-Infinity", b"1e300", b"1e400", b"-5",
+                  b"9223372036854775808", b"123456789012345678901234567890", b'"1e2"', b'"ten"', b"true"]
+
+
+@pytest.mark.parametrize("amount", ABSURD_AMOUNTS)
+@pytest.mark.parametrize("known", [True, False])
+async def test_callbacks_with_absurd_amounts_get_400_are_kept_and_change_nothing(running, amount, known):
+    cid = (await running.push("0712345678", 10))["checkoutRequestId"] if known else "ws_CO_011220261200000712345678"
+    merchant = running.sim.prompts[cid].merchant_request_id if known else "1-2-3"
+    body = (b'{"Body": {"stkCallback": {"MerchantRequestID": "%s", "CheckoutRequestID": "%s", "ResultCode": 0, '
+            b'"ResultDesc": "ok", "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": %s}, '
+            b'{"Name": "MpesaReceiptNumber", "Value": "UAB1C2D3E4"}]}}}}') % (merchant.encode(), cid.encode(), amount)
+    resp = await running.client.post(running.settings.callback_path, data=body,
+                                     headers={"Content-Type": "application/json"})
+    assert (resp.status, (await resp.json())["ResultCode"]) == (400, 1)
+    [logged] = await running.payments.store.callback_log()
+    assert logged["outcome"] == "malformed" and amount.decode() in logged["body"]
+    assert await running.payments.store.count() == (1 if known else 0)
+    if known:
+        assert (await running.status(cid))["status"] == "pending"
+
+
+@pytest.mark.parametrize("field, value", [("PhoneNumber", b"1e300"), ("TransactionDate", b"-1"),
+                                          ("PhoneNumber", b"[1]"), ("MpesaReceiptNumber", b"12")])
+async def test_callbacks_with_absurd_metadata_get_400(running, field, value):
+    items = b'{"Name": "MpesaReceiptNumber", "Value": "UAB1C2D3E4"}, {"Name": "%s", "Value": %s}' % (
+        field.encode(), value)
+    body = (b'{"Body": {"stkCallback": {"MerchantRequestID": "1-2", "CheckoutRequestID": "ws_CO_1", "ResultCode": 0, '
+            b'"CallbackMetadata": {"Item": [%s]}}}}' % items)
+    resp = await running.client.post(running.settings.callback_path, data=body,
+                                     headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert [r["outcome"] for r in await running.payments.store.callback_log()] == ["malformed"]
+
+
+async def test_callback_bodies_are_kept_capped(running):
+    junk = "x" * 60_000
+    body = {"Body": {"stkCallback": {"MerchantRequestID": "1-2", "CheckoutRequestID": "ws_CO_011220261200000712000001",
+                                     "ResultCode": 1032, "ResultDesc": junk}}}
+    resp = await running.client.post(running.settings.callback_path, json=body)
+    assert resp.status == 200
+    not_json = await running.client.post(running.settings.callback_path, data=b"{" + b"y" * 60_000,
+                                         headers={"Content-Type": "application/json"})
+    assert not_json.status == 400
+    logged = await running.payments.store.callback_log()
+    assert [r["outcome"] for r in logged] == ["unknown", "malformed"]
+    assert all(len(r["body"]) <= 8192 for r in logged)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"phone": "0712345678", "amount": "' + b"9" * 5000 + b'"}',
+    b'{"phone": "0712345678", "amount": ' + b"9" * 5000 + b"}",
+    b'{"phone": "0712345678", "amount": 1e400}',
+    b'{"phone": "0712345678", "amount": NaN}',
+    b'{"phone": "0712345678", "amount": Infinity}',
+    b'{"phone": "0712345678", "amount": "\\u0661\\u0660"}',
+])
+async def test_absurd_amounts_on_stkpush_are_a_clean_400(running, data):
+    resp = await running.client.post("/stkpush", data=data, headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert running.sim.prompts == {}

@@ -50,3 +50,25 @@ async def test_production_mode_refuses_plain_http_callbacks_and_never_mounts_the
     assert running.settings.base_url == "https://api.safaricom.co.ke"
     assert (await running.client.get("/simulator")).status == 404
     assert (await running.client.get("/pay.html")).status == 200
+
+
+@pytest.mark.parametrize("path, route", [
+    ("/stkpush", "/stkpush"), ("/stkpush/status", "/stkpush/status"), ("/health", "/health"),
+    ("/stkpush/ws_CO_1/events", "/stkpush/{checkout_request_id}/events"), ("/pay.html", "/pay.html"),
+    ("/confirmation.html", "/confirmation.html"), ("/static/js/x", "/static"), ("/daraja/cb", "/daraja"),
+    ("/simulator/api/cb", "/simulator"),
+])
+def test_a_callback_path_that_collides_with_a_route_is_refused(tmp_path, path, route):
+    from gateway.app import create_app
+    port = free_port()
+    settings = load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}"))
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+    assert str(refused.value).startswith(f"CALLBACK_URL's path collides with the route {route}")
+
+
+def test_a_callback_path_of_its_own_is_accepted(tmp_path):
+    from gateway.app import create_app
+    port = free_port()
+    for path in ("/mpesa/callback/8f3c0a", "/stkpushes", "/healthz/cb", "/static-cb"):
+        create_app(load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}")))

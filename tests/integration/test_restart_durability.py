@@ -100,12 +100,24 @@ def test_start_up_refuses_an_unsafe_mode_with_one_clear_line(server_env):
 
 
 def test_banner_never_prints_a_secret(server_env):
+    port = server_env["PORT"]
     env = {**server_env, "MPESA_CONSUMER_KEY": "demo-key", "MPESA_CONSUMER_SECRET": "TopSecret-998877",
-           "MPESA_PASSKEY": "PassKey-112233"}
+           "MPESA_PASSKEY": "PassKey-112233", "CALLBACK_URL": f"http://127.0.0.1:{port}/hooks/s3cr3t-path"}
     proc = start_server(env)
     output = stop_server(proc)
     assert "M-Pesa Business Code: 174379" in output
     assert "TopSecret-998877" not in output and "PassKey-112233" not in output
+    assert f"Callback: http://127.0.0.1:{port}/… (path hidden)" in output
+    assert "s3cr3t" not in output and "/hooks" not in output  # the callback's path is its only secret
+
+
+def test_start_up_refuses_a_callback_path_that_collides_with_a_route(server_env):
+    env = {**server_env, "CALLBACK_URL": f"http://127.0.0.1:{server_env['PORT']}/stkpush"}
+    proc = subprocess.run([sys.executable, "run.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Configuration error: CALLBACK_URL's path collides with the route /stkpush: give the callback a path of "
+        "its own (e.g. /mpesa/callback/<random>)"]
 
 
 def test_shutdown_is_prompt_with_live_streams_open(server_env):

@@ -186,3 +186,50 @@ def test_settings_repr_hides_the_default_sandbox_passkey():
 def test_settings_repr_hides_simulator_merchant_passkeys():
     text = repr(load_settings({"SIMULATOR_MERCHANTS": f"600111:{PASSKEY}"}))
     assert PASSKEY not in text
+
+
+# -- settings that make no sense, and unsafe production set-ups -------------------------------
+
+@pytest.mark.parametrize("name", ["RECONCILE_INTERVAL_SECONDS", "RECONCILE_MAX_INTERVAL_SECONDS",
+                                  "PAYMENT_TIMEOUT_SECONDS", "DARAJA_TIMEOUT_SECONDS", "PUSH_LIMIT_WINDOW_SECONDS",
+                                  "LOOKUP_LIMIT_WINDOW_SECONDS", "SIMULATOR_PROMPT_LIFETIME_SECONDS",
+                                  "SIMULATOR_CALLBACK_TIMEOUT_SECONDS"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_intervals_that_are_not_positive_are_refused(name, value):
+    assert name in refusal({name: value})
+
+
+@pytest.mark.parametrize("name", ["PUSH_LIMIT_PER_PHONE", "PUSH_LIMIT_PER_CLIENT", "LOOKUP_LIMIT_PER_CLIENT",
+                                  "STREAM_LIMIT_PER_CLIENT", "STREAM_LIMIT_TOTAL"])
+def test_negative_limits_are_refused(name):
+    assert name in refusal({name: "-1"})
+
+
+def test_stream_limits_cannot_be_zero():
+    assert "STREAM_LIMIT_TOTAL" in refusal({"STREAM_LIMIT_TOTAL": "0"})
+
+
+def test_max_reconcile_interval_below_the_interval_is_refused():
+    message = refusal({"RECONCILE_INTERVAL_SECONDS": "30", "RECONCILE_MAX_INTERVAL_SECONDS": "10"})
+    assert "RECONCILE_MAX_INTERVAL_SECONDS" in message
+
+
+@pytest.mark.parametrize("url", ["https://shop.example.com", "https://shop.example.com/", "https://shop.example.com//"])
+@pytest.mark.parametrize("env", [SANDBOX, PRODUCTION])
+def test_callback_url_without_a_path_of_its_own_is_refused(env, url):
+    assert "CALLBACK_URL needs a path of its own" in refusal({**env, "CALLBACK_URL": url})
+
+
+def test_production_refuses_the_public_sandbox_passkey():
+    message = refusal({**PRODUCTION, "MPESA_PASSKEY": SANDBOX_PASSKEY})
+    assert "sandbox passkey" in message and SANDBOX_PASSKEY not in message
+
+
+def test_sandbox_may_use_the_public_sandbox_passkey():
+    assert load_settings({**SANDBOX, "MPESA_PASSKEY": SANDBOX_PASSKEY}).passkey == SANDBOX_PASSKEY
+
+
+def test_trusted_proxies_are_addresses_or_networks():
+    settings = load_settings({"TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8,::1"})
+    assert settings.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8", "::1/128")
+    assert "TRUSTED_PROXIES" in refusal({"TRUSTED_PROXIES": "localhost"})

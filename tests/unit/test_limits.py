@@ -44,3 +44,19 @@ def test_idle_keys_are_forgotten_so_memory_stays_bounded():
     clock.now += 11
     limiter.record("new")
     assert len(limiter._events) == 1
+
+
+def test_acquire_reserves_and_release_gives_back():
+    now = [0.0]
+    limiter = SlidingWindowLimiter(2, 60, clock=lambda: now[0])
+    assert limiter.acquire("k") == 0.0 and limiter.acquire("k") == 0.0
+    assert limiter.acquire("k") > 0  # reserved by the first two, before anything they stand for happened
+    limiter.release("k")
+    assert limiter.acquire("k") == 0.0
+    now[0] = 61.0
+    assert limiter.acquire("k") == 0.0
+
+
+def test_zero_limit_never_refuses():
+    limiter = SlidingWindowLimiter(0, 60)
+    assert all(limiter.acquire("k") == 0.0 for _ in range(1000))

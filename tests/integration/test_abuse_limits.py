@@ -1,0 +1,193 @@
+"""Abuse limits and enumeration: what a hostile page, script or crowd can and cannot do.
+
+- the per-phone limit is reserved before the push goes out (30 at once cannot all pass), and a
+  push whose answer was lost (504) counts, since its prompt may have reached the phone;
+- a per-client limit on pushes, by socket address;
+- JSON APIs refuse other content types (415) and origins CORS does not allow (403), so no other
+  web page can fire pushes from its visitors' browsers;
+- live-update streams are capped per client and in total;
+- payment details need the browser's token; guessing ids is limited per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from tests.conftest import Running
+
+INTERACTIVE = "254712345678"
+
+
+async def statuses(running: Running, phones: list[str]) -> list[int]:
+    answers = await asyncio.gather(*(running.push(p, 10) for p in phones))
+    return [a["http"] for a in answers]
+
+
+async def test_concurrent_pushes_to_one_phone_cannot_all_pass_the_limit(start_app):
+    running = await start_app(PUSH_LIMIT_PER_PHONE="5", SIMULATOR_LOCK_SUBSCRIBER="false")
+    codes = await statuses(running, [INTERACTIVE] * 30)
+    assert (codes.count(200), codes.count(429)) == (5, 25)
+    assert len(running.sim.prompts) == 5  # the other 25 never reached Daraja
+
+
+async def test_a_push_whose_answer_was_lost_counts_towards_the_phone_limit(start_app):
+    running = await start_app(PUSH_LIMIT_PER_PHONE="2", DARAJA_TIMEOUT_SECONDS="0.3",
+                              SIMULATOR_LOCK_SUBSCRIBER="false")
+    await running.client.post("/simulator/api/faults", json={"count": 2, "push": "timeout", "delay": 1})
+    assert await statuses(running, [INTERACTIVE, INTERACTIVE]) == [504, 504]  # both prompts reached the phone
+    assert (await running.push(INTERACTIVE, 10))["http"] == 429
+
+
+async def test_pushes_from_one_client_are_limited_across_phones(start_app):
+    running = await start_app(PUSH_LIMIT_PER_CLIENT="3")
+    codes = [(await running.push(f"25471200{i:04d}", 10))["http"] for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    resp = await running.client.post("/stkpush", json={"phone": "0712009999", "amount": 10})
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert (await resp.json())["message"].startswith("Too many payment requests from your connection")
+    assert len(running.sim.prompts) == 3
+
+
+async def test_per_client_limit_ignores_forwarding_headers_from_untrusted_peers(start_app):
+    running = await start_app(PUSH_LIMIT_PER_CLIENT="1")
+    first = await running.client.post("/stkpush", json={"phone": "0712000001", "amount": 10},
+                                      headers={"X-Forwarded-For": "203.0.113.1"})
+    second = await running.client.post("/stkpush", json={"phone": "0712000002", "amount": 10},
+                                       headers={"X-Forwarded-For": "203.0.113.2"})
+    assert (first.status, second.status) == (200, 429)  # both are 127.0.0.1, whatever they claim
+
+
+async def test_per_client_limit_believes_a_trusted_proxy(start_app):
+    running = await start_app(PUSH_LIMIT_PER_CLIENT="1", TRUSTED_PROXIES="127.0.0.1")
+    codes = []
+    for i, client in enumerate(["203.0.113.1", "203.0.113.2", "203.0.113.1"]):
+        resp = await running.client.post("/stkpush", json={"phone": f"071200000{i}", "amount": 10},
+                                         headers={"X-Forwarded-For": client})
+        codes.append(resp.status)
+    assert codes == [200, 200, 429]
+
+
+@pytest.mark.parametrize("path", ["/stkpush", "/stkpush/status"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+async def test_json_apis_refuse_other_content_types_with_415(running, path, content_type):
+    """A form or text/plain POST is what another site can send without asking CORS first."""
+    resp = await running.client.post(path, data=b'{"phone": "0712345678", "amount": 10}',
+                                     headers={"Content-Type": content_type})
+    assert (resp.status, (await resp.json())["message"]) == (415, "Content-Type must be application/json")
+    assert running.sim.prompts == {}
+
+
+@pytest.mark.parametrize("path", ["/stkpush", "/stkpush/status"])
+async def test_json_apis_refuse_origins_cors_does_not_allow(running, path):
+    resp = await running.client.post(path, json={"phone": "0712345678", "amount": 10},
+                                     headers={"Origin": "https://evil.example"})
+    assert (resp.status, (await resp.json())["message"]) == (403, "Cross-origin request refused")
+    assert running.sim.prompts == {}
+
+
+async def test_json_apis_accept_the_sites_own_origin_and_the_front_end(start_app):
+    running = await start_app(FRONTEND_URL="https://shop.example.com")
+    own = f"http://{running.client.host}:{running.client.port}"
+    for phone, origin in (("0700000000", own), ("0700000001", "https://shop.example.com")):
+        resp = await running.client.post("/stkpush", json={"phone": phone, "amount": 10},
+                                          headers={"Origin": origin})
+        assert resp.status == 200, origin
+    preflight = await running.client.options("/stkpush", headers={
+        "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+
+
+async def test_live_update_streams_are_capped_per_client(start_app):
+    running = await start_app(STREAM_LIMIT_PER_CLIENT="2")
+    cid = (await running.push(INTERACTIVE, 10))["checkoutRequestId"]
+    streams = [await running.client.get(f"/stkpush/{cid}/events") for _ in range(2)]
+    assert [s.status for s in streams] == [200, 200]
+    refused = await running.client.get(f"/stkpush/{cid}/events")
+    assert refused.status == 429 and refused.headers["Retry-After"]
+    streams[0].close()
+    await asyncio.sleep(5.5)  # the server notices the closed stream at its next wake-up
+    again = await running.client.get(f"/stkpush/{cid}/events")
+    assert again.status == 200
+    for s in (streams[1], again):
+        s.close()
+
+
+async def test_live_update_streams_are_capped_in_total(start_app):
+    running = await start_app(STREAM_LIMIT_PER_CLIENT="100", STREAM_LIMIT_TOTAL="3")
+    cid = (await running.push(INTERACTIVE, 10))["checkoutRequestId"]
+    codes = [(await running.client.get(f"/stkpush/{cid}/events")).status for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+# -- enumeration -------------------------------------------------------------------------------
+
+DETAILS = ("amount", "phoneMasked", "accountReference", "description")
+
+
+async def test_status_shows_details_only_with_the_payment_token(running):
+    pushed = await running.push("0700000000", 321, accountReference="SECRET-REF", description="Kitenge")
+    cid = pushed["checkoutRequestId"]
+    done = await running.wait_status(cid, "completed")
+    assert (done["amount"], done["accountReference"], done["description"]) == (321, "SECRET-REF", "Kitenge")
+    for token in (None, "", "wrong-token", pushed["paymentToken"][:-1] + "x", 12345):
+        body = {"checkoutRequestId": cid} if token is None else {"checkoutRequestId": cid, "paymentToken": token}
+        resp = await running.client.post("/stkpush/status", json=body)
+        answer = await resp.json()
+        # The guide's contract still works with the id alone: status, message and the receipt.
+        assert (resp.status, answer["status"], answer["transaction_id"]) == (200, "completed", done["transaction_id"])
+        assert not set(DETAILS) & set(answer), token
+
+
+async def test_events_show_details_only_with_the_payment_token(running):
+    pushed = await running.push("0700000000", 321)
+    cid = pushed["checkoutRequestId"]
+    await running.wait_status(cid, "completed")
+    plain = await (await running.client.get(f"/stkpush/{cid}/events")).text()
+    detailed = await (await running.client.get(f"/stkpush/{cid}/events?paymentToken={pushed['paymentToken']}")).text()
+    assert '"status": "completed"' in plain and '"amount"' not in plain
+    assert '"amount": 321' in detailed
+
+
+async def test_confirmation_page_without_the_token_shows_no_details_and_masks_the_phone(running):
+    pushed = await running.push("0700000000", 321, accountReference="SECRET-REF", description="Kitenge")
+    cid = pushed["checkoutRequestId"]
+    done = await running.wait_status(cid, "completed")
+    html = shown(await (await running.client.get(f"/confirmation.html?checkoutRequestId={cid}")).text())
+    assert "Payment received" in html and done["transaction_id"] in html
+    assert "321" not in html and "SECRET-REF" not in html and "Kitenge" not in html
+    assert "700000000" not in html  # not even inside the Request ID
+    assert "shown only on the device that made this payment" in html
+    full = shown(await (await running.client.get(
+        f"/confirmation.html?checkoutRequestId={cid}&paymentToken={pushed['paymentToken']}")).text())
+    assert "KES 321" in full and "SECRET-REF" in full and "Kitenge" in full
+    assert "700000000" not in full  # the receipt shows 2547****0000, and the Request ID masks it too
+    assert re.search(r"ws_CO_\d+\*\*\*\*0000", full)
+
+
+def shown(html: str) -> str:
+    """The page without its data block (which holds the id the visitor put in the URL, for polling)."""
+    return re.sub(r'<script type="application/json".*?</script>', "", html, flags=re.S)
+
+
+async def test_guessing_ids_is_limited_per_client(start_app):
+    running = await start_app(LOOKUP_LIMIT_PER_CLIENT="5", LOOKUP_LIMIT_WINDOW_SECONDS="60")
+    known = (await running.push("0700000000", 10))["checkoutRequestId"]
+    guesses = [f"ws_CO_0112202612000{ms}712345678" for ms in range(8)]
+    codes = [(await running.status(g))["http"] for g in guesses]
+    assert codes == [404] * 5 + [429] * 3
+    # At the limit even a hit is refused, or the limit would only hide misses.
+    resp = await running.client.post("/stkpush/status", json={"checkoutRequestId": known})
+    assert resp.status == 429 and 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert (await running.client.get(f"/stkpush/{guesses[0]}/events")).status == 429
+    page = await running.client.get(f"/confirmation.html?checkoutRequestId={guesses[0]}")
+    assert page.status == 429 and "Please wait a moment" in await page.text()
+
+
+async def test_lookup_limit_zero_turns_it_off(start_app):
+    running = await start_app(LOOKUP_LIMIT_PER_CLIENT="0")
+    codes = {(await running.status(f"ws_CO_guess{i}"))["http"] for i in range(60)}
+    assert codes == {404}
