@@ -100,7 +100,8 @@ def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
-               "SIMULATOR_PROMPT_LIFETIME_SECONDS": "600", "RECONCILE_AFTER_SECONDS": "600"}
+               "SIMULATOR_PROMPT_LIFETIME_SECONDS": "600", "RECONCILE_AFTER_SECONDS": "600",
+               "PUSH_LIMIT_PER_CLIENT": "0"}  # every push comes from this one client
         server = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -85,7 +85,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest("Content-Type must be application/json", 415)
     try:
         raw = await request.read()  # aiohttp enforces client_max_size (413) before this returns
-    except web.RequestPayloadError:
+    except (web.RequestPayloadError, ConnectionResetError):  # a client that left mid-body
         raise BadRequest("Request body could not be read") from None
     try:
         body = loads_json(raw)
@@ -276,7 +276,7 @@ async def daraja_callback(request: web.Request) -> web.Response:
     payments = request.app[PAYMENTS]
     try:
         raw = await request.read()
-    except web.RequestPayloadError:
+    except (web.RequestPayloadError, ConnectionResetError):
         return callback_ack(1, "Rejected: body could not be read", 400)
     try:
         body = loads_json(raw)

@@ -130,6 +130,7 @@ class PaymentService:
         self._pushes_in_flight: dict[str, set[asyncio.Future[None]]] = {}
         self._attempts_in_flight: set[int] = set()
         self._verifications: dict[str, asyncio.Task[None]] = {}
+        self._verify_requested: set[str] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
 
     # -- starting a payment --------------------------------------------------------------------
@@ -314,37 +315,49 @@ class PaymentService:
     # -- verification: an STK query decides ----------------------------------------------------
 
     def _verify_soon(self, checkout_request_id: str) -> None:
+        self._verify_requested.add(checkout_request_id)
         if checkout_request_id in self._verifications:
-            return  # the running verification picks up every callback waiting for this id
+            return  # the running verification goes round again and takes this callback too
         task = asyncio.create_task(self._verify(checkout_request_id))
         self._verifications[checkout_request_id] = task
-        task.add_done_callback(lambda _: self._verifications.pop(checkout_request_id, None))
 
     async def _verify(self, checkout_request_id: str) -> None:
-        async with self._verify_slots:
-            for _ in range(3):  # callbacks that arrive during a query are handled in the next round
-                rows = await self.store.callbacks(checkout_request_id, outcomes=("verifying",))
-                if not rows:
-                    return
-                try:
-                    result: StkQueryResult | None = await self.daraja.stk_query(checkout_request_id)
-                    failure = None
-                except DarajaError as exc:
-                    result, failure = None, exc
-                except DarajaUnavailable as exc:
-                    log.warning("could not verify callback(s) for %s: %s; will try again", checkout_request_id, exc)
-                    return  # left `verifying`: the recovery pass asks again
-                changed = False
-                async with self.store.transaction() as t:
-                    for row in rows:
-                        outcome, verdict, did_change = await self._settle_verified(t, row, result, failure)
-                        changed = changed or did_change
-                        note = f"{row.note}; {verdict}" if row.note else verdict  # why it was asked, and the answer
-                        await t.set_callback_outcome(row.id, outcome, note)
-                        log.log(logging.WARNING if outcome == "unverified" else logging.INFO,
-                                "callback %d for %s: %s (%s)", row.id, checkout_request_id, outcome, note)
-                if changed:
-                    await self._changed(checkout_request_id)
+        try:
+            # A request made while this runs (during any await below) makes it go round again.
+            while checkout_request_id in self._verify_requested:
+                self._verify_requested.discard(checkout_request_id)
+                if not await self._verify_logged(checkout_request_id):
+                    return  # Daraja could not be asked: the recovery pass tries again later
+        finally:
+            self._verifications.pop(checkout_request_id, None)
+            self._verify_requested.discard(checkout_request_id)
+
+    async def _verify_logged(self, checkout_request_id: str) -> bool:
+        """Ask Daraja about `checkout_request_id` and settle every callback waiting on the answer."""
+        rows = await self.store.callbacks(checkout_request_id, outcomes=("verifying",))
+        if not rows:
+            return True
+        try:
+            async with self._verify_slots:
+                result: StkQueryResult | None = await self.daraja.stk_query(checkout_request_id)
+            failure = None
+        except DarajaError as exc:
+            result, failure = None, exc
+        except DarajaUnavailable as exc:
+            log.warning("could not verify callback(s) for %s: %s; will try again", checkout_request_id, exc)
+            return False
+        changed = False
+        async with self.store.transaction() as t:
+            for row in rows:
+                outcome, verdict, did_change = await self._settle_verified(t, row, result, failure)
+                changed = changed or did_change
+                note = f"{row.note}; {verdict}" if row.note else verdict  # why it was asked, and the answer
+                await t.set_callback_outcome(row.id, outcome, note)
+                log.log(logging.WARNING if outcome == "unverified" else logging.INFO,
+                        "callback %d for %s: %s (%s)", row.id, checkout_request_id, outcome, note)
+        if changed:
+            await self._changed(checkout_request_id)
+        return True
 
     async def _settle_verified(self, t: StoreTransaction, row: LoggedCallback, result: StkQueryResult | None,
                                failure: DarajaError | None) -> tuple[str, str, bool]:

@@ -4,7 +4,14 @@ Every change is made inside `async with store.transaction() as tx:`, one isolate
 the writer connection is held by one transaction at a time (an asyncio lock, `BEGIN IMMEDIATE`),
 so no other coroutine's statements can join it, commit it or roll it back. Reads that decide a
 write are made through `tx`, inside the same transaction. Reads that only answer a question
-(a status poll) go to a second, read-only connection, which sees committed data only (WAL).
+(a status poll) go to a second, read-only connection (aiosqlite, in its own thread), which sees
+committed data only (WAL).
+
+The writer's statements run on the event loop's thread, synchronously: each takes microseconds
+and a commit one fsync, while a hop to a worker thread per statement, made while holding the
+write lock, lets every other task run in between and stretches each transaction many times
+over (bench/checkout_latency.py measured about half the push throughput that way). One process
+writes a SQLite file; several workers need PostgreSQL.
 
 Every callback body that arrives is kept in `callback_log` (capped in size), including
 duplicates, forgeries and callbacks for ids we do not know: that log is the last line of defence
@@ -155,7 +162,7 @@ _INSERT_TX = (f"INSERT INTO transactions ({', '.join(_COLUMNS)}) "
               f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
 
-def _row_to_tx(row: aiosqlite.Row) -> Transaction:
+def _row_to_tx(row: sqlite3.Row) -> Transaction:
     values = dict(row)
     values["late"] = bool(values["late"])
     return Transaction(**values)
@@ -169,15 +176,11 @@ def capped_body(body: Any) -> str:
 class _Reads:
     """Queries shared by the store (read connection) and a transaction (writer connection)."""
 
-    _db: aiosqlite.Connection
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+        raise NotImplementedError
 
-    async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
-
-    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, tuple(args)) as cur:
-            return list(await cur.fetchall())
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        raise NotImplementedError
 
     async def get(self, checkout_request_id: str) -> Transaction | None:
         row = await self._one("SELECT * FROM transactions WHERE checkout_request_id = ?", (checkout_request_id,))
@@ -216,24 +219,36 @@ class _Reads:
 class StoreTransaction(_Reads):
     """One unit of work on the writer connection. Valid only inside its `async with`."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._conn: sqlite3.Connection | None = db
+
+    def _run(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        if self._conn is None:
+            raise RuntimeError("this transaction is over")  # a leaked handle cannot write later
+        return self._conn.execute(sql, tuple(args))
+
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._run(sql, args).fetchone()
+        return row
+
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return self._run(sql, args).fetchall()
 
     async def insert(self, tx: Transaction) -> None:
-        await self._db.execute(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
+        self._run(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
 
     async def update(self, checkout_request_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
         """Apply `changes` only if every column in `expected` still has that value."""
         changes = {**changes, "updated_at": utc_now()}
         sets = ", ".join(f"{name} = ?" for name in changes)
         conds = "".join(f" AND {name} IS ?" for name in expected)
-        cur = await self._db.execute(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
-                                     [*changes.values(), checkout_request_id, *expected.values()])
+        cur = self._run(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
+                        [*changes.values(), checkout_request_id, *expected.values()])
         return cur.rowcount == 1
 
     async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
                              now: float) -> int:
-        cur = await self._db.execute(
+        cur = self._run(
             "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
             "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
             (phone, amount, account_reference, description, utc_now(), now))
@@ -244,97 +259,88 @@ class StoreTransaction(_Reads):
                           only_from: tuple[str, ...] = ("sending", "unknown")) -> bool:
         """Move an attempt on, only from one of `only_from` (so an adopted one stays adopted)."""
         marks = ", ".join("?" for _ in only_from)
-        cur = await self._db.execute(
+        cur = self._run(
             f"UPDATE push_attempts SET state = ?, checkout_request_id = COALESCE(?, checkout_request_id) "
             f"WHERE id = ? AND state IN ({marks})", (state, checkout_request_id, attempt_id, *only_from))
         return cur.rowcount == 1
 
     async def log_callback(self, checkout_request_id: str | None, outcome: str, body: Any,
                            note: str | None = None) -> int:
-        cur = await self._db.execute(
+        cur = self._run(
             "INSERT INTO callback_log (checkout_request_id, received_at, outcome, body, note) VALUES (?, ?, ?, ?, ?)",
             (checkout_request_id, utc_now(), outcome, capped_body(body), note))
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
 
     async def set_callback_outcome(self, log_id: int, outcome: str, note: str | None = None) -> None:
-        await self._db.execute("UPDATE callback_log SET outcome = ?, note = COALESCE(?, note) WHERE id = ?",
-                               (outcome, note, log_id))
+        self._run("UPDATE callback_log SET outcome = ?, note = COALESCE(?, note) WHERE id = ?", (outcome, note, log_id))
 
 
 class SqliteTransactionStore(_Reads):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every one is opened and closed here.
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-        self._writer.row_factory = aiosqlite.Row
-        await self._writer.execute("PRAGMA journal_mode=WAL")
+        writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        writer.row_factory = sqlite3.Row
+        writer.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed payment survives a power cut too, not just a crash of this process.
-        await self._writer.execute("PRAGMA synchronous=FULL")
-        await self._writer.execute("PRAGMA busy_timeout=5000")
-        await self._writer.executescript(SCHEMA)
-        await self._migrate(self._writer)
+        writer.execute("PRAGMA synchronous=FULL")
+        writer.execute("PRAGMA busy_timeout=2000")
+        writer.executescript(SCHEMA)
+        _migrate(writer)
+        self._writer = writer
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        self._reader.row_factory = aiosqlite.Row
+        self._reader.row_factory = sqlite3.Row
         await self._reader.execute("PRAGMA busy_timeout=5000")
         await self._reader.execute("PRAGMA query_only=ON")
 
-    @staticmethod
-    async def _migrate(db: aiosqlite.Connection) -> None:
-        """Apply the migrations this database has not had, each with its version, atomically."""
-        await db.execute("BEGIN IMMEDIATE")  # the version is read under the lock it is written under
-        try:
-            async with db.execute("PRAGMA user_version") as cur:
-                row = await cur.fetchone()
-            version = int(row[0]) if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(None, (s.strip() for s in script.split(";"))):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
-                log.info("database upgraded to schema version %d", number)
-            await db.execute("COMMIT")
-        except BaseException:
-            await _rollback(db)
-            raise
-
     async def close(self) -> None:
         async with self._write_lock:  # let a transaction under way finish first
-            for conn in (self._reader, self._writer):
-                if conn is not None:
-                    await conn.close()
+            if self._reader is not None:
+                await self._reader.close()
+            if self._writer is not None:
+                self._writer.close()
             self._reader = self._writer = None
 
-    @property
-    def _db(self) -> aiosqlite.Connection:  # type: ignore[override]
+    def _read(self) -> aiosqlite.Connection:
         if self._reader is None:
             raise RuntimeError("store is not open")
         return self._reader
 
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._all(sql, args)
+        return rows[0] if rows else None
+
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        # Executed and read to the end in one hop: a statement left open between hops would hold
+        # its read snapshot, and another coroutine's query on this connection would see that old
+        # snapshot instead of what was committed since.
+        return list(await self._read().execute_fetchall(sql, tuple(args)))
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
-        """One isolated unit of work: committed when the block ends, rolled back if it raises
-        (or is cancelled). Transactions run one at a time."""
+        """One isolated unit of work: committed when the block ends, rolled back if it raises (or
+        is cancelled while it awaits something else). Transactions run one at a time."""
         async with self._write_lock:
             db = self._writer
             if db is None:
                 raise RuntimeError("store is not open")
             tx = StoreTransaction(db)
+            db.execute("BEGIN IMMEDIATE")
             try:
-                await db.execute("BEGIN IMMEDIATE")
                 yield tx
-                await db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                # Shielded: a cancelled caller must still leave the connection out of a transaction.
-                await asyncio.shield(_rollback(db))
+                _rollback(db)
                 raise
             finally:
-                tx._db = None  # type: ignore[assignment]  # a leaked handle cannot write later
+                tx._conn = None
 
     # -- reads (committed data only) -------------------------------------------------------------
 
@@ -379,6 +385,22 @@ class SqliteTransactionStore(_Reads):
         return int(row[0]) if row else 0
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error, ValueError):  # nothing to roll back / connection closed
-        await db.execute("ROLLBACK")
+def _migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations this database has not had, each with its version, atomically."""
+    db.execute("BEGIN IMMEDIATE")  # the version is read under the lock it is written under
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in filter(None, (s.strip() for s in script.split(";"))):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+            log.info("database upgraded to schema version %d", number)
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # nothing to roll back
+        db.execute("ROLLBACK")
