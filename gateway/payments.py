@@ -342,7 +342,10 @@ class PaymentService:
                 result: StkQueryResult | None = await self.daraja.stk_query(checkout_request_id)
             failure = None
         except DarajaError as exc:
-            result, failure = None, exc
+            if exc.http_status >= 500:  # Daraja's own trouble (busy, rate limits): ask again later
+                log.warning("could not verify callback(s) for %s: %s; will try again", checkout_request_id, exc)
+                return False
+            result, failure = None, exc  # e.g. 400 Invalid CheckoutRequestID: Daraja does not know it
         except DarajaUnavailable as exc:
             log.warning("could not verify callback(s) for %s: %s; will try again", checkout_request_id, exc)
             return False
