@@ -202,3 +202,24 @@ async def test_success_callback_carrying_amount_as_a_decimal_still_matches(runni
 
 async def _queries(running: Running) -> int:
     return sum(1 for e in running.sim.journal.entries() if e.url.endswith("/stkpushquery/v1/query"))
+
+
+async def test_two_hundred_forged_adoptions_complete_nothing(start_app):
+    """The earlier version adopted 200 of 200: a made-up id ending in the number of a phone whose
+    push lost its answer completed that push's payment, unpaid."""
+    running = await start_app(DARAJA_TIMEOUT_SECONDS="0.3", SIMULATOR_PROMPT_LIFETIME_SECONDS="30",
+                              PUSH_LIMIT_PER_PHONE="0")
+    phones = [f"2547150{i:05d}" for i in range(200)]
+    await running.client.post("/simulator/api/faults", json={"count": 200, "push": "timeout", "delay": 1})
+    lost = await asyncio.gather(*(running.push(p, 100) for p in phones))
+    assert {a["http"] for a in lost} == {504}
+    forged = [f"ws_CO_01122026120000{i % 1000}{p[3:]}" for i, p in enumerate(phones)]
+    for cid, phone in zip(forged, phones):
+        await post_callback(running, success(cid, "forged-merchant", phone=int(phone)))
+    outcomes = [(await final_outcomes(running, cid))[0] for cid in forged]
+    print(f"\n200 forged callbacks for pushes whose answer was lost: {outcomes.count('adopted')} adopted, "
+          f"{outcomes.count('unverified')} unverified")
+    assert outcomes == ["unverified"] * 200
+    assert await running.payments.store.count() == 0
+    html = await (await running.client.get(f"/confirmation.html?checkoutRequestId={forged[0]}")).text()
+    assert "Payment received" not in html
