@@ -149,3 +149,31 @@ async def test_a_cancelled_unit_of_work_rolls_back_and_frees_the_store(tmp_path)
         assert (await store.get("ws_CO_1"), (await store.get("ws_CO_2")) is not None) == (None, True)
     finally:
         await store.close()
+
+
+async def test_a_database_written_by_the_previous_release_is_upgraded_in_place(tmp_path):
+    from gateway.storage import SCHEMA
+    import sqlite3
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the previous release's tables, with a paid payment in them
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO transactions (checkout_request_id, merchant_request_id, phone, amount, "
+                   "account_reference, description, status, receipt, created_at, updated_at) VALUES "
+                   "('ws_CO_old', 'm-1', '254712345678', 100, 'R', 'D', 'completed', 'UAB1C2D3E4', 'x', 'x')")
+        db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body) "
+                   "VALUES ('ws_CO_old', 'x', 'applied', '{}')")
+    store = SqliteTransactionStore(path)
+    await store.open()
+    try:
+        old = await store.get("ws_CO_old")
+        assert (old.status, old.receipt, old.token_hash) == ("completed", "UAB1C2D3E4", None)
+        assert [(c.outcome, c.note) for c in await store.callbacks("ws_CO_old")] == [("applied", None)]
+        with pytest.raises(sqlite3.IntegrityError):  # a receipt belongs to one payment from now on
+            async with store.transaction() as t:
+                await t.insert(Transaction(checkout_request_id="ws_CO_new", merchant_request_id="m", phone="254712345678",
+                                           amount=1, account_reference="r", description="d", status="completed",
+                                           receipt="UAB1C2D3E4"))
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
