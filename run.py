@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    # Idle keep-alive connections are closed after KEEPALIVE_SECONDS; for slow or stalled
-    # clients aiohttp has no header time-out: put the reverse proxy in deploy/ in front.
+    # A connection that has not finished a request within KEEPALIVE_SECONDS is closed (aiohttp
+    # starts this timer when a connection opens: slow headers are cut too). A body that never
+    # finishes is not: the reverse proxy in deploy/ cuts those.
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
                 keepalive_timeout=KEEPALIVE_SECONDS)
     return 0

@@ -186,15 +186,17 @@ async def find_payment(request: web.Request, checkout_request_id: str) -> Transa
     client that keeps asking about ids that do not exist is stopped for a while (`LookupLimited`)."""
     limiter = request.app[LOOKUP_LIMITER]
     client = client_address(request)
-    wait = limiter.retry_after(client)
+    # Counted as a miss before the read and given back on a hit: lookups sent all at once cannot
+    # all pass a check that is only counted once their reads come back.
+    wait = limiter.acquire(client)
     if wait:
         raise LookupLimited(wait)
     checkout_request_id = checkout_request_id.strip()
     tx = None
     if 0 < len(checkout_request_id) <= MAX_ID_LENGTH and is_clean_text(checkout_request_id):
         tx = await request.app[PAYMENTS].get(checkout_request_id)
-    if tx is None:
-        limiter.record(client)
+    if tx is not None:
+        limiter.release(client)
     return tx
 
 
@@ -242,30 +244,45 @@ async def stk_events(request: web.Request) -> web.StreamResponse:
     checkout_request_id = request.match_info["checkout_request_id"]
     tx = await _find_or_fail(request, checkout_request_id)
     detailed = token_matches(tx, request.query.get("paymentToken"))
-    loop = asyncio.get_running_loop()
     window = request.app[SETTINGS].poll_timeout
-    deadline = loop.time() + window + min(window, 30.0)  # a little longer than the page listens
+    deadline = asyncio.get_running_loop().time() + window + min(window, 30.0)  # a little longer than the page listens
     with request.app[STREAM_LIMITS].hold(client_address(request)) as allowed:
         if not allowed:
             raise too_many("Too many live updates open. Please close other checkout tabs; this page will "
                            "check by polling.", 10)
+        if _gone(request):  # the browser left while the payment was read: nobody to stream to
+            return web.Response(status=204)
         with tracked_stream(request), payments.events.subscribe(tx.checkout_request_id) as changes:
-            async with sse_response(request, ping_interval=15) as stream:
-                current = await payments.get(tx.checkout_request_id)  # after subscribing: no change slips by
-                if current is None:
-                    return stream
-                await stream.send(json.dumps(status_body(current, detailed)), event="status")
-                while not is_final(current) and loop.time() < deadline:
-                    try:
-                        # Wake every few seconds to notice a browser that left; not wait_for: see runner.
-                        async with asyncio.timeout(min(5.0, max(0.0, deadline - loop.time()))):
-                            current = await changes.get()
-                    except TimeoutError:
-                        if not stream.is_connected():
-                            break
-                        continue
-                    await stream.send(json.dumps(status_body(current, detailed)), event="status")
+            async with sse_response(request, ping_interval=15) as stream:  # (no await since the check)
+                try:
+                    await _follow(request, stream, changes, tx.checkout_request_id, detailed, deadline)
+                except ConnectionResetError:  # the browser left while an event was on its way
+                    pass
                 return stream
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _follow(request: web.Request, stream: Any, changes: asyncio.Queue[Transaction], checkout_request_id: str,
+                  detailed: bool, deadline: float) -> None:
+    loop = asyncio.get_running_loop()
+    current = await request.app[PAYMENTS].get(checkout_request_id)  # after subscribing: no change slips by
+    if current is None:
+        return
+    await stream.send(json.dumps(status_body(current, detailed)), event="status")
+    while not is_final(current) and loop.time() < deadline:
+        try:
+            # Wake every few seconds to notice a browser that left (and free its slot); not
+            # wait_for: see the simulator's runner.
+            async with asyncio.timeout(min(5.0, max(0.0, deadline - loop.time()))):
+                current = await changes.get()
+        except TimeoutError:
+            if _gone(request) or not stream.is_connected():
+                return
+            continue
+        await stream.send(json.dumps(status_body(current, detailed)), event="status")
 
 
 def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:

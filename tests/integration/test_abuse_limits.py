@@ -16,6 +16,7 @@ import re
 
 import pytest
 
+from gateway.streams import STREAM_LIMITS
 from tests.conftest import Running
 
 INTERACTIVE = "254712345678"
@@ -191,3 +192,37 @@ async def test_lookup_limit_zero_turns_it_off(start_app):
     running = await start_app(LOOKUP_LIMIT_PER_CLIENT="0")
     codes = {(await running.status(f"ws_CO_guess{i}"))["http"] for i in range(60)}
     assert codes == {404}
+
+
+async def test_lookups_sent_all_at_once_cannot_outrun_the_limit(start_app):
+    running = await start_app(LOOKUP_LIMIT_PER_CLIENT="5")
+    answers = await asyncio.gather(*(running.status(f"ws_CO_0112202612000{i}712345678") for i in range(100)))
+    codes = [a["http"] for a in answers]
+    assert (codes.count(404), codes.count(429)) == (5, 95)
+
+
+def test_browsers_leaving_streams_at_once_are_not_errors(tmp_path):
+    """A closed tab is not a server error: no traceback in the log, and the slots are free again."""
+    import socket
+    import time
+
+    import requests
+
+    from tests.integration.test_restart_durability import gateway_env, start_server, stop_server
+    env = gateway_env(tmp_path)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    proc = start_server(env)
+    try:
+        cid = requests.post(f"{base}/stkpush", json={"phone": INTERACTIVE, "amount": 10}, timeout=10).json()[
+            "checkoutRequestId"]
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", int(env["PORT"]))) as sock:
+                sock.sendall(f"GET /stkpush/{cid}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(1.0)
+        streams = [requests.get(f"{base}/stkpush/{cid}/events", stream=True, timeout=5) for _ in range(10)]
+        assert [s.status_code for s in streams] == [200] * 10  # the 20 that left hold no slot
+        for s in streams:
+            s.close()
+    finally:
+        output = stop_server(proc)
+    assert "Traceback" not in output and "unhandled error" not in output

@@ -56,6 +56,11 @@ def wait_status(base: str, cid: str, want: str, timeout: float = 10) -> dict:
 
 @pytest.fixture
 def server_env(tmp_path):
+    return gateway_env(tmp_path)
+
+
+def gateway_env(tmp_path) -> dict[str, str]:
+    """`python run.py`'s environment for a test: fast timings, a free port, a file in tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "RECONCILE_"))}
     env.update(FAST_ENV)
     env.update({"PORT": str(free_port()), "DATABASE_URL": f"sqlite:///{tmp_path}/shop.sqlite3",
