@@ -46,6 +46,21 @@ def banner(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def build_app(settings: Settings) -> web.Application:
+    """The three parts, composed: the gateway, its pages, and in simulator mode the simulator
+    (Daraja's paths under /daraja, its pages and control API under /simulator)."""
+    from gateway.app import add_callback_route, create_app
+    from web.routes import setup_web
+
+    app = create_app(settings)
+    setup_web(app)
+    if settings.simulator_mounted:
+        from simulator.app import mount_simulator
+        mount_simulator(app, settings)
+    add_callback_route(app)  # last: it must not collide with any route above
+    return app
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sim"]:
@@ -75,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Daraja simulator running at http://{settings.public_host}:{settings.port} "
                   f"(consumer key {settings.consumer_key}, shortcode {settings.shortcode})", flush=True)
         else:
-            from gateway.app import create_app
-            app = create_app(settings)
+            app = build_app(settings)
             print(banner(settings), flush=True)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)

@@ -617,10 +617,10 @@ async def slow_sockets(main: Server) -> list[tuple[str, str]]:
                               f"{aiohttp.__version__} arms when a connection opens and which trickled bytes do not "
                               "reset. A body that never finishes is not cut. The nginx sample in deploy/ closes "
                               "both after 10 s (client_header_timeout, client_body_timeout), as "
-                              "tests/integration/test_reverse_proxy.py proves with real nginx"))
+                              "tests/gateway/test_reverse_proxy.py proves with real nginx"))
     else:
         lines.append(("note", "aiohttp has no time-out for slow request headers; the nginx sample in deploy/ closes "
-                              "such sockets (client_header_timeout), as tests/integration/test_reverse_proxy.py "
+                              "such sockets (client_header_timeout), as tests/gateway/test_reverse_proxy.py "
                               "proves with real nginx"))
     return lines
 

@@ -1,4 +1,6 @@
-"""The application factory: gateway routes, the web pages and, in simulator mode, the simulator."""
+"""The gateway's application factory: its API, Daraja's callback endpoint, and the resources
+with a lifetime (store, Daraja client, reconciler). It knows no pages and no simulator: run.py
+composes those around it, then calls `add_callback_route` last."""
 
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ from aiohttp import web
 from .clients import TrustedProxies
 from .config import ConfigError, Settings, sqlite_path
 from .daraja.client import DarajaClient
-from .handlers import (CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, daraja_callback,
-                       health, stk_events, stk_push, stk_status)
+from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
+from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .limits import SlidingWindowLimiter
 from .middlewares import json_errors, security_headers
 from .payments import PaymentService, reconcile_forever
 from .storage import SqliteTransactionStore
-from .streams import STREAM_LIMITS, StreamLimits, enable_streams
+from .streams import StreamLimits, enable_streams
 
 RECONCILE_TICK = 0.5
 
@@ -85,14 +87,15 @@ def create_app(settings: Settings) -> web.Application:
         allow_headers=("Content-Type",), allow_methods=("GET", "POST"), max_age=600)})
     for route in api:
         cors.add(route)
-    from web.routes import setup_web  # the pages are part of every mode
-    setup_web(app)
-    if settings.simulator_mounted:
-        from simulator.app import mount_simulator
-        mount_simulator(app, settings)
-    taken = route_taking(app, settings.callback_path)
+    return app
+
+
+def add_callback_route(app: web.Application) -> None:
+    """Daraja's callback at the path of CALLBACK_URL: added last, once every other route is known,
+    so that a path that would shadow one (or hide behind one) is refused."""
+    path = app[SETTINGS].callback_path
+    taken = route_taking(app, path)
     if taken is not None:
         raise ConfigError(f"CALLBACK_URL's path collides with the route {taken}: give the callback a path of its own "
                           "(e.g. /mpesa/callback/<random>)")
-    app.router.add_post(settings.callback_path, daraja_callback)
-    return app
+    app.router.add_post(path, daraja_callback)

@@ -14,22 +14,16 @@ from aiohttp_sse import sse_response
 
 from .checkout import CheckoutError, is_clean_text, mask_phone, parse_checkout
 from .clients import client_address
-from .config import Settings
 from .daraja.errors import DarajaAuthError, DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
-from .limits import SlidingWindowLimiter
-from .payments import PaymentService, token_matches
+from .config import Settings
+from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
+from .payments import token_matches
 from .result_messages import customer_message
 from .storage import Transaction
-from .streams import STREAM_LIMITS, tracked_stream
+from .streams import tracked_stream
 
 log = logging.getLogger("gateway.http")
-
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-PAYMENTS: web.AppKey[PaymentService] = web.AppKey("payments", PaymentService)
-PUSH_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("push_limiter", SlidingWindowLimiter)
-CLIENT_PUSH_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("client_push_limiter", SlidingWindowLimiter)
-LOOKUP_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("lookup_limiter", SlidingWindowLimiter)
 
 MAX_ID_LENGTH = 100
 

@@ -10,7 +10,7 @@ from typing import Iterator
 
 from aiohttp import web
 
-STREAMS: web.AppKey[set[asyncio.Task[object]]] = web.AppKey("streams", set)
+from .keys import STREAMS
 
 
 class StreamLimits:
@@ -37,9 +37,6 @@ class StreamLimits:
                 self.open_count -= 1
                 if not self._open[client]:
                     del self._open[client]
-
-
-STREAM_LIMITS: web.AppKey[StreamLimits] = web.AppKey("stream_limits", StreamLimits)
 
 
 async def _close_streams(app: web.Application) -> None:

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.config import Settings, load_settings
-from gateway.handlers import PAYMENTS
+from gateway.keys import PAYMENTS
 from gateway.payments import PaymentService
+from run import build_app
 from simulator.models import SimulatedDaraja
 from simulator.responses import SIMULATOR
 
@@ -96,7 +96,7 @@ def start_app(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Any) -> Callab
 
     async def start(**overrides: str) -> Running:
         settings = load_settings(app_env(tmp_path, **overrides))
-        app = create_app(settings)
+        app = build_app(settings)
         server = await aiohttp_server(app, host="127.0.0.1", port=settings.port)
         client = await aiohttp_client(server)
         return Running(client=client, app=app, settings=settings)

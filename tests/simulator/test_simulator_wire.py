@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, load_settings
 from gateway.daraja.wire import NAIROBI, nairobi_timestamp, stk_password
 from simulator.app import create_standalone_app
-from tests.integration.daraja_http import REQUEST_ID, assert_daraja_error, basic, eventually, stk_push_body
+from tests.daraja_http import REQUEST_ID, assert_daraja_error, basic, eventually, stk_push_body
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"

@@ -16,7 +16,6 @@ import re
 
 import pytest
 
-from gateway.streams import STREAM_LIMITS
 from tests.conftest import Running
 
 INTERACTIVE = "254712345678"
@@ -208,7 +207,7 @@ def test_browsers_leaving_streams_at_once_are_not_errors(tmp_path):
 
     import requests
 
-    from tests.integration.test_restart_durability import gateway_env, start_server, stop_server
+    from tests.gateway.test_restart_durability import gateway_env, start_server, stop_server
     env = gateway_env(tmp_path)
     base = f"http://127.0.0.1:{env['PORT']}"
     proc = start_server(env)

@@ -19,7 +19,7 @@ Before comparing, the test checks that the harness did what it claims: the kill 
 with pushes in flight, some prompts lost their answer with the process, some callbacks were under
 way or found the gateway dead, and the restarted gateway served the rest of the burst.
 
-Run: .venv/bin/python -m pytest tests/integration/test_crash_recovery.py -x -q -s
+Run: .venv/bin/python -m pytest tests/gateway/test_crash_recovery.py -x -q -s
 (the processes' logs are in the test's tmp_path: simulator-1.log, gateway-1.log, gateway-2.log …)
 """
 
@@ -34,7 +34,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.integration.crash_harness import (Burst, Comparison, Customer, Gateway, Simulator, compare,
+from tests.gateway.crash_harness import (Burst, Comparison, Customer, Gateway, Simulator, compare,
                                              explain_unrecorded, poll, run_burst, wait_quiet, write_scenarios)
 
 pytestmark = pytest.mark.slow

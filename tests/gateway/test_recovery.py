@@ -11,7 +11,7 @@ import time
 from gateway.payments import iso
 from gateway.storage import utc_now
 from tests.conftest import Running
-from tests.integration.test_callback_trust import failure, final_outcomes
+from tests.gateway.test_callback_trust import failure, final_outcomes
 
 SLOW_RECONCILE = {"RECONCILE_AFTER_SECONDS": "30", "SIMULATOR_PROMPT_LIFETIME_SECONDS": "30"}
 

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import SANDBOX_PASSKEY, ConfigError, load_settings
 from simulator.app import create_standalone_app
+from run import build_app
 from tests.conftest import app_env, free_port
 
 
@@ -59,16 +60,14 @@ async def test_production_mode_refuses_plain_http_callbacks_and_never_mounts_the
     ("/simulator/api/cb", "/simulator"),
 ])
 def test_a_callback_path_that_collides_with_a_route_is_refused(tmp_path, path, route):
-    from gateway.app import create_app
     port = free_port()
     settings = load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}"))
     with pytest.raises(ConfigError) as refused:
-        create_app(settings)
+        build_app(settings)
     assert str(refused.value).startswith(f"CALLBACK_URL's path collides with the route {route}")
 
 
 def test_a_callback_path_of_its_own_is_accepted(tmp_path):
-    from gateway.app import create_app
     port = free_port()
     for path in ("/mpesa/callback/8f3c0a", "/stkpushes", "/healthz/cb", "/static-cb"):
-        create_app(load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}")))
+        build_app(load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}")))

@@ -1,8 +1,8 @@
 """The simulator's fault injection and control API over real HTTP: faults, the journal, the clock,
 reset, trigger, Buy Goods till checks, rate limits, single tokens and callback retries.
 
-Most tests start `create_standalone_app` with short timings and a recording callback receiver;
-the gateway tests start the full app (gateway + mounted simulator) with `start_app`.
+The tests start `create_standalone_app` with short timings and a recording callback receiver.
+(How the gateway meets these faults: tests/gateway/test_daraja_faults.py.)
 """
 
 from __future__ import annotations
@@ -18,22 +18,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, load_settings
-from gateway.daraja.wire import nairobi_timestamp, stk_password
+from gateway.config import load_settings
 from simulator.app import build_simulator, create_standalone_app
 from simulator.runner import SimulatorRunner
-from tests.integration.daraja_http import assert_daraja_error, basic, eventually, stk_push_body
+from tests.daraja_http import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, INTERACTIVE, NOWHERE, OAUTH, PAYS, PUSH,
+                               QUERY, SANDBOX_PASSKEY, SHORTCODE, Sim, assert_daraja_error, eventually, items,
+                               nairobi_timestamp, push_body, stk, stk_password)
 
-OAUTH = "/oauth/v1/generate"
-PUSH = "/mpesa/stkpush/v1/processrequest"
-QUERY = "/mpesa/stkpushquery/v1/query"
-API = "/simulator/api"
-
-SHORTCODE = "174379"
 TILL = "600123"
-INTERACTIVE = "254708374149"  # waits for the virtual handset
-PAYS = "254700000000"  # pays after the auto-answer delay (balance 500,000)
-NOWHERE = "http://127.0.0.1:9/cb"  # nothing listens there
 
 
 def other(i: int) -> str:
@@ -53,96 +45,10 @@ QUIET = 0.4  # longer than any callback due in a test that expects no more
 
 
 
-def push_body(phone: str = INTERACTIVE, callback: str = NOWHERE, **overrides: Any) -> dict[str, Any]:
-    return stk_push_body(phone, callback, amount=100, reference="INV-1", description="Order 1", **overrides)
 
 
 
 
-
-
-
-
-class Sim:
-    """A started simulator (standalone, or mounted in the gateway under `prefix`) and a client."""
-
-    def __init__(self, client: Any, prefix: str = "") -> None:
-        self.client = client
-        self.prefix = prefix
-        self._token: str | None = None
-
-    async def new_token(self) -> str:
-        resp = await self.client.get(self.prefix + OAUTH, params={"grant_type": "client_credentials"},
-                                     headers={"Authorization": basic(DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET)})
-        assert resp.status == 200, await resp.text()
-        return (await resp.json())["access_token"]
-
-    async def token(self) -> str:
-        if self._token is None:
-            self._token = await self.new_token()
-        return self._token
-
-    async def post_push(self, phone: str = INTERACTIVE, callback: str = NOWHERE, *, token: str | None = None,
-                        timeout: aiohttp.ClientTimeout | None = None, **fields: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token if token is not None else await self.token()}"}
-        extra = {"timeout": timeout} if timeout is not None else {}
-        return await self.client.post(self.prefix + PUSH, json=push_body(phone, callback, **fields),
-                                      headers=headers, **extra)
-
-    async def push(self, phone: str = INTERACTIVE, callback: str = NOWHERE, **fields: Any) -> str:
-        resp = await self.post_push(phone, callback, **fields)
-        assert resp.status == 200, await resp.text()
-        return (await resp.json())["CheckoutRequestID"]
-
-    async def query(self, checkout_request_id: str, *, token: str | None = None) -> Any:
-        ts = nairobi_timestamp()
-        body = {"BusinessShortCode": SHORTCODE, "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
-                "Timestamp": ts, "CheckoutRequestID": checkout_request_id}
-        headers = {"Authorization": f"Bearer {token if token is not None else await self.token()}"}
-        return await self.client.post(self.prefix + QUERY, json=body, headers=headers)
-
-    async def api(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                  params: dict[str, str] | None = None) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"params": params} if params else {}
-        if raw is not None:
-            kwargs["data"] = raw
-            kwargs["headers"] = {"Content-Type": "application/json"}
-        elif body is not None:
-            kwargs["json"] = body
-        resp = await self.client.request(method, API + path, **kwargs)
-        text = await resp.text()
-        try:
-            return resp.status, (json.loads(text) if text else None)
-        except ValueError:
-            return resp.status, text
-
-    async def prompt(self, checkout_request_id: str) -> dict[str, Any]:
-        status, body = await self.api("GET", f"/prompts/{checkout_request_id}")
-        assert status == 200, body
-        return body
-
-    async def prompts(self, msisdn: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-        params = {k: v for k, v in (("msisdn", msisdn), ("state", state)) if v}
-        status, body = await self.api("GET", "/prompts", params=params)
-        assert status == 200
-        return body
-
-    async def journal(self, **params: str) -> list[dict[str, Any]]:
-        status, body = await self.api("GET", "/journal", params=params)
-        assert status == 200, body
-        return body
-
-    async def wait_settled(self, checkout_request_id: str, timeout: float = 3.0) -> dict[str, Any]:
-        async def settled() -> dict[str, Any] | None:
-            prompt = await self.prompt(checkout_request_id)
-            return prompt if prompt["state"] == "settled" else None
-        return await eventually(settled, timeout, f"{checkout_request_id} settled")
-
-    async def wait_callbacks(self, checkout_request_id: str, count: int = 1, timeout: float = 3.0) -> dict[str, Any]:
-        async def recorded() -> dict[str, Any] | None:
-            prompt = await self.prompt(checkout_request_id)
-            return prompt if len(prompt["callbacks"]) >= count else None
-        return await eventually(recorded, timeout, f"{count} callback attempt(s) recorded")
 
 
 class Receiver:
@@ -170,14 +76,6 @@ class Receiver:
     async def wait_for(self, count: int, timeout: float = 3.0) -> list[dict[str, Any]]:
         await eventually(lambda: len(self.bodies) >= count, timeout, f"{count} callback(s) received")
         return self.bodies
-
-
-def stk(body: dict[str, Any]) -> dict[str, Any]:
-    return body["Body"]["stkCallback"]
-
-
-def items(body: dict[str, Any]) -> dict[str, Any]:
-    return {i["Name"]: i.get("Value", "<no Value>") for i in stk(body)["CallbackMetadata"]["Item"]}
 
 
 @pytest.fixture
@@ -471,87 +369,6 @@ async def test_callback_fault_outcome_sfc_ic0003_arrives_as_a_string_code_withou
     assert stk(body)["ResultCode"] == "SFC_IC0003"
     assert stk(body)["ResultDesc"] == "The operator does not exist."
     assert "CallbackMetadata" not in stk(body)
-
-
-# -- through the gateway -------------------------------------------------------------------------------
-
-
-async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adopted(start_app):
-    app = await start_app(DARAJA_TIMEOUT_SECONDS="0.5")
-    sim = Sim(app.client, "/daraja")
-    status, _ = await sim.api("POST", "/faults", {"push": "timeout", "delay": 1.5, "callback_delay": 0.8})
-    assert status == 201
-    pushed = await app.push("0700000000", 100)
-    # Not "try again": the prompt may be on the phone, and a blind retry could charge twice.
-    assert (pushed["http"], pushed["success"]) == (504, False)
-    assert "check your phone before trying again" in pushed["message"]
-    assert await app.payments.store.count() == 0
-    [prompt] = await sim.prompts(msisdn=PAYS)  # yet the customer was prompted, and pays
-    cid = prompt["checkoutRequestId"]
-
-    async def settled_log():
-        rows = await app.payments.store.callback_log(cid)
-        return rows if rows and rows[0]["outcome"] not in ("received", "verifying") else None
-
-    rows = await eventually(settled_log, 3.0, "the callback matched")
-    assert [r["outcome"] for r in rows] == ["adopted"]  # matched to the push whose answer was lost
-    logged = json.loads(rows[0]["body"])
-    assert stk(logged)["ResultCode"] == 0
-    receipt = items(logged)["MpesaReceiptNumber"]
-    assert receipt == (await sim.prompt(cid))["receipt"]
-    # Not at face value: Daraja's STK query confirmed the id before anything was stored.
-    queries = [e for e in await sim.journal(kind="request") if e["url"].endswith(QUERY)]
-    assert [e["requestBody"]["CheckoutRequestID"] for e in queries][:1] == [cid]
-    done = await app.status(cid)
-    assert (done["http"], done["status"], done["transaction_id"]) == (200, "completed", receipt)
-    stored = await app.payments.get(cid)
-    assert (stored.phone, stored.amount, stored.settled_by) == ("254700000000", 100, "callback")
-    assert [c["status"] for c in (await sim.wait_callbacks(cid))["callbacks"]] == [200]  # the gateway said OK
-
-
-async def test_stray_callback_that_matches_no_lost_push_is_kept_but_creates_nothing(start_app):
-    app = await start_app()
-    body = {"Body": {"stkCallback": {"MerchantRequestID": "1-2-3", "CheckoutRequestID": "ws_CO_261120261000000712000999",
-                                     "ResultCode": 1032, "ResultDesc": "Request cancelled by user"}}}
-    resp = await app.client.post(app.settings.callback_path, json=body)
-    assert resp.status == 200
-    assert [r["outcome"] for r in await app.payments.store.callback_log(body["Body"]["stkCallback"]["CheckoutRequestID"])] == ["unknown"]
-    assert await app.payments.store.count() == 0
-
-
-async def test_gateway_fails_a_payment_at_its_own_timeout_then_completes_it_when_the_late_callback_comes(
-        start_app):
-    app = await start_app(PAYMENT_TIMEOUT_SECONDS="1")
-    sim = Sim(app.client, "/daraja")
-    await sim.api("POST", "/faults", {"callback": "late", "callback_delay": 3, "query": "error"})
-    pushed = await app.push("0700000000", 100)
-    assert pushed["http"] == 200
-    cid = pushed["checkoutRequestId"]
-
-    failed = await app.wait_status(cid, "failed", timeout=5)
-    assert failed["resultCode"] == "timeout"
-    prompt = await sim.prompt(cid)
-    assert (prompt["resultCode"], prompt["callbacks"]) == ("0", [])  # paid; the callback is still to come
-    queries = [e for e in await sim.journal(kind="request") if e["url"].endswith(QUERY)]
-    assert queries and {e["status"] for e in queries} == {500}
-
-    completed = await app.wait_status(cid, "completed", timeout=5)
-    assert completed["transaction_id"] == prompt["receipt"]
-    stored = await app.payments.get(cid)
-    assert (stored.late, stored.settled_by, stored.receipt) == (True, "callback", prompt["receipt"])
-    assert [r["outcome"] for r in await app.payments.store.callback_log(cid)] == ["late_success"]
-    assert [c["status"] for c in (await sim.wait_callbacks(cid))["callbacks"]] == [200]
-
-
-async def test_gateway_turns_a_spike_arrest_into_503_with_retry_after(start_app):
-    app = await start_app(SIMULATOR_SPIKE_ARREST_PER_SECOND="1")
-    assert (await app.push("0708374149", 100))["http"] == 200  # interactive numbers: nothing else happens
-    resp = await app.client.post("/stkpush", json={"phone": "0711000001", "amount": 100})
-    body = await resp.json()
-    assert resp.status == 503
-    assert resp.headers.get("Retry-After", "").isdigit()
-    assert (body["success"], body["errorCode"]) == (False, "500.003.02")
-    assert await app.payments.store.count() == 1
 
 
 # -- callback retries ----------------------------------------------------------------------------------

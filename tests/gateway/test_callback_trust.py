@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from tests.conftest import Running
-from tests.integration.daraja_http import eventually
+from tests.daraja_http import eventually
 
 INTERACTIVE = "254712345678"  # the prompt waits for the customer: Daraja says "still open"
 

@@ -1,0 +1,85 @@
+"""Daraja's faults as the gateway meets them, through the mounted simulator: a push whose answer
+is lost, a late callback after the gateway's own time-out, a spike arrest."""
+
+from __future__ import annotations
+
+import json
+
+from tests.daraja_http import PAYS, QUERY, Sim, eventually, items, stk
+
+async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adopted(start_app):
+    app = await start_app(DARAJA_TIMEOUT_SECONDS="0.5")
+    sim = Sim(app.client, "/daraja")
+    status, _ = await sim.api("POST", "/faults", {"push": "timeout", "delay": 1.5, "callback_delay": 0.8})
+    assert status == 201
+    pushed = await app.push("0700000000", 100)
+    # Not "try again": the prompt may be on the phone, and a blind retry could charge twice.
+    assert (pushed["http"], pushed["success"]) == (504, False)
+    assert "check your phone before trying again" in pushed["message"]
+    assert await app.payments.store.count() == 0
+    [prompt] = await sim.prompts(msisdn=PAYS)  # yet the customer was prompted, and pays
+    cid = prompt["checkoutRequestId"]
+
+    async def settled_log():
+        rows = await app.payments.store.callback_log(cid)
+        return rows if rows and rows[0]["outcome"] not in ("received", "verifying") else None
+
+    rows = await eventually(settled_log, 3.0, "the callback matched")
+    assert [r["outcome"] for r in rows] == ["adopted"]  # matched to the push whose answer was lost
+    logged = json.loads(rows[0]["body"])
+    assert stk(logged)["ResultCode"] == 0
+    receipt = items(logged)["MpesaReceiptNumber"]
+    assert receipt == (await sim.prompt(cid))["receipt"]
+    # Not at face value: Daraja's STK query confirmed the id before anything was stored.
+    queries = [e for e in await sim.journal(kind="request") if e["url"].endswith(QUERY)]
+    assert [e["requestBody"]["CheckoutRequestID"] for e in queries][:1] == [cid]
+    done = await app.status(cid)
+    assert (done["http"], done["status"], done["transaction_id"]) == (200, "completed", receipt)
+    stored = await app.payments.get(cid)
+    assert (stored.phone, stored.amount, stored.settled_by) == ("254700000000", 100, "callback")
+    assert [c["status"] for c in (await sim.wait_callbacks(cid))["callbacks"]] == [200]  # the gateway said OK
+
+
+async def test_stray_callback_that_matches_no_lost_push_is_kept_but_creates_nothing(start_app):
+    app = await start_app()
+    body = {"Body": {"stkCallback": {"MerchantRequestID": "1-2-3", "CheckoutRequestID": "ws_CO_261120261000000712000999",
+                                     "ResultCode": 1032, "ResultDesc": "Request cancelled by user"}}}
+    resp = await app.client.post(app.settings.callback_path, json=body)
+    assert resp.status == 200
+    assert [r["outcome"] for r in await app.payments.store.callback_log(body["Body"]["stkCallback"]["CheckoutRequestID"])] == ["unknown"]
+    assert await app.payments.store.count() == 0
+
+
+async def test_gateway_fails_a_payment_at_its_own_timeout_then_completes_it_when_the_late_callback_comes(
+        start_app):
+    app = await start_app(PAYMENT_TIMEOUT_SECONDS="1")
+    sim = Sim(app.client, "/daraja")
+    await sim.api("POST", "/faults", {"callback": "late", "callback_delay": 3, "query": "error"})
+    pushed = await app.push("0700000000", 100)
+    assert pushed["http"] == 200
+    cid = pushed["checkoutRequestId"]
+
+    failed = await app.wait_status(cid, "failed", timeout=5)
+    assert failed["resultCode"] == "timeout"
+    prompt = await sim.prompt(cid)
+    assert (prompt["resultCode"], prompt["callbacks"]) == ("0", [])  # paid; the callback is still to come
+    queries = [e for e in await sim.journal(kind="request") if e["url"].endswith(QUERY)]
+    assert queries and {e["status"] for e in queries} == {500}
+
+    completed = await app.wait_status(cid, "completed", timeout=5)
+    assert completed["transaction_id"] == prompt["receipt"]
+    stored = await app.payments.get(cid)
+    assert (stored.late, stored.settled_by, stored.receipt) == (True, "callback", prompt["receipt"])
+    assert [r["outcome"] for r in await app.payments.store.callback_log(cid)] == ["late_success"]
+    assert [c["status"] for c in (await sim.wait_callbacks(cid))["callbacks"]] == [200]
+
+
+async def test_gateway_turns_a_spike_arrest_into_503_with_retry_after(start_app):
+    app = await start_app(SIMULATOR_SPIKE_ARREST_PER_SECOND="1")
+    assert (await app.push("0708374149", 100))["http"] == 200  # interactive numbers: nothing else happens
+    resp = await app.client.post("/stkpush", json={"phone": "0711000001", "amount": 100})
+    body = await resp.json()
+    assert resp.status == 503
+    assert resp.headers.get("Retry-After", "").isdigit()
+    assert (body["success"], body["errorCode"]) == (False, "500.003.02")
+    assert await app.payments.store.count() == 1
