@@ -1,6 +1,8 @@
 // The shopping cart: items priced in US dollars, charged in whole Kenya shillings.
 // The cart (items, quantities and its reference) is kept in localStorage between visits.
 
+import { formatKes, formatUsd } from "./format.js";
+
 export const STORAGE_KEY = "checkout.cart.v1";
 export const MAX_QUANTITY = 20;
 
@@ -9,19 +11,6 @@ export const DEFAULT_ITEMS = Object.freeze([
   { id: "speaker-hire", name: "Speaker hire (pair, per day)", quantity: 1, unitPriceUsd: 25 },
   { id: "lighting", name: "Stage lighting kit", quantity: 0, unitPriceUsd: 40 },
 ]);
-
-const kesNumber = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-const usdNumber = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-
-/** 12900 → "KES 12,900" */
-export function formatKes(amount) {
-  return "KES " + kesNumber.format(amount);
-}
-
-/** 75 → "US$75.00" */
-export function formatUsd(amount) {
-  return "US$" + usdNumber.format(amount);
-}
 
 /** One line's price in whole shillings, rounded up (never charge a fraction, never undercharge). */
 export function lineTotalKes(item, usdToKes) {

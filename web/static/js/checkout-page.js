@@ -2,7 +2,8 @@
 // the virtual phone panel.
 
 import { Cart, CartView } from "./cart.js";
-import { MpesaPaymentManager, normalisePhone, tokenQuery, validateCheckout } from "./payment.js";
+import { normalisePhone } from "./format.js";
+import { MpesaPaymentManager, confirmationPageUrl, validateCheckout } from "./payment.js";
 
 function readConfig() {
   const node = document.getElementById("checkout-config");
@@ -145,8 +146,7 @@ function render(update) {
     const showHelp = state === "timeout" && update.checkoutRequestId;
     timeoutHelp.hidden = !showHelp;
     if (showHelp && checkLink) {
-      checkLink.href = "/confirmation.html?checkoutRequestId=" + encodeURIComponent(update.checkoutRequestId) +
-        tokenQuery("&", update.paymentToken);
+      checkLink.href = confirmationPageUrl(update.checkoutRequestId, update.paymentToken);
     }
   }
   if (state === "waiting" && update.phone) showPhoneFrame(update.phone);

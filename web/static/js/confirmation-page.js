@@ -2,7 +2,7 @@
 // pending payment settles (or once a confirmed payment's receipt number arrives).
 
 import { clearPaidCart } from "./cart.js";
-import { tokenQuery } from "./payment.js";
+import { statusEventsUrl } from "./payment.js";
 
 function readData() {
   try {
@@ -39,7 +39,7 @@ function reloadWhen(changed, { intervalMs, maxChecks }) {
   };
 
   if (typeof window.EventSource === "function") {
-    source = new EventSource("/stkpush/" + encodeURIComponent(id) + "/events" + tokenQuery("?", token));
+    source = new EventSource(statusEventsUrl(id, token));
     source.addEventListener("status", (event) => {
       try {
         if (changed(JSON.parse(event.data))) finish();

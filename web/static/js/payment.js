@@ -1,11 +1,7 @@
 // M-Pesa STK push from the browser: validate, send one push, then follow the payment through
 // server-sent events, with polling of POST /stkpush/status as the fallback, until it settles.
 
-export const INVALID_PHONE = "Invalid phone number format";
-
-// The gateway's rule (gateway/checkout.py): 07…/01…, 2547…/2541…, +254…, spaces and dashes tolerated.
-const PHONE = /^(?:\+254|254|0)([17][0-9]{8})$/;
-const SEPARATORS = /[\s-]/g;
+import { INVALID_PHONE, formatKes, formatShillings, normalisePhone } from "./format.js";
 
 export const STATES = Object.freeze(["idle", "sending", "waiting", "completed", "failed", "timeout"]);
 
@@ -18,25 +14,12 @@ export const MESSAGES = Object.freeze({
   failed: "The payment failed",
 });
 
-const kesNumber = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-
-export function formatKes(amount) {
-  return "KES " + kesNumber.format(amount);
-}
-
 export function waitingMessage(amount) {
   return `Check your phone: enter your M-Pesa PIN to pay ${formatKes(amount)}`;
 }
 
-/** "0712 345-678" → "254712345678"; null when the number is not a Safaricom mobile number. */
-export function normalisePhone(raw) {
-  if (typeof raw !== "string") return null;
-  const match = PHONE.exec(raw.replace(SEPARATORS, ""));
-  return match ? "254" + match[1] : null;
-}
-
 export function amountMessage(maxAmount) {
-  return `Amount must be between 1 and ${kesNumber.format(maxAmount)}`;
+  return `Amount must be between 1 and ${formatShillings(maxAmount)}`;
 }
 
 /** A whole number of shillings from 1 to maxAmount, as the gateway accepts it; decimals are rejected. */
@@ -60,6 +43,16 @@ export function validateCheckout({ phone, amount }, maxAmount) {
 /** The payment's token (from the push answer) as a query parameter: it unlocks the details. */
 export function tokenQuery(separator, token) {
   return typeof token === "string" && token ? separator + "paymentToken=" + encodeURIComponent(token) : "";
+}
+
+/** The payment's server-sent events: its status body now and on every change. */
+export function statusEventsUrl(checkoutRequestId, token) {
+  return "/stkpush/" + encodeURIComponent(checkoutRequestId) + "/events" + tokenQuery("?", token);
+}
+
+/** The receipt page for a payment (the token, when there is one, unlocks its details). */
+export function confirmationPageUrl(checkoutRequestId, token) {
+  return "/confirmation.html?checkoutRequestId=" + encodeURIComponent(checkoutRequestId) + tokenQuery("&", token);
 }
 
 async function postJson(fetchImpl, url, body, timeoutMs) {
@@ -101,9 +94,8 @@ export class MpesaPaymentManager {
     EventSourceImpl = typeof window !== "undefined" ? window.EventSource : undefined,
     pushUrl = "/stkpush",
     statusUrl = "/stkpush/status",
-    eventsUrl = (id, token) => "/stkpush/" + encodeURIComponent(id) + "/events" + tokenQuery("?", token),
-    confirmationUrl = (id, token) => "/confirmation.html?checkoutRequestId=" + encodeURIComponent(id) +
-      tokenQuery("&", token),
+    eventsUrl = statusEventsUrl,
+    confirmationUrl = confirmationPageUrl,
     pushTimeoutMs = 45000,
   } = {}) {
     this.pollIntervalMs = Math.max(250, pollIntervalMs);
