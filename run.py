@@ -11,15 +11,22 @@ import argparse
 import logging
 import os
 import sys
+from typing import Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from dotenv import load_dotenv
 
 from gateway.config import ConfigError, Settings, load_settings
+from simulator.settings import SimulatorConfigError, SimulatorSettings, load_simulator_settings
 
 
 KEEPALIVE_SECONDS = 15.0
+
+
+def loopback_if_any(host: str) -> str:
+    """The host a client on this machine uses to reach a server bound to `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
 def masked_url(url: str) -> str:
@@ -28,7 +35,14 @@ def masked_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/… (path hidden)"
 
 
-def banner(settings: Settings) -> str:
+def load(env: Mapping[str, str]) -> tuple[Settings, SimulatorSettings | None]:
+    """The gateway's settings and, in simulator mode, the simulator's, read from the same
+    environment: the simulator accepts the credentials, shortcode and passkey the gateway sends."""
+    settings = load_settings(env)
+    return settings, load_simulator_settings(env) if settings.simulator_mounted else None
+
+
+def banner(settings: Settings, simulator: SimulatorSettings | None) -> str:
     lines = [
         f"{settings.business_name} M-Pesa Server Running",
         f"Server: {settings.server_url}",
@@ -40,23 +54,27 @@ def banner(settings: Settings) -> str:
         f"Database: {settings.database_url}",
     ]
     lines.append(f"Pay page: {settings.server_url}/pay.html")
-    if settings.simulator_mounted:
+    if simulator is not None:
         lines.append(f"Simulator: {settings.server_url}/simulator (virtual phone: /simulator/phone, "
-                     f"PIN {settings.simulator.pin})")
+                     f"PIN {simulator.pin})")
     return "\n".join(lines)
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, simulator: SimulatorSettings | None = None) -> web.Application:
     """The three parts, composed: the gateway, its pages, and in simulator mode the simulator
-    (Daraja's paths under /daraja, its pages and control API under /simulator)."""
+    (Daraja's paths under /daraja, its pages and control API under /simulator), configured by
+    `simulator` (from `load`)."""
     from gateway.app import add_callback_route, create_app
     from web.routes import setup_web
 
+    mounted = simulator if settings.simulator_mounted else None
+    if settings.simulator_mounted and mounted is None:
+        raise ValueError("simulator mode needs the simulator's settings: build_app(*load(env))")
     app = create_app(settings)
-    setup_web(app)
-    if settings.simulator_mounted:
+    setup_web(app, simulator_pin=mounted.pin if mounted else None)
+    if mounted is not None:
         from simulator.app import mount_simulator
-        mount_simulator(app, settings)
+        mount_simulator(app, mounted)
     add_callback_route(app)  # last: it must not collide with any route above
     return app
 
@@ -83,22 +101,25 @@ def main(argv: list[str] | None = None) -> int:
             env["PORT"] = str(args.port)
         if args.host is not None:
             env["HOST"] = args.host
-        settings = load_settings(env)
         if args.command == "simulator":
             from simulator.app import create_standalone_app
-            app = create_standalone_app(settings)
-            print(f"Daraja simulator running at http://{settings.public_host}:{settings.port} "
-                  f"(consumer key {settings.consumer_key}, shortcode {settings.shortcode})", flush=True)
+            simulator = load_simulator_settings(env)  # the shop's settings play no part
+            app = create_standalone_app(simulator)
+            host, port = simulator.host, simulator.port
+            print(f"Daraja simulator running at http://{loopback_if_any(host)}:{port} "
+                  f"(consumer key {simulator.consumer_key}, shortcode {simulator.shortcode})", flush=True)
         else:
-            app = build_app(settings)
-            print(banner(settings), flush=True)
-    except ConfigError as exc:
+            settings, simulator_settings = load(env)
+            app = build_app(settings, simulator_settings)
+            host, port = settings.host, settings.port
+            print(banner(settings, simulator_settings), flush=True)
+    except (ConfigError, SimulatorConfigError) as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     # A connection that has not finished a request within KEEPALIVE_SECONDS is closed (aiohttp
     # starts this timer when a connection opens: slow headers are cut too). A body that never
     # finishes is not: the reverse proxy in deploy/ cuts those.
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
+    web.run_app(app, host=host, port=port, print=None, access_log=None,
                 keepalive_timeout=KEEPALIVE_SECONDS)
     return 0
 

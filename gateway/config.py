@@ -18,7 +18,7 @@ PRODUCTION_BASE_URL = "https://api.safaricom.co.ke"
 SANDBOX_SHORTCODE = "174379"
 # Safaricom's published sandbox passkey: public, but still treated as a secret in logs.
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
-# The credentials the gateway and the simulator share when nothing is configured in simulator mode.
+# The credentials the gateway uses in simulator mode when none are configured (the simulator's demo pair).
 DEMO_CONSUMER_KEY = "simulator-demo-consumer-key"
 DEMO_CONSUMER_SECRET = "simulator-demo-consumer-secret"
 
@@ -29,33 +29,6 @@ DEFAULT_DATABASE_URL = "sqlite:///data/mpesa.sqlite3"
 
 class ConfigError(ValueError):
     """A setting is missing or unsafe; the message is one line that names what to set."""
-
-
-@dataclass(frozen=True)
-class SimulatorSettings:
-    """Timings and behaviour of the offline Daraja look-alike (all in seconds)."""
-
-    pin: str = "12345"
-    auto_answer_delay: float = 3.0
-    prompt_lifetime: float = 60.0
-    callback_delay: float = 0.5
-    late_callback_delay: float = 20.0
-    callback_timeout: float = 10.0
-    token_lifetime: int = 3599
-    query_pending_style: str = "500"  # "500" (being processed) or "4999"
-    lock_subscriber: bool = True
-    account_reference_max: int = 12
-    scenarios_file: str | None = None
-    # Extra merchants the simulator accepts, as "shortcode:passkey" pairs.
-    extra_merchants: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    tills: tuple[tuple[str, str], ...] = ()  # (till, store shortcode) pairs for Buy Goods
-    single_token: bool = False  # a new OAuth token invalidates the previous ones
-    callback_retries: int = 0  # Daraja makes one attempt; more is opt-in
-    callback_retry_delay: float = 1.0  # doubles after each failed attempt
-    slow_seconds: float = 5.0  # how long a "slow" push or query waits
-    timeout_seconds: float = 60.0  # how long a "timeout" push or query hangs
-    spike_arrest_per_second: int = 0  # 0: no limit
-    quota: int = 0  # requests allowed in all (until reset); 0: no limit
 
 
 @dataclass(frozen=True)
@@ -93,7 +66,6 @@ class Settings:
     poll_interval: float = 3.0  # the pay page's status polling
     poll_timeout: float = 120.0
     usd_to_kes: float = 129.0
-    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
 
     @property
     def simulator_mounted(self) -> bool:
@@ -159,17 +131,6 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false (got {raw!r})")
-
-
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip() or default
     if raw not in choices:
@@ -195,54 +156,6 @@ def _networks(raw: str) -> tuple[str, ...]:
             raise ConfigError(f"TRUSTED_PROXIES must be IP addresses or networks separated by commas (got {item!r})") \
                 from None
     return tuple(networks)
-
-
-def _merchants(raw: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        shortcode, _, passkey = item.partition(":")
-        if not shortcode.isdigit() or not passkey:
-            raise ConfigError("SIMULATOR_MERCHANTS must be shortcode:passkey pairs separated by commas")
-        pairs.append((shortcode, passkey))
-    return tuple(pairs)
-
-
-def _tills(raw: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        till, _, store = item.partition(":")
-        if not (till.isascii() and till.isdigit() and store.isascii() and store.isdigit()):
-            raise ConfigError("SIMULATOR_TILLS must be till:store_shortcode pairs separated by commas")
-        pairs.append((till, store))
-    return tuple(pairs)
-
-
-def _simulator_settings(env: Mapping[str, str]) -> SimulatorSettings:
-    pin = env.get("SIMULATOR_PIN", "").strip() or "12345"
-    if not (pin.isdigit() and 4 <= len(pin) <= 6):
-        raise ConfigError("SIMULATOR_PIN must be 4 to 6 digits")
-    return SimulatorSettings(
-        pin=pin,
-        auto_answer_delay=_seconds(env, "SIMULATOR_AUTO_ANSWER_SECONDS", 3.0),
-        prompt_lifetime=_positive(env, "SIMULATOR_PROMPT_LIFETIME_SECONDS", 60.0),
-        callback_delay=_seconds(env, "SIMULATOR_CALLBACK_DELAY_SECONDS", 0.5),
-        late_callback_delay=_seconds(env, "SIMULATOR_LATE_CALLBACK_SECONDS", 20.0),
-        callback_timeout=_positive(env, "SIMULATOR_CALLBACK_TIMEOUT_SECONDS", 10.0),
-        token_lifetime=_int(env, "SIMULATOR_TOKEN_LIFETIME_SECONDS", 3599, 1, 86_400),
-        query_pending_style=_choice(env, "SIMULATOR_QUERY_PENDING_STYLE", "500", ("500", "4999")),
-        lock_subscriber=_bool(env, "SIMULATOR_LOCK_SUBSCRIBER", True),
-        account_reference_max=_int(env, "SIMULATOR_ACCOUNT_REFERENCE_MAX", 12, 1, 100),
-        scenarios_file=env.get("SIMULATOR_SCENARIOS_FILE", "").strip() or None,
-        extra_merchants=_merchants(env.get("SIMULATOR_MERCHANTS", "")),
-        tills=_tills(env.get("SIMULATOR_TILLS", "")),
-        single_token=_bool(env, "SIMULATOR_SINGLE_TOKEN", False),
-        callback_retries=_int(env, "SIMULATOR_CALLBACK_RETRIES", 0, 0, 10),
-        callback_retry_delay=_seconds(env, "SIMULATOR_CALLBACK_RETRY_DELAY_SECONDS", 1.0),
-        slow_seconds=_seconds(env, "SIMULATOR_SLOW_SECONDS", 5.0),
-        timeout_seconds=_seconds(env, "SIMULATOR_TIMEOUT_SECONDS", 60.0),
-        spike_arrest_per_second=_int(env, "SIMULATOR_SPIKE_ARREST_PER_SECOND", 0, 0, 1_000_000),
-        quota=_int(env, "SIMULATOR_QUOTA", 0, 0, 1_000_000_000),
-    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -348,7 +261,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         poll_interval=_positive(env, "CHECKOUT_POLL_INTERVAL_SECONDS", 3.0),
         poll_timeout=_positive(env, "CHECKOUT_POLL_TIMEOUT_SECONDS", 120.0),
         usd_to_kes=_positive(env, "USD_TO_KES", 129.0),
-        simulator=_simulator_settings(env),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -13,12 +12,12 @@ import jinja2
 from aiohttp import web
 
 from gateway.streams import enable_streams
-from gateway.config import SANDBOX_PASSKEY, SANDBOX_SHORTCODE, ConfigError, Settings
 
 from .models import SimulatedDaraja
 from .responses import SIMULATOR, daraja_errors, journal_requests
 from .runner import SimulatorRunner
 from .scenarios import CatalogueError, load_catalogue
+from .settings import SimulatorConfigError, SimulatorSettings
 from .urls import CONTROL_ROUTES, DARAJA_ROUTES
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
@@ -26,19 +25,14 @@ STATIC = TEMPLATES.parent / "static"
 RUNNER: web.AppKey[SimulatorRunner] = web.AppKey("simulator_runner", SimulatorRunner)
 
 
-def build_simulator(settings: Settings) -> SimulatedDaraja:
+def build_simulator(settings: SimulatorSettings) -> SimulatedDaraja:
     """The Daraja world for these settings: the sandbox merchant, the configured one, any extras."""
-    merchants = {SANDBOX_SHORTCODE: SANDBOX_PASSKEY, settings.shortcode: settings.passkey,
-                 **dict(settings.simulator.extra_merchants)}
     try:
-        catalogue = load_catalogue(settings.simulator.scenarios_file)
+        catalogue = load_catalogue(settings.scenarios_file)
     except CatalogueError as exc:
-        raise ConfigError(str(exc)) from None
-    sim_settings = settings.simulator
-    if settings.till_number:  # the gateway's own till belongs to its store number
-        sim_settings = replace(sim_settings, tills=(*sim_settings.tills, (settings.till_number, settings.shortcode)))
-    return SimulatedDaraja(sim_settings, consumer_key=settings.consumer_key,
-                           consumer_secret=settings.consumer_secret, merchants=merchants,
+        raise SimulatorConfigError(str(exc)) from None
+    return SimulatedDaraja(settings, consumer_key=settings.consumer_key,
+                           consumer_secret=settings.consumer_secret, merchants=settings.merchants,
                            catalogue=catalogue, business_name=settings.business_name)
 
 
@@ -76,7 +70,7 @@ def create_control_app(sim: SimulatedDaraja) -> web.Application:
     return app
 
 
-def mount_simulator(app: web.Application, settings: Settings) -> SimulatedDaraja:
+def mount_simulator(app: web.Application, settings: SimulatorSettings) -> SimulatedDaraja:
     """Daraja's paths under /daraja and the control API under /simulator, in the gateway's process."""
     sim = build_simulator(settings)
     app[SIMULATOR] = sim
@@ -86,7 +80,7 @@ def mount_simulator(app: web.Application, settings: Settings) -> SimulatedDaraja
     return sim
 
 
-def create_standalone_app(settings: Settings) -> web.Application:
+def create_standalone_app(settings: SimulatorSettings) -> web.Application:
     """Daraja's paths at the root, so any Daraja client can use this base URL instead of Safaricom's."""
     sim = build_simulator(settings)
     app = web.Application(middlewares=[journal_requests, daraja_errors], client_max_size=settings.max_body_bytes)

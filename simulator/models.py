@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 from faker import Faker
 
-from gateway.config import SimulatorSettings
 from gateway.daraja.wire import (NAIROBI, TIMESTAMP_FORMAT, failure_callback_body, stk_password,
                                  success_callback_body)
 
@@ -34,6 +33,7 @@ from .exceptions import (BadClientCredentials, InternalServerError, InvalidAcces
 from .journal import Journal
 from .result_codes import callback_desc
 from .scenarios import MSISDN, Scenario, interactive
+from .settings import SimulatorSettings
 
 # Safaricom's MSISDN ranges (07xx, 0110-0115), as Daraja's PhoneNumber check.
 SAFARICOM_MSISDN = MSISDN
@@ -264,7 +264,7 @@ class SimulatedDaraja:
         self._open_by_msisdn: dict[str, int] = {}  # how many open prompts each number has
         self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
         self.listeners: list[Callable[[], None]] = []  # told after every change (runner, live pages)
-        self.tills = dict(settings.tills)  # till -> store shortcode
+        self.tills = settings.all_tills  # till -> store shortcode
         self.journal = Journal(secrets=[consumer_secret, *merchants.values()])
         self.subscriber_faults: dict[str, dict[str, Any]] = {}
         self.pending_faults: list[dict[str, Any]] = []  # {"remaining": n, "msisdn": … or None, "behaviour": {…}}

@@ -27,10 +27,9 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
-from gateway.config import SANDBOX_PASSKEY, load_settings
-
 from .app import create_standalone_app
 from .cli import Control
+from .settings import load_simulator_settings
 
 # Quick by default: scripted numbers answer after 0.2 s and callbacks follow 0.05 s later.
 TEST_DEFAULTS = {
@@ -112,7 +111,7 @@ def _free_port() -> int:
 def start_simulator(**env: str) -> Iterator[RunningSimulator]:
     """A standalone simulator on 127.0.0.1 and a free port, for as long as the `with` lasts."""
     port = _free_port()
-    settings = load_settings({**TEST_DEFAULTS, **env, "PORT": str(port), "HOST": "127.0.0.1"})
+    settings = load_simulator_settings({**TEST_DEFAULTS, **env, "PORT": str(port), "HOST": "127.0.0.1"})
     app = create_standalone_app(settings)
     started = threading.Event()
     stop: dict[str, Any] = {}
@@ -143,7 +142,7 @@ def start_simulator(**env: str) -> Iterator[RunningSimulator]:
         yield RunningSimulator(
             base_url=f"http://127.0.0.1:{port}", consumer_key=settings.consumer_key,
             consumer_secret=settings.consumer_secret, shortcode=settings.shortcode,
-            passkey=settings.passkey if settings.passkey else SANDBOX_PASSKEY, pin_code=settings.simulator.pin,
+            passkey=settings.passkey, pin_code=settings.pin,
             control=Control(f"http://127.0.0.1:{port}/simulator"))
     finally:
         loop = stop.get("loop")

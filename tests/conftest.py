@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.config import Settings, load_settings
+from gateway.config import Settings
 from gateway.keys import PAYMENTS
 from gateway.payments import PaymentService
-from run import build_app
+from run import build_app, load
 from simulator.models import SimulatedDaraja
 from simulator.responses import SIMULATOR
 
@@ -95,8 +95,8 @@ def start_app(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Any) -> Callab
     """`await start_app(SETTING="value", ...)` starts gateway + simulator with those settings."""
 
     async def start(**overrides: str) -> Running:
-        settings = load_settings(app_env(tmp_path, **overrides))
-        app = build_app(settings)
+        settings, simulator_settings = load(app_env(tmp_path, **overrides))
+        app = build_app(settings, simulator_settings)
         server = await aiohttp_server(app, host="127.0.0.1", port=settings.port)
         client = await aiohttp_client(server)
         return Running(client=client, app=app, settings=settings)

@@ -14,6 +14,8 @@ from aiohttp import web
 from gateway.public import SETTINGS, LookupLimited, find_payment, receipt
 
 HERE = Path(__file__).parent
+# The PIN the virtual phone accepts, shown on the pay page in simulator mode ("" otherwise).
+SIMULATOR_PIN: web.AppKey[str] = web.AppKey("web_simulator_pin", str)
 
 
 async def home(request: web.Request) -> web.Response:
@@ -32,7 +34,7 @@ async def pay_page(request: web.Request) -> dict[str, Any]:
         "phonePageBase": "/simulator/phone/" if settings.simulator_mounted else None,
         "businessName": settings.business_name,
     }
-    return {"settings": settings, "config": config}
+    return {"settings": settings, "config": config, "simulator_pin": request.app[SIMULATOR_PIN]}
 
 
 async def confirmation_page(request: web.Request) -> web.Response:
@@ -52,7 +54,9 @@ async def confirmation_page(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template("confirmation.html", request, context, status=200 if tx else 404)
 
 
-def setup_web(app: web.Application) -> None:
+def setup_web(app: web.Application, *, simulator_pin: str | None = None) -> None:
+    """The pages; `simulator_pin` is the virtual phone's PIN when the simulator is mounted."""
+    app[SIMULATOR_PIN] = simulator_pin or ""
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     app.router.add_get("/", home)
     app.router.add_get("/pay.html", pay_page)

@@ -183,17 +183,11 @@ def test_settings_repr_hides_the_default_sandbox_passkey():
     assert SANDBOX_PASSKEY not in repr(load_settings({}))
 
 
-def test_settings_repr_hides_simulator_merchant_passkeys():
-    text = repr(load_settings({"SIMULATOR_MERCHANTS": f"600111:{PASSKEY}"}))
-    assert PASSKEY not in text
-
-
 # -- settings that make no sense, and unsafe production set-ups -------------------------------
 
 @pytest.mark.parametrize("name", ["RECONCILE_INTERVAL_SECONDS", "RECONCILE_MAX_INTERVAL_SECONDS",
                                   "PAYMENT_TIMEOUT_SECONDS", "DARAJA_TIMEOUT_SECONDS", "PUSH_LIMIT_WINDOW_SECONDS",
-                                  "LOOKUP_LIMIT_WINDOW_SECONDS", "SIMULATOR_PROMPT_LIFETIME_SECONDS",
-                                  "SIMULATOR_CALLBACK_TIMEOUT_SECONDS"])
+                                  "LOOKUP_LIMIT_WINDOW_SECONDS"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_intervals_that_are_not_positive_are_refused(name, value):
     assert name in refusal({name: value})

@@ -9,8 +9,8 @@ import logging
 import pytest
 from aiohttp import web
 
-from gateway.config import load_settings
 from simulator.app import create_standalone_app
+from simulator.settings import load_simulator_settings
 from tests.conftest import app_env, free_port
 
 INVALID_PHONE = {"success": False, "message": "Invalid phone number format", "field": "phone"}
@@ -218,8 +218,8 @@ async def test_daraja_answering_html_500_is_unavailable_not_a_crash(start_app, a
 async def test_wrong_consumer_secret_is_a_502_that_never_shows_the_secret(start_app, aiohttp_server, tmp_path,
                                                                            caplog):
     caplog.set_level(logging.DEBUG)
-    daraja = create_standalone_app(load_settings(app_env(tmp_path, MPESA_CONSUMER_KEY="real-key",
-                                                          MPESA_CONSUMER_SECRET="real-secret")))
+    daraja = create_standalone_app(load_simulator_settings(app_env(tmp_path, MPESA_CONSUMER_KEY="real-key",
+                                                                    MPESA_CONSUMER_SECRET="real-secret")))
     server = await aiohttp_server(daraja)
     secret = "Sup3rS3cretValue-xyz"
     running = await start_app(MPESA_BASE_URL=str(server.make_url("")), MPESA_CONSUMER_KEY="real-key",

@@ -8,15 +8,16 @@ import re
 
 import pytest
 
-from gateway.config import SANDBOX_PASSKEY, ConfigError, load_settings
+from gateway.config import SANDBOX_PASSKEY, ConfigError
+from run import build_app, load
 from simulator.app import create_standalone_app
-from run import build_app
+from simulator.settings import load_simulator_settings
 from tests.conftest import app_env, free_port
 
 
 async def standalone_daraja(aiohttp_server, tmp_path, **env):
-    settings = load_settings(app_env(tmp_path, MPESA_CONSUMER_KEY="live-key", MPESA_CONSUMER_SECRET="live-secret",
-                                     **env))
+    settings = load_simulator_settings(app_env(tmp_path, MPESA_CONSUMER_KEY="live-key",
+                                               MPESA_CONSUMER_SECRET="live-secret", **env))
     return await aiohttp_server(create_standalone_app(settings))
 
 
@@ -61,13 +62,13 @@ async def test_production_mode_refuses_plain_http_callbacks_and_never_mounts_the
 ])
 def test_a_callback_path_that_collides_with_a_route_is_refused(tmp_path, path, route):
     port = free_port()
-    settings = load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}"))
+    both_settings = load(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}"))
     with pytest.raises(ConfigError) as refused:
-        build_app(settings)
+        build_app(*both_settings)
     assert str(refused.value).startswith(f"CALLBACK_URL's path collides with the route {route}")
 
 
 def test_a_callback_path_of_its_own_is_accepted(tmp_path):
     port = free_port()
     for path in ("/mpesa/callback/8f3c0a", "/stkpushes", "/healthz/cb", "/static-cb"):
-        build_app(load_settings(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}")))
+        build_app(*load(app_env(tmp_path, PORT=str(port), CALLBACK_URL=f"http://127.0.0.1:{port}{path}")))

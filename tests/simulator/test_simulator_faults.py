@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.config import load_settings
 from simulator.app import build_simulator, create_standalone_app
 from simulator.runner import SimulatorRunner
+from simulator.settings import load_simulator_settings
 from tests.daraja_http import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, INTERACTIVE, NOWHERE, OAUTH, PAYS, PUSH,
                                QUERY, SANDBOX_PASSKEY, SHORTCODE, Sim, assert_daraja_error, eventually, items,
                                nairobi_timestamp, push_body, stk, stk_password)
@@ -84,7 +84,7 @@ async def start() -> Any:
     clients: list[TestClient] = []
 
     async def start_sim(**overrides: str) -> Sim:
-        client = TestClient(TestServer(create_standalone_app(load_settings({**FAST_ENV, **overrides}))))
+        client = TestClient(TestServer(create_standalone_app(load_simulator_settings({**FAST_ENV, **overrides}))))
         await client.start_server()
         clients.append(client)
         return Sim(client)
@@ -398,7 +398,7 @@ async def test_failed_callback_is_attempted_only_once_by_default(start, receiver
 
 
 async def test_simulator_runner_stops_when_shut_down_right_after_a_change():
-    sim = build_simulator(load_settings(FAST_ENV))
+    sim = build_simulator(load_simulator_settings(FAST_ENV))
     async with aiohttp.ClientSession() as session:
         task = asyncio.create_task(SimulatorRunner(sim, session).run())
         await asyncio.sleep(0.05)  # idle, waiting for work

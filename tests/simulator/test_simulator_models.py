@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, SimulatorSettings
-from gateway.daraja.wire import parse_stk_callback, stk_password
 from simulator.exceptions import (BadClientCredentials, InvalidAccessToken, InvalidField, MerchantDoesNotExist,
                                   SubscriberLocked, WrongCredentials)
 from simulator.models import PromptClosed, SimulatedDaraja
 from simulator.scenarios import load_catalogue
+from simulator.settings import SimulatorSettings
+from tests.daraja_http import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, items, stk, stk_password
 
 # 2026-11-26 10:15:30.250 in Nairobi (07:15:30.250 UTC).
 T0 = datetime(2026, 11, 26, 7, 15, 30, 250000, tzinfo=timezone.utc).timestamp()
@@ -336,8 +336,8 @@ def test_scripted_failure_schedules_a_failure_callback(sim, clock):
     clock.now = T0 + AUTO + CB_DELAY
     jobs = sim.take_due_callbacks()
     assert len(jobs) == 1
-    cb = parse_stk_callback(jobs[0].body)
-    assert (cb.checkout_request_id, cb.result_code, cb.receipt) == (cid, "1032", None)
+    cb = stk(jobs[0].body)
+    assert (cb["CheckoutRequestID"], cb["ResultCode"], "CallbackMetadata" in cb) == (cid, 1032, False)
 
 
 # -- the handset ------------------------------------------------------------------------------
@@ -358,9 +358,10 @@ def test_right_pin_pays_and_schedules_success_callback_after_delay(sim, clock):
     assert len(jobs) == 1
     assert jobs[0].url == CALLBACK
     assert jobs[0].checkout_request_id == prompt.checkout_request_id
-    cb = parse_stk_callback(jobs[0].body)
-    assert cb.succeeded
-    assert (cb.receipt, cb.amount, cb.phone, cb.merchant_request_id) == \
+    cb, paid_items = stk(jobs[0].body), items(jobs[0].body)
+    assert cb["ResultCode"] == 0
+    assert (paid_items["MpesaReceiptNumber"], paid_items["Amount"], str(paid_items["PhoneNumber"]),
+            cb["MerchantRequestID"]) == \
         (paid.receipt, 100.0, SANDBOX_PHONE, paid.merchant_request_id)
     assert sim.take_due_callbacks() == []
 
@@ -472,7 +473,7 @@ def test_twice_callback_number_schedules_two_callbacks(sim, clock):
     jobs = sim.take_due_callbacks()
     assert len(jobs) == 2
     assert jobs[0].body == jobs[1].body
-    assert all(parse_stk_callback(j.body).receipt == prompt.receipt for j in jobs)
+    assert all(items(j.body)["MpesaReceiptNumber"] == prompt.receipt for j in jobs)
 
 
 def test_late_callback_number_schedules_one_callback_at_late_delay(sim, clock):
@@ -482,7 +483,7 @@ def test_late_callback_number_schedules_one_callback_at_late_delay(sim, clock):
     clock.now = T0 + AUTO + LATE
     jobs = sim.take_due_callbacks()
     assert len(jobs) == 1
-    assert parse_stk_callback(jobs[0].body).succeeded
+    assert stk(jobs[0].body)["ResultCode"] == 0
 
 
 def test_ordinary_payment_schedules_exactly_one_callback(sim, clock):

@@ -24,8 +24,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY
-from gateway.daraja.wire import nairobi_timestamp, stk_password
+from tests.daraja_http import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, nairobi_timestamp, stk_password
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = str(ROOT / "run.py")
@@ -349,6 +348,31 @@ def test_cli_exits_1_when_the_simulator_cannot_be_reached():
     assert f"cannot reach the simulator at {url}" in result.stderr
 
 
+@pytest.mark.parametrize("shop_setting", [
+    {"DATABASE_URL": "postgres://x/y"}, {"USD_TO_KES": "0"}, {"MPESA_ENV": "production"},
+    {"CALLBACK_URL": "https://x/"},
+], ids=["postgres", "usd-to-kes-0", "production-without-credentials", "callback-without-path"])
+def test_standalone_simulator_starts_whatever_the_shops_settings_say(tmp_path, shop_setting):
+    port = free_port()
+    log = tmp_path / "output.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, RUN, "simulator", "--port", str(port)], cwd=tmp_path,
+                                env=clean_env(HOST="127.0.0.1", **shop_setting), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def token() -> requests.Response | None:
+            assert proc.poll() is None, f"the simulator exited ({proc.returncode}):\n{log.read_text()}"
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/oauth/v1/generate", timeout=1,
+                                    params={"grant_type": "client_credentials"},
+                                    auth=(DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET))
+            except requests.RequestException:
+                return None
+        assert wait_until(token, 20, "the simulator answering").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_standalone_simulator_output_names_the_consumer_key_but_no_secret(sim):
     sim.push(sim.token())
     output = sim.log.read_text()
@@ -362,17 +386,26 @@ def test_standalone_simulator_output_names_the_consumer_key_but_no_secret(sim):
 # -- the pytest plugin ---------------------------------------------------------------------------------
 
 USER_TESTS = '''
+import base64
 import http.server
 import json
 import threading
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 
-from gateway.daraja.wire import nairobi_timestamp, stk_password
-
 CALLBACKS = []
+
+
+def nairobi_timestamp():
+    return datetime.now(ZoneInfo("Africa/Nairobi")).strftime("%Y%m%d%H%M%S")
+
+
+def stk_password(shortcode, passkey, timestamp):
+    return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -13,14 +13,16 @@ import re
 import time
 from datetime import datetime
 from typing import Any, Awaitable, Callable
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
 
-from gateway.config import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, load_settings
-from gateway.daraja.wire import NAIROBI, nairobi_timestamp, stk_password
 from simulator.app import create_standalone_app
-from tests.daraja_http import REQUEST_ID, assert_daraja_error, basic, eventually, stk_push_body
+from simulator.settings import load_simulator_settings
+from tests.daraja_http import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, REQUEST_ID, SANDBOX_PASSKEY,
+                               assert_daraja_error, basic, eventually, nairobi_timestamp, stk_password,
+                               stk_push_body)
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"
@@ -44,6 +46,7 @@ FAST_ENV = {
 ACCEPTED = "Success. Request accepted for processing"
 QUERY_ACCEPTED = "The service request has been accepted successsfully"  # Daraja's real typo
 PAID_DESC = "The service request is processed successfully."
+NAIROBI = ZoneInfo("Africa/Nairobi")
 QUIET_PERIOD = 0.3  # longer than the callback delay plus the "twice" gap: nothing more is due
 
 
@@ -160,7 +163,7 @@ def start(aiohttp_client: Any) -> Callable[..., Awaitable[Daraja]]:
     """`await start(SETTING="value")` starts a standalone simulator with FAST_ENV plus those settings."""
 
     async def start_sim(**overrides: str) -> Daraja:
-        app = create_standalone_app(load_settings({**FAST_ENV, **overrides}))
+        app = create_standalone_app(load_simulator_settings({**FAST_ENV, **overrides}))
         return Daraja(await aiohttp_client(app))
 
     return start_sim
