@@ -14,12 +14,12 @@ from aiohttp_sse import sse_response
 
 from .checkout import CheckoutError, is_clean_text, mask_phone, parse_checkout
 from .clients import client_address
-from .daraja.errors import DarajaAuthError, DarajaError, DarajaUnavailable
+from .daraja.errors import DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
 from .config import Settings
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .payments import token_matches
-from .result_messages import customer_message
+from .result_messages import customer_message, daraja_answer
 from .storage import Transaction
 from .streams import tracked_stream
 
@@ -91,30 +91,17 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 def daraja_failure(exc: DarajaError | DarajaUnavailable) -> web.Response:
-    """One table from Daraja's failures to what the shop's customer is told."""
-    if isinstance(exc, DarajaUnavailable):
-        log.error("Daraja unavailable: %s", exc)
-        if exc.maybe_sent:  # the prompt may reach the phone: a blind retry could charge twice
-            return failure("We could not confirm the payment request with M-Pesa. If a prompt appears on your "
-                           "phone you can complete it, and it will be recorded. Please check your phone before "
-                           "trying again.", 504)
-        return failure("M-Pesa is not reachable right now. Please try again in a moment.", 503)
-    if isinstance(exc, DarajaAuthError):
-        log.error("Daraja OAuth refused: %s %s", exc.error_code, exc.error_message)
-        return failure("Payment service is not configured correctly. Please contact the shop.", 502)
-    if exc.subscriber_locked:
-        return failure("A payment request is already waiting on this phone. Complete or cancel it, "
-                       "then try again in a minute.", 409, errorCode=exc.error_code)
-    if exc.rate_limited:
-        return failure("M-Pesa is busy. Please try again shortly.", 503, headers={"Retry-After": "5"},
-                       errorCode=exc.error_code)
-    if exc.error_code == "400.002.02" and exc.error_message.endswith(("PhoneNumber", "PartyA")):
-        return failure("Invalid phone number format", 400, field="phone")
-    if exc.error_code == "400.002.02" and exc.error_message.endswith("Amount"):
-        return failure("M-Pesa does not accept this amount", 400, field="amount")
-    log.error("Daraja refused the request: %s %s (HTTP %s)", exc.error_code, exc.error_message, exc.http_status)
-    return failure("M-Pesa refused the payment request. Please try again or contact the shop.", 502,
-                   errorCode=exc.error_code)
+    """Daraja's failure as the shop's customer is told it: a lookup in `DARAJA_ANSWERS`."""
+    answer = daraja_answer(exc)
+    if answer.logged:
+        log.error("Daraja: %s: %s", type(exc).__name__, exc)
+    extra: dict[str, Any] = {}
+    if answer.field is not None:
+        extra["field"] = answer.field
+    if answer.with_error_code and isinstance(exc, DarajaError):
+        extra["errorCode"] = exc.error_code
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
+    return failure(answer.message, answer.status, headers=headers, **extra)
 
 
 def _refused(exc: DarajaError | DarajaUnavailable) -> bool:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from .checkout import Checkout, mask_phone
 from .config import Settings
 from .daraja.client import DarajaClient, StkPushRequest, StkQueryResult
-from .daraja.errors import DarajaError, DarajaUnavailable
+from .daraja.errors import DarajaError, DarajaUnavailable, RateLimited, SystemBusy
 from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
 from .storage import (LoggedCallback, PushAttempt, SqliteTransactionStore, StoreTransaction, Transaction,
@@ -342,7 +342,8 @@ class PaymentService:
                 result: StkQueryResult | None = await self.daraja.stk_query(checkout_request_id)
             failure = None
         except DarajaError as exc:
-            if exc.http_status >= 500:  # Daraja's own trouble (busy, rate limits): ask again later
+            if exc.http_status >= 500 or isinstance(exc, (RateLimited, SystemBusy)):
+                # Daraja's own trouble (busy, rate limits, a 429): ask again later
                 log.warning("could not verify callback(s) for %s: %s; will try again", checkout_request_id, exc)
                 return False
             result, failure = None, exc  # e.g. 400 Invalid CheckoutRequestID: Daraja does not know it

@@ -7,13 +7,26 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from .errors import DarajaAuthError, DarajaError, DarajaUnavailable
+from .errors import (
+    AuthRefused,
+    DarajaError,
+    DarajaUnavailable,
+    InvalidField,
+    InvalidToken,
+    MerchantDoesNotExist,
+    RateLimited,
+    StillProcessing,
+    SubscriberLocked,
+    SystemBusy,
+    WrongCredentials,
+)
 from .wire import code_str, nairobi_timestamp, parse_expires_in, stk_password
 
 log = logging.getLogger(__name__)
@@ -119,7 +132,7 @@ class DarajaClient:
         }
         status, data = await self._post(STK_PUSH_PATH, body, sends_payment=True)
         if status != 200 or code_str_or_none(data.get("ResponseCode")) != "0":
-            raise _error_from(status, data, maybe_sent=True)
+            raise parse_error(status, data, maybe_sent=True)
         try:
             return StkPushAccepted(
                 merchant_request_id=str(data["MerchantRequestID"]),
@@ -150,8 +163,8 @@ class DarajaClient:
             if result_code == "4999":  # 2025+ form of "still under processing"
                 return StkQueryResult(pending=True, result_desc=desc)
             return StkQueryResult(pending=False, result_code=result_code, result_desc=desc)
-        error = _error_from(status, data)
-        if error.still_processing:  # older form: HTTP 500 "The transaction is being processed"
+        error = parse_error(status, data)
+        if isinstance(error, StillProcessing):  # older form: HTTP 500 "The transaction is being processed"
             return StkQueryResult(pending=True, result_desc=error.error_message)
         raise error
 
@@ -160,7 +173,7 @@ class DarajaClient:
         token = await self.tokens.get()
         status, data = await self._request("POST", path, json=body, headers={"Authorization": f"Bearer {token}"},
                                            sends_payment=sends_payment)
-        if status == 404 and data.get("errorCode") == "404.001.03":
+        if status != 200 and isinstance(parse_error(status, data), InvalidToken):
             # Expired or revoked before we expected: refresh once and retry once. (Daraja refused
             # the first attempt outright, so the retry cannot make a second prompt.)
             self.tokens.invalidate(token)
@@ -176,12 +189,7 @@ class DarajaClient:
                 return data["access_token"], parse_expires_in(data.get("expires_in", 3599))
             except ValueError:
                 raise DarajaUnavailable("OAuth answer has an unusable expires_in") from None
-        error = _error_from(status, data)
-        if status == 400 and not data:
-            message = "Daraja refused the consumer key or secret (HTTP 400, empty body)"
-        else:
-            message = error.error_message
-        raise DarajaAuthError(status, error.error_code, message, error.request_id)
+        raise parse_error(status, data, oauth=True)
 
     async def _request(self, method: str, path: str, *, sends_payment: bool = False,
                        **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -219,12 +227,75 @@ def code_str_or_none(value: Any) -> str | None:
         return None
 
 
-def _error_from(status: int, data: dict[str, Any], *, maybe_sent: bool = False) -> DarajaError:
-    """Daraja's envelope, or the Ethiopia-style `resultCode/resultDesc`, as a typed error."""
-    code = data.get("errorCode") or data.get("resultCode") or data.get("ResponseCode") or ""
-    message = data.get("errorMessage") or data.get("resultDesc") or data.get("ResponseDescription") or ""
+# 400.002.02 "Bad Request - Invalid <Field>": the last word names the field.
+_INVALID_FIELD = re.compile(r"Invalid\s+(\w+)\s*$")
+# Apigee, in front of Daraja, answers its own policies' faults in its own shape.
+_APIGEE_RATE_LIMIT = "policies.ratelimit."
+
+_LOCK_KINDS: tuple[tuple[str, type[DarajaError]], ...] = (  # 500.001.1001, told apart by its text
+    ("unable to lock subscriber", SubscriberLocked),
+    ("being processed", StillProcessing),
+    ("wrong credentials", WrongCredentials),
+    ("merchant does not exist", MerchantDoesNotExist),
+)
+
+
+def parse_error(status: int, data: dict[str, Any], *, maybe_sent: bool = False,
+                oauth: bool = False) -> DarajaError | DarajaUnavailable:
+    """What Daraja answered instead of success, as a typed exception (returned, for the caller to
+    raise): the one place that reads `errorCode` and `errorMessage` to decide the kind.
+
+    Reads Daraja's envelope (`requestId`, `errorCode`, `errorMessage`), the Ethiopia-style
+    `resultCode/resultDesc`, a non-zero `ResponseCode`, and Apigee's
+    `{"fault": {"faultstring", "detail": {"errorcode"}}}`. An answer with nothing of Daraja's in it
+    is `DarajaUnavailable` at HTTP 5xx (with `maybe_sent`: the request may have been acted on),
+    and a `DarajaError` saying so below that. From OAuth (`oauth`), every refusal other than a
+    rate limit is `AuthRefused`."""
+    fault = data.get("fault")
+    if isinstance(fault, dict):
+        detail = fault.get("detail")
+        code = str(detail.get("errorcode") or "") if isinstance(detail, dict) else ""
+        message = str(fault.get("faultstring") or "")
+        if code.startswith(_APIGEE_RATE_LIMIT) or status == 429:
+            return RateLimited(status, code, message)
+        if status >= 500:  # e.g. Apigee's gateway time-out: Daraja itself may have had the request
+            return DarajaUnavailable(f"Daraja's gateway answered HTTP {status} ({code or 'fault'})",
+                                     maybe_sent=maybe_sent)
+        request_id = ""
+    else:
+        code = str(data.get("errorCode") or data.get("resultCode") or data.get("ResponseCode") or "")
+        message = str(data.get("errorMessage") or data.get("resultDesc") or data.get("ResponseDescription") or "")
+        request_id = str(data.get("requestId") or "")
     if not code and not message:
         if status >= 500:
-            raise DarajaUnavailable(f"Daraja answered HTTP {status}", maybe_sent=maybe_sent)
-        message = f"HTTP {status} with no error body"
-    return DarajaError(status, str(code), str(message), str(data.get("requestId", "")))
+            return DarajaUnavailable(f"Daraja answered HTTP {status}", maybe_sent=maybe_sent)
+        if oauth and status == 400 and not data:
+            message = "Daraja refused the consumer key or secret (HTTP 400, empty body)"
+        else:
+            message = f"HTTP {status} with no error body"
+    kind = _kind(status, code, message)
+    if oauth and kind not in (RateLimited, SystemBusy):
+        kind = AuthRefused
+    if kind is InvalidField:
+        field = _INVALID_FIELD.search(message)
+        assert field is not None  # _kind checked it
+        return InvalidField(status, code, message, request_id, field=field.group(1))
+    return kind(status, code, message, request_id)
+
+
+def _kind(status: int, code: str, message: str) -> type[DarajaError]:
+    text = message.lower()
+    if code == "404.001.03":
+        return InvalidToken
+    if code == "500.001.1001":
+        for words, kind in _LOCK_KINDS:
+            if words in text:
+                return kind
+        return DarajaError
+    if code == "500.003.02" and "system is busy" in text:
+        return SystemBusy
+    if code in ("500.003.02", "500.003.03") or status == 429:
+        return RateLimited
+    if code == "400.002.02" and _INVALID_FIELD.search(message):
+        return InvalidField
+    return DarajaError
