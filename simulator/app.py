@@ -11,13 +11,12 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from gateway.streams import enable_streams
-
 from .models import SimulatedDaraja
 from .responses import SIMULATOR, daraja_errors, journal_requests
 from .runner import SimulatorRunner
 from .scenarios import CatalogueError, load_catalogue
 from .settings import SimulatorConfigError, SimulatorSettings
+from .streams import enable_streams
 from .urls import CONTROL_ROUTES, DARAJA_ROUTES
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"

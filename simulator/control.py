@@ -10,14 +10,15 @@ from typing import Any, Callable
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from gateway.streams import tracked_stream
-
 from .exceptions import DarajaException
 from .models import MAX_AMOUNT, Prompt, PromptClosed, SimulatedDaraja
-from .scenarios import BEHAVIOUR_FIELDS, MSISDN, CatalogueError, parse_behaviour
+from .phones import msisdn as safaricom_msisdn
 from .responses import SIMULATOR
+from .scenarios import BEHAVIOUR_FIELDS, CatalogueError, parse_behaviour
+from .streams import tracked_stream
 
 STREAM_LIFETIME = 600.0  # an open page reconnects after this; no stream lives forever
+BAD_MSISDN = "msisdn must be a Safaricom number like 254708374149"
 
 
 def _sim(request: web.Request) -> SimulatedDaraja:
@@ -88,8 +89,8 @@ async def trigger(request: web.Request) -> web.Response:
     if body is None:
         return _error(400, "body must be a JSON object")
     msisdn, amount, url = body.get("msisdn"), body.get("amount", 1), body.get("callbackUrl")
-    if not isinstance(msisdn, str) or not MSISDN.fullmatch(msisdn):
-        return _error(400, "msisdn must be a Safaricom number like 254708374149")
+    if safaricom_msisdn(msisdn) is None:
+        return _error(400, BAD_MSISDN)
     if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= MAX_AMOUNT:
         return _error(400, f"amount must be a whole number from 1 to {MAX_AMOUNT}")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -146,8 +147,8 @@ async def add_faults(request: web.Request) -> web.Response:
     count, msisdn = body.pop("count", 1), body.pop("msisdn", None)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
         return _error(400, "count must be a whole number from 1 to 10000")
-    if msisdn is not None and (not isinstance(msisdn, str) or not MSISDN.fullmatch(msisdn)):
-        return _error(400, "msisdn must be a Safaricom number like 254708374149")
+    if msisdn is not None and safaricom_msisdn(msisdn) is None:
+        return _error(400, BAD_MSISDN)
     behaviour = _behaviour(body)
     if isinstance(behaviour, web.Response):
         return behaviour
@@ -163,8 +164,8 @@ async def clear_faults(request: web.Request) -> web.Response:
 
 async def set_subscriber_faults(request: web.Request) -> web.Response:
     msisdn = request.match_info["msisdn"]
-    if not MSISDN.fullmatch(msisdn):
-        return _error(400, "msisdn must be a Safaricom number like 254708374149")
+    if safaricom_msisdn(msisdn) is None:
+        return _error(400, BAD_MSISDN)
     body = await _json(request)
     if body is None:
         return _error(400, "body must be a JSON object")
@@ -215,18 +216,14 @@ def _answer(request: web.Request, action: Callable[[SimulatedDaraja, str], Promp
     return web.json_response(sim.prompt_json(prompt))
 
 
-def _valid_msisdn(msisdn: str) -> bool:
-    return msisdn.isascii() and msisdn.isdigit() and len(msisdn) == 12 and msisdn.startswith("254")
-
-
 async def list_subscribers(request: web.Request) -> web.Response:
     return web.json_response([s.to_json() for s in _sim(request).subscribers.values()])
 
 
 async def get_subscriber(request: web.Request) -> web.Response:
     msisdn = request.match_info["msisdn"]
-    if not _valid_msisdn(msisdn):
-        return _error(400, "msisdn must be 12 digits starting with 254")
+    if safaricom_msisdn(msisdn) is None:
+        return _error(400, BAD_MSISDN)
     return web.json_response(_sim(request).subscriber(msisdn).to_json())
 
 
@@ -234,8 +231,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `prompts` (the list, as GET /api/prompts gives it) after every change."""
     sim = _sim(request)
     msisdn = request.query.get("msisdn")
-    if msisdn is not None and not _valid_msisdn(msisdn):
-        return _error(400, "msisdn must be 12 digits starting with 254")
+    if msisdn is not None and safaricom_msisdn(msisdn) is None:
+        return _error(400, BAD_MSISDN)
     limit = _limit(request, None if msisdn else 200)  # the overview needs the newest, not all of a load test
     changed = asyncio.Event()
     sim.listeners.append(changed.set)

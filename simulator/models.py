@@ -14,34 +14,29 @@ import hmac
 import re
 import itertools
 import random
-import secrets
-import string
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from faker import Faker
 
-from gateway.daraja.wire import (NAIROBI, TIMESTAMP_FORMAT, failure_callback_body, stk_password,
-                                 success_callback_body)
 
 from .exceptions import (BadClientCredentials, InternalServerError, InvalidAccessToken, InvalidField,
                          MerchantDoesNotExist, QuotaViolation, SpikeArrestViolation, SubscriberLocked, SystemBusy,
                          WrongCredentials)
 from .journal import Journal
 from .result_codes import callback_desc
-from .scenarios import MSISDN, Scenario, interactive
+from .ids import DarajaIds
+from .phones import msisdn as safaricom_msisdn
+from .scenarios import Scenario, interactive
 from .settings import SimulatorSettings
+from .wire import daraja_timestamp, failed_callback, nairobi_time, paid_callback, password_matches, read_timestamp
 
-# Safaricom's MSISDN ranges (07xx, 0110-0115), as Daraja's PhoneNumber check.
-SAFARICOM_MSISDN = MSISDN
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 MAX_AMOUNT = 250_000  # Safaricom's per-transaction maximum (2025 FAQ)
 MAX_SETTLED_PROMPTS = 20_000  # the oldest settled prompts are forgotten past this (long load tests)
-_ALNUM = string.ascii_letters + string.digits
-_RECEIPT_CHARS = string.ascii_uppercase + string.digits
 
 
 @dataclass
@@ -121,7 +116,7 @@ class Prompt:
         """M-Pesa's confirmation SMS, in its usual wording for a paybill or a till."""
         if self.receipt is None or self.settled_at is None:
             return None
-        moment = datetime.fromtimestamp(self.settled_at, NAIROBI)
+        moment = nairobi_time(self.settled_at)
         when = f"{moment:%d/%m/%y} at {moment.strftime('%I:%M %p').lstrip('0')}"
         balance = f"Ksh{self.balance_after or 0:,.2f}"
         if self.transaction_type == "CustomerBuyGoodsOnline":
@@ -194,7 +189,7 @@ def _digits(value: Any, lo: int, hi: int) -> str | None:
 
 def _msisdn(value: Any) -> str | None:
     text = _digits(value, 12, 12)
-    return text if text and SAFARICOM_MSISDN.fullmatch(text) else None
+    return safaricom_msisdn(text)
 
 
 _AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.0+)?")
@@ -220,11 +215,7 @@ def _timestamp(value: Any) -> str | None:
     text = _digits(value, 14, 14)
     if text is None:
         return None
-    try:
-        datetime.strptime(text, TIMESTAMP_FORMAT)
-    except ValueError:
-        return None
-    return text
+    return text if read_timestamp(text) is not None else None
 
 
 def _callback_url(value: Any) -> str | None:
@@ -262,7 +253,7 @@ class SimulatedDaraja:
         self._callback_jobs: list[tuple[float, int, CallbackJob]] = []
         self._job_seq = itertools.count()
         self._open_by_msisdn: dict[str, int] = {}  # how many open prompts each number has
-        self._merchant_seq = itertools.count(self._rng.randrange(100_000, 900_000))
+        self._ids = DarajaIds(self._rng)
         self.listeners: list[Callable[[], None]] = []  # told after every change (runner, live pages)
         self.tills = settings.all_tills  # till -> store shortcode
         self.journal = Journal(secrets=[consumer_secret, *merchants.values()])
@@ -342,7 +333,7 @@ class SimulatedDaraja:
         if not (hmac.compare_digest(key.encode(), self._consumer_key.encode())
                 and hmac.compare_digest(secret.encode(), self._consumer_secret.encode())):
             raise BadClientCredentials()
-        token = "".join(self._rng.choice(_ALNUM) for _ in range(28))
+        token = self._ids.access_token()
         lifetime = self.settings.token_lifetime
         if self.settings.single_token:
             self.tokens.clear()  # Safaricom's FAQ: a new token invalidates the previous one
@@ -403,8 +394,7 @@ class SimulatedDaraja:
         passkey = self.merchants.get(shortcode)
         if passkey is None:
             raise MerchantDoesNotExist()
-        if not hmac.compare_digest(password.encode("utf-8", "surrogatepass"),
-                                   stk_password(shortcode, passkey, timestamp).encode()):
+        if not password_matches(password, shortcode, passkey, timestamp):
             raise WrongCredentials(hint=self.diagnose_password(shortcode, passkey, password, timestamp))
 
     def diagnose_password(self, shortcode: str, passkey: str, password: str, timestamp: str) -> str:
@@ -458,7 +448,7 @@ class SimulatedDaraja:
         if overrides.get("balance") is not None:  # a fault may set the customer's balance
             subscriber.balance = overrides["balance"]
         prompt = Prompt(
-            checkout_request_id=self._checkout_request_id(order.phone, now),
+            checkout_request_id=self._ids.checkout_request_id(order.phone, now, taken=self.prompts),
             merchant_request_id=self.new_request_id(),
             msisdn=order.phone, amount=order.amount, shortcode=order.shortcode, party_b=order.party_b,
             transaction_type=order.transaction_type, account_reference=order.account_reference,
@@ -641,18 +631,20 @@ class SimulatedDaraja:
         if code == "0":
             subscriber.balance -= prompt.amount
             prompt.balance_after = subscriber.balance
-            prompt.receipt = self._receipt(now)
-            prompt.transaction_date = datetime.fromtimestamp(now, NAIROBI).strftime(TIMESTAMP_FORMAT)
+            prompt.receipt = self._ids.receipt(now, taken=self._receipts)
+            self._receipts.add(prompt.receipt)
+            prompt.transaction_date = daraja_timestamp(now)
             behaviour = prompt.scenario or interactive(prompt.msisdn)
-            body = success_callback_body(
+            body = paid_callback(
                 merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
+                result_desc=prompt.result_desc,
                 amount=float(prompt.amount) if behaviour.amount_format == "decimal" else prompt.amount,
-                receipt=prompt.receipt, transaction_date=prompt.transaction_date, phone=prompt.msisdn,
-                include_balance=behaviour.balance_item == "empty")
+                receipt=prompt.receipt, transaction_date=prompt.transaction_date, msisdn=prompt.msisdn,
+                balance_item=behaviour.balance_item == "empty")
         else:
-            body = failure_callback_body(
-                merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
-                result_code=code, result_desc=prompt.result_desc)
+            body = failed_callback(merchant_request_id=prompt.merchant_request_id,
+                                   checkout_request_id=prompt.checkout_request_id, result_code=code,
+                                   result_desc=prompt.result_desc)
         self._schedule_callbacks(prompt, body, now)
         self._changed()
         return prompt
@@ -693,34 +685,8 @@ class SimulatedDaraja:
         self._schedule(job)
         return job
 
-    # -- identifiers in Daraja's shapes --------------------------------------------------------
-
-    def _checkout_request_id(self, msisdn: str, now: float) -> str:
-        """ws_CO_ + DDMMYYYYHHmmss + milliseconds (unpadded) + the subscriber number without 254."""
-        moment = datetime.fromtimestamp(now, NAIROBI)
-        millis = moment.microsecond // 1000
-        for step in range(1000):
-            candidate = f"ws_CO_{moment:%d%m%Y%H%M%S}{(millis + step) % 1000}{msisdn[3:]}"
-            if candidate not in self.prompts:
-                return candidate
-        raise RuntimeError("no free CheckoutRequestID in this second")
-
     def new_request_id(self) -> str:
-        """The 2024+ MerchantRequestID/requestId shape: 4-4-4 hex groups, then hex and a sequence."""
-        h = secrets.token_hex(12)
-        return f"{h[:4]}-{h[4:8]}-{h[8:12]}-{h[12:24]}{next(self._merchant_seq)}"
-
-    def _receipt(self, now: float) -> str:
-        """10 characters: year letter (2017 = L), month letter (A = Jan), day (1-9, A = 10, …), 7 random."""
-        moment = datetime.fromtimestamp(now, NAIROBI)
-        day_chars = "123456789ABCDEFGHIJKLMNOPQRSTUV"
-        year_char = string.ascii_uppercase[(moment.year - 2006) % 26]  # 2017 = L … 2026 = U, then wraps
-        prefix = year_char + "ABCDEFGHIJKL"[moment.month - 1] + day_chars[moment.day - 1]
-        while True:
-            receipt = prefix + "".join(self._rng.choice(_RECEIPT_CHARS) for _ in range(7))
-            if receipt not in self._receipts:
-                self._receipts.add(receipt)
-                return receipt
+        return self._ids.request_id()
 
 
 class PromptClosed(Exception):
@@ -731,5 +697,6 @@ class PromptClosed(Exception):
 
 def timestamp_skew_hours(timestamp: str, now: float) -> float:
     """How far a Daraja Timestamp is from Nairobi time now, in hours (negative: behind)."""
-    stamped = datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=NAIROBI)
-    return (stamped - datetime.fromtimestamp(now, NAIROBI)) / timedelta(hours=1)
+    stamped = read_timestamp(timestamp)
+    assert stamped is not None  # checked with the request's fields
+    return (stamped - nairobi_time(now)) / timedelta(hours=1)

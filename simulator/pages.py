@@ -10,8 +10,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.checkout import CheckoutError, normalise_phone
-
+from .phones import msisdn as safaricom_msisdn
 from .responses import SIMULATOR
 
 
@@ -33,9 +32,8 @@ async def phone_picker(request: web.Request) -> web.Response:
 
 async def phone(request: web.Request) -> web.Response:
     sim = request.app[SIMULATOR]
-    try:
-        msisdn = normalise_phone(request.match_info["msisdn"])
-    except CheckoutError:
+    msisdn = safaricom_msisdn(request.match_info["msisdn"], typed=True)
+    if msisdn is None:
         context = {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()),
                    "error": f"{request.match_info['msisdn'][:20]!r} is not a phone number"}
         return aiohttp_jinja2.render_template("phone_picker.html", request, context, status=404)

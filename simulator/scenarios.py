@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-# The numbers the simulator can push to (Safaricom ranges: 07xx and 0110-0115).
-MSISDN = re.compile(r"254(7[0-9]{8}|11[0-5][0-9]{6})")
+from .phones import msisdn as safaricom_msisdn
+
 RESULT_CODE = re.compile(r"[A-Za-z0-9_.]{1,40}")
 PUSH_BEHAVIOURS = ("accept", "locked", "error", "busy", "timeout", "slow")
 QUERY_BEHAVIOURS = ("normal", "error", "timeout", "slow")
@@ -95,7 +95,7 @@ def _scenario(entry: Any, source: str) -> Scenario:
     if not isinstance(entry, dict):
         raise CatalogueError(f"{source}: every entry must be an object")
     msisdn = str(entry.get("msisdn", ""))
-    if not MSISDN.fullmatch(msisdn):
+    if safaricom_msisdn(msisdn) is None:
         raise CatalogueError(f"{source}: msisdn {msisdn!r} must look like 2547XXXXXXXX or 2541XXXXXXXX")
     unknown = set(entry) - {"msisdn", "title", "description", *BEHAVIOUR_FIELDS}
     if unknown:
