@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 SANDBOX_BASE_URL = "https://sandbox.safaricom.co.ke"
@@ -31,41 +31,142 @@ class ConfigError(ValueError):
     """A setting is missing or unsafe; the message is one line that names what to set."""
 
 
+Parser = Callable[[str, str], Any]  # (setting name, raw value) -> value, or ConfigError
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _whole(lo: int, hi: int) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = lo - 1
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})")
+        return value
+    return parse
+
+
+def _seconds(name: str, raw: str) -> float:
+    """Zero or more seconds."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # NaN fails both comparisons
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})")
+    return value
+
+
+def _positive(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a number greater than 0 (got {raw!r})")
+    return value
+
+
+def _one_of(*choices: str) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {raw!r})")
+        return raw
+    return parse
+
+
+def _shortcode(name: str, raw: str) -> str:
+    if not (raw.isascii() and raw.isdigit() and 5 <= len(raw) <= 7):
+        raise ConfigError(f"{name} must be 5 to 7 digits")
+    return raw
+
+
+def _database_url(name: str, raw: str) -> str:
+    if raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{name}: PostgreSQL storage is not available in this version; use sqlite:///path")
+    if not raw.startswith("sqlite:///"):
+        raise ConfigError(f"{name} must start with sqlite:/// (got {raw.split(':')[0]!r})")
+    return raw
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    networks = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name} must be IP addresses or networks separated by commas (got {item!r})") \
+                from None
+    return tuple(networks)
+
+
+def _url(name: str, value: str, *, https_only: bool = False) -> str:
+    parts = urlsplit(value)
+    schemes = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in schemes or not parts.hostname:
+        kind = "an https URL" if https_only else "an http(s) URL"
+        raise ConfigError(f"{name} must be {kind} (got {value!r})")
+    return value
+
+
+def _setting(default: Any, name: str, parse: Parser, *, secret: bool = False) -> Any:
+    """A field read from the environment variable `name` (secrets stay out of repr)."""
+    return field(default=default, repr=not secret, metadata={"env": name, "parse": parse})
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 3001
-    app_env: str = "development"
-    frontend_url: str = ""
-    mpesa_env: str = "simulator"
-    base_url: str = ""
-    consumer_key: str = DEMO_CONSUMER_KEY
-    consumer_secret: str = field(default=DEMO_CONSUMER_SECRET, repr=False)
-    shortcode: str = SANDBOX_SHORTCODE
-    passkey: str = field(default=SANDBOX_PASSKEY, repr=False)
-    transaction_type: str = "CustomerPayBillOnline"
-    till_number: str = ""
-    callback_url: str = field(default="", repr=False)  # its path may be the callback's only secret
-    database_url: str = DEFAULT_DATABASE_URL
-    business_name: str = "Demo Shop"
-    max_amount: int = 150_000
-    daraja_timeout: float = 15.0
-    reconcile_after: float = 20.0
-    reconcile_interval: float = 10.0
-    reconcile_max_interval: float = 60.0
-    payment_timeout: float = 300.0
+    """The gateway's settings. Each default is written here once; a few depend on the mode or on
+    another setting and are filled in by `load_settings` (noted beside them)."""
+
+    mpesa_env: str = _setting("simulator", "MPESA_ENV", _one_of(*MODES))
+    app_env: str = _setting("development", "APP_ENV", _one_of("development", "production"))  # production mode: production
+    host: str = _setting("127.0.0.1", "HOST", _text)
+    port: int = _setting(3001, "PORT", _whole(1, 65535))
+    frontend_url: str = _setting("", "FRONTEND_URL", _text)  # "": http://localhost:PORT
+    business_name: str = _setting("Demo Shop", "BUSINESS_NAME", _text)
+
+    # Daraja: the credentials default to the simulator's demo pair and Safaricom's sandbox paybill,
+    # which only simulator mode (credentials) and simulator or sandbox mode (paybill) accept.
+    base_url: str = _setting("", "MPESA_BASE_URL", _text)  # "": the mode's (the simulator's mount in simulator mode)
+    consumer_key: str = _setting(DEMO_CONSUMER_KEY, "MPESA_CONSUMER_KEY", _text)
+    consumer_secret: str = _setting(DEMO_CONSUMER_SECRET, "MPESA_CONSUMER_SECRET", _text, secret=True)
+    shortcode: str = _setting(SANDBOX_SHORTCODE, "MPESA_BUSINESS_SHORTCODE", _shortcode)
+    passkey: str = _setting(SANDBOX_PASSKEY, "MPESA_PASSKEY", _text, secret=True)
+    transaction_type: str = _setting("CustomerPayBillOnline", "MPESA_TRANSACTION_TYPE", _one_of(*TRANSACTION_TYPES))
+    till_number: str = _setting("", "MPESA_TILL_NUMBER", _text)
+    # Its path may be the callback's only secret. "": this server's /mpesa/callback in simulator mode.
+    callback_url: str = _setting("", "CALLBACK_URL", _text, secret=True)
+    daraja_timeout: float = _setting(15.0, "DARAJA_TIMEOUT_SECONDS", _positive)
+
+    database_url: str = _setting(DEFAULT_DATABASE_URL, "DATABASE_URL", _database_url)
+    max_amount: int = _setting(150_000, "MPESA_MAX_AMOUNT", _whole(1, 1_000_000))
     max_body_bytes: int = 64 * 1024
-    push_limit_per_phone: int = 5  # STK pushes to one phone per window; 0: no limit
-    push_limit_per_client: int = 30  # STK pushes from one client address per window; 0: no limit
-    push_limit_window: float = 300.0
-    lookup_limit_per_client: int = 20  # lookups of unknown payment ids per client per window; 0: no limit
-    lookup_limit_window: float = 60.0
-    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For is believed
-    stream_limit_per_client: int = 10  # live-update streams open at once from one client address
-    stream_limit_total: int = 1000  # and in all
-    poll_interval: float = 3.0  # the pay page's status polling
-    poll_timeout: float = 120.0
-    usd_to_kes: float = 129.0
+
+    # A payment without a callback: queried after this, then with back-off; given up locally after the time-out.
+    reconcile_after: float = _setting(20.0, "RECONCILE_AFTER_SECONDS", _seconds)
+    reconcile_interval: float = _setting(10.0, "RECONCILE_INTERVAL_SECONDS", _positive)
+    reconcile_max_interval: float = _setting(60.0, "RECONCILE_MAX_INTERVAL_SECONDS", _positive)
+    payment_timeout: float = _setting(300.0, "PAYMENT_TIMEOUT_SECONDS", _positive)
+
+    # Abuse limits (0: no limit).
+    push_limit_per_phone: int = _setting(5, "PUSH_LIMIT_PER_PHONE", _whole(0, 1_000_000))
+    push_limit_per_client: int = _setting(30, "PUSH_LIMIT_PER_CLIENT", _whole(0, 1_000_000))
+    push_limit_window: float = _setting(300.0, "PUSH_LIMIT_WINDOW_SECONDS", _positive)
+    lookup_limit_per_client: int = _setting(20, "LOOKUP_LIMIT_PER_CLIENT", _whole(0, 1_000_000))  # unknown ids
+    lookup_limit_window: float = _setting(60.0, "LOOKUP_LIMIT_WINDOW_SECONDS", _positive)
+    trusted_proxies: tuple[str, ...] = _setting((), "TRUSTED_PROXIES", _networks)  # whose X-Forwarded-For counts
+    stream_limit_per_client: int = _setting(10, "STREAM_LIMIT_PER_CLIENT", _whole(1, 1_000_000))
+    stream_limit_total: int = _setting(1000, "STREAM_LIMIT_TOTAL", _whole(1, 1_000_000))
+
+    # The pay page.
+    poll_interval: float = _setting(3.0, "CHECKOUT_POLL_INTERVAL_SECONDS", _positive)
+    poll_timeout: float = _setting(120.0, "CHECKOUT_POLL_TIMEOUT_SECONDS", _positive)
+    usd_to_kes: float = _setting(129.0, "USD_TO_KES", _positive)
 
     @property
     def simulator_mounted(self) -> bool:
@@ -94,174 +195,71 @@ class Settings:
         return self.shortcode
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})")
-    return value
+def _environment_fields() -> list[Field[Any]]:
+    return [f for f in fields(Settings) if "env" in f.metadata]
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
-    if value < 0 or value != value or value == float("inf"):
-        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})")
-    return value
-
-
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise ConfigError(f"{name} must be a number greater than 0 (got {raw!r})")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name, "").strip() or default
-    if raw not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {raw!r})")
-    return raw
-
-
-def _url(name: str, value: str, *, https_only: bool = False) -> str:
-    parts = urlsplit(value)
-    schemes = ("https",) if https_only else ("http", "https")
-    if parts.scheme not in schemes or not parts.hostname:
-        kind = "an https URL" if https_only else "an http(s) URL"
-        raise ConfigError(f"{name} must be {kind} (got {value!r})")
-    return value.rstrip("/") if name != "CALLBACK_URL" else value
-
-
-def _networks(raw: str) -> tuple[str, ...]:
-    networks = []
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        try:
-            networks.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ConfigError(f"TRUSTED_PROXIES must be IP addresses or networks separated by commas (got {item!r})") \
-                from None
-    return tuple(networks)
+def setting_names() -> list[str]:
+    """Every environment variable the gateway reads."""
+    return [f.metadata["env"] for f in _environment_fields()]
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build and check the settings; `env` defaults to `os.environ`."""
+    """Build and check the settings; `env` defaults to `os.environ` (blank values take the default)."""
     env = os.environ if env is None else env
-    get = lambda name: env.get(name, "").strip()  # noqa: E731
+    given: dict[str, Any] = {}
+    for f in _environment_fields():
+        name = f.metadata["env"]
+        raw = env.get(name, "").strip()
+        if raw:
+            given[f.name] = f.metadata["parse"](name, raw)
+    settings = Settings(**given)
+    return replace(settings, **_by_mode(settings, given))
 
-    mode = _choice(env, "MPESA_ENV", "simulator", MODES)
-    app_env = _choice(env, "APP_ENV", "production" if mode == "production" else "development",
-                      ("development", "production"))
-    host = get("HOST") or "127.0.0.1"
-    port = _int(env, "PORT", 3001, 1, 65535)
-    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    local_url = f"http://{local}:{port}"
 
-    key, secret = get("MPESA_CONSUMER_KEY"), get("MPESA_CONSUMER_SECRET")
-    shortcode, passkey = get("MPESA_BUSINESS_SHORTCODE"), get("MPESA_PASSKEY")
-    callback_url = get("CALLBACK_URL")
-
+def _by_mode(s: Settings, given: dict[str, Any]) -> dict[str, Any]:
+    """What the mode requires or fills in, and the rules that tie settings together."""
+    mode, derived = s.mpesa_env, {}
+    local_url = f"http://{s.public_host}:{s.port}"
+    if mode == "production" and "app_env" not in given:
+        derived["app_env"] = "production"
     if mode == "simulator":
-        if bool(key) != bool(secret):
+        if ("consumer_key" in given) != ("consumer_secret" in given):
             raise ConfigError("Set both MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET, or neither (simulator mode)")
-        key, secret = key or DEMO_CONSUMER_KEY, secret or DEMO_CONSUMER_SECRET
-        base_url = f"{local_url}/daraja"
-        callback_url = callback_url or f"{local_url}/mpesa/callback"
+        derived["base_url"] = f"{local_url}/daraja"
+        derived["callback_url"] = s.callback_url or f"{local_url}/mpesa/callback"
     else:
-        if not key or not secret:
+        if "consumer_key" not in given or "consumer_secret" not in given:
             raise ConfigError(f"MPESA_ENV={mode} needs MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET "
                               "(from your app on developer.safaricom.co.ke)")
-        base_url = SANDBOX_BASE_URL if mode == "sandbox" else PRODUCTION_BASE_URL
-        if not callback_url:
+        derived["base_url"] = SANDBOX_BASE_URL if mode == "sandbox" else PRODUCTION_BASE_URL
+        if not s.callback_url:
             raise ConfigError(f"MPESA_ENV={mode} needs CALLBACK_URL, a public URL Daraja can POST to "
                               "(e.g. https://shop.example.com/mpesa/callback)")
+    callback_url = derived.get("callback_url", s.callback_url)
     if mode == "production":
-        if not shortcode or not passkey:
+        if "shortcode" not in given or "passkey" not in given:
             raise ConfigError("MPESA_ENV=production needs MPESA_BUSINESS_SHORTCODE and MPESA_PASSKEY")
         _url("CALLBACK_URL", callback_url, https_only=True)
     else:
         _url("CALLBACK_URL", callback_url)
-    if get("MPESA_BASE_URL"):
-        # Production credentials never travel in plain HTTP.
-        base_url = _url("MPESA_BASE_URL", get("MPESA_BASE_URL"), https_only=mode == "production")
-
-    shortcode = shortcode or SANDBOX_SHORTCODE
-    passkey = passkey or SANDBOX_PASSKEY
-    if not shortcode.isdigit() or not 5 <= len(shortcode) <= 7:
-        raise ConfigError("MPESA_BUSINESS_SHORTCODE must be 5 to 7 digits")
-    transaction_type = _choice(env, "MPESA_TRANSACTION_TYPE", "CustomerPayBillOnline", TRANSACTION_TYPES)
-    till = get("MPESA_TILL_NUMBER")
-    if transaction_type == "CustomerBuyGoodsOnline" and not (till.isdigit() and 5 <= len(till) <= 7):
+    if s.base_url:  # MPESA_BASE_URL: production credentials never travel in plain HTTP
+        derived["base_url"] = _url("MPESA_BASE_URL", s.base_url, https_only=mode == "production")
+    derived["base_url"] = derived["base_url"].rstrip("/")
+    if s.transaction_type == "CustomerBuyGoodsOnline" and not (
+            s.till_number.isdigit() and 5 <= len(s.till_number) <= 7):
         raise ConfigError("MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline needs MPESA_TILL_NUMBER (5 to 7 digits)")
-
     if urlsplit(callback_url).path.strip("/") == "":
         raise ConfigError("CALLBACK_URL needs a path of its own, not / (e.g. "
                           f"{callback_url.rstrip('/')}/mpesa/callback/<random>)")
-    if mode == "production" and passkey == SANDBOX_PASSKEY:
+    if mode == "production" and s.passkey == SANDBOX_PASSKEY:
         raise ConfigError("MPESA_PASSKEY is Safaricom's public sandbox passkey: production needs your own "
                           "(from the go-live e-mail)")
-    reconcile_interval = _positive(env, "RECONCILE_INTERVAL_SECONDS", 10.0)
-    reconcile_max_interval = _positive(env, "RECONCILE_MAX_INTERVAL_SECONDS", 60.0)
-    if reconcile_max_interval < reconcile_interval:
+    if s.reconcile_max_interval < s.reconcile_interval:
         raise ConfigError("RECONCILE_MAX_INTERVAL_SECONDS must be at least RECONCILE_INTERVAL_SECONDS "
-                          f"({reconcile_max_interval:g} < {reconcile_interval:g})")
-
-    frontend_url = get("FRONTEND_URL") or f"http://localhost:{port}"
-    _url("FRONTEND_URL", frontend_url)
-    database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ConfigError(f"DATABASE_URL must start with sqlite:/// (got {database_url.split(':')[0]!r})")
-    if database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("DATABASE_URL: PostgreSQL storage is not available in this version; use sqlite:///path")
-
-    return Settings(
-        host=host,
-        port=port,
-        app_env=app_env,
-        frontend_url=frontend_url.rstrip("/"),
-        mpesa_env=mode,
-        base_url=base_url.rstrip("/"),
-        consumer_key=key,
-        consumer_secret=secret,
-        shortcode=shortcode,
-        passkey=passkey,
-        transaction_type=transaction_type,
-        till_number=till,
-        callback_url=callback_url,
-        database_url=database_url,
-        business_name=get("BUSINESS_NAME") or "Demo Shop",
-        max_amount=_int(env, "MPESA_MAX_AMOUNT", 150_000, 1, 1_000_000),
-        daraja_timeout=_positive(env, "DARAJA_TIMEOUT_SECONDS", 15.0),
-        reconcile_after=_seconds(env, "RECONCILE_AFTER_SECONDS", 20.0),
-        reconcile_interval=reconcile_interval,
-        reconcile_max_interval=reconcile_max_interval,
-        payment_timeout=_positive(env, "PAYMENT_TIMEOUT_SECONDS", 300.0),
-        push_limit_per_phone=_int(env, "PUSH_LIMIT_PER_PHONE", 5, 0, 1_000_000),
-        push_limit_per_client=_int(env, "PUSH_LIMIT_PER_CLIENT", 30, 0, 1_000_000),
-        push_limit_window=_positive(env, "PUSH_LIMIT_WINDOW_SECONDS", 300.0),
-        lookup_limit_per_client=_int(env, "LOOKUP_LIMIT_PER_CLIENT", 20, 0, 1_000_000),
-        lookup_limit_window=_positive(env, "LOOKUP_LIMIT_WINDOW_SECONDS", 60.0),
-        trusted_proxies=_networks(env.get("TRUSTED_PROXIES", "")),
-        stream_limit_per_client=_int(env, "STREAM_LIMIT_PER_CLIENT", 10, 1, 1_000_000),
-        stream_limit_total=_int(env, "STREAM_LIMIT_TOTAL", 1000, 1, 1_000_000),
-        poll_interval=_positive(env, "CHECKOUT_POLL_INTERVAL_SECONDS", 3.0),
-        poll_timeout=_positive(env, "CHECKOUT_POLL_TIMEOUT_SECONDS", 120.0),
-        usd_to_kes=_positive(env, "USD_TO_KES", 129.0),
-    )
+                          f"({s.reconcile_max_interval:g} < {s.reconcile_interval:g})")
+    derived["frontend_url"] = _url("FRONTEND_URL", s.frontend_url or f"http://localhost:{s.port}").rstrip("/")
+    return derived
 
 
 def sqlite_path(database_url: str) -> Path:

@@ -402,6 +402,17 @@ class Comparison:
         return during, dead
 
 
+    def beyond_reach(self, windows: list[tuple[float, float]]) -> list[dict[str, Any]]:
+        """Paid prompts no gateway could record: the push's answer died with the process AND every
+        callback for it came while the gateway was down (Daraja does not retry callbacks and has no
+        query by phone, so nothing ever names that CheckoutRequestID to the gateway again)."""
+        lost = {p["checkoutRequestId"] for p in self.lost_answers}
+
+        def while_dead(cb: dict[str, Any]) -> bool:
+            return cb["status"] is None and any(kill <= cb["at"] <= ready for kill, ready in windows)
+        return [p for p in self.paid_unrecorded
+                if p["checkoutRequestId"] in lost and p["callbacks"] and all(map(while_dead, p["callbacks"]))]
+
     def orphan_accepted(self) -> list[dict[str, Any]]:
         """Attempts marked accepted/adopted with an id, but no payment row for that id."""
         return [a for a in self.attempts if a["state"] in ("accepted", "adopted")

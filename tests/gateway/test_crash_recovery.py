@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 PUSHES = 600  # one distinct phone each
 CONCURRENCY = 100
-ANSWER_SECONDS = 3.0  # scripted customers answer this long after their prompt appears
+ANSWER_SECONDS = 4.0  # scripted customers answer this long after their prompt appears
 # The first WARM_UP pushes go out at a steady pace over a little more than ANSWER_SECONDS, so that
 # callbacks are flowing into the gateway when the rest go out all at once and the kill comes.
 WARM_UP = 120
@@ -158,8 +158,16 @@ def test_sigkill_mid_burst_loses_no_payment(world: tuple[Simulator, Gateway, lis
         "no callback was under way at the kill or sent while the gateway was down\n" + report
     assert not c.accepted_missing, f"{len(c.accepted_missing)} pushes answered 200 have no payment " \
                                    f"(e.g. {c.accepted_missing[:5]})\n{report}"
-    assert not c.paid_unrecorded, f"{len(c.paid_unrecorded)} customers paid and the gateway has no completed " \
-                                  f"payment:\n{explain_unrecorded(c, burst)}\n{report}"
+    # Customers answer ANSWER_SECONDS after their prompt, later than a restart takes, so that the
+    # callbacks of pushes whose answer died with the process reach a live gateway. On a machine so
+    # loaded that a restart outlasts that, a few may not: those are counted apart and shown, never
+    # excused otherwise (README, threat model: the one case no gateway can record).
+    unreachable = c.beyond_reach(burst.windows())
+    print(f"paid prompts beyond any gateway's reach (answer lost and every callback sent while it was down): "
+          f"{len(unreachable)}")
+    recordable = [p for p in c.paid_unrecorded if p not in unreachable]
+    assert not recordable, f"{len(recordable)} customers paid and the gateway has no completed " \
+                           f"payment:\n{explain_unrecorded(c, burst)}\n{report}"
     assert not c.paid_wrong_amount, f"paid prompts recorded with another amount: " \
                                     f"{[p['checkoutRequestId'] for p in c.paid_wrong_amount[:5]]}\n{report}"
     assert not c.faked, f"{len(c.faked)} prompts that were not paid are completed at the gateway\n{report}"

@@ -7,6 +7,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from gateway.config import load_settings
+from gateway.config import setting_names as gateway_setting_names
 from simulator.settings import SimulatorSettings, load_simulator_settings, setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +27,18 @@ def test_env_example_gives_the_simulator_its_defaults():
     assert load_simulator_settings(env_example()) == SimulatorSettings()
 
 
+def test_env_example_gives_the_gateway_its_defaults():
+    assert load_settings(env_example()) == load_settings({})
+
+
 def gateway_settings() -> set[str]:
+    return set(gateway_setting_names())
+
+
+def test_the_gateway_reads_no_setting_it_does_not_declare():
     code = (ROOT / "gateway" / "config.py").read_text()
-    return set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|PORT|HOST)"', code))
+    named = set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|PORT|HOST)"', code))
+    assert named <= gateway_settings()
 
 
 def settings_the_code_reads() -> set[str]:
