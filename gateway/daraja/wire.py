@@ -1,8 +1,9 @@
 """Daraja's wire format: the STK password, timestamps, field limits and callback parsing.
 
-Both the gateway's client and the simulator use these, so the formula Safaricom checks is
-written once. Every code that comes off the wire is compared as a string (`code_str`), because
-Daraja sends `"0"` in one place, `0` in another and `"SFC_IC0003"` in a third.
+The gateway's own reading and writing of Daraja's format (the simulator has its own, written
+apart, so that a mistake here is not mirrored there; tests/contract checks both against
+Safaricom's examples). Every code that comes off the wire is compared as a string (`code_str`),
+because Daraja sends `"0"` in one place, `0` in another and `"SFC_IC0003"` in a third.
 """
 
 from __future__ import annotations
@@ -172,39 +173,3 @@ def _metadata_items(metadata: Any) -> dict[str, Any]:
         if isinstance(item, dict) and isinstance(item.get("Name"), str):
             found[item["Name"]] = item.get("Value")  # Balance often has no Value
     return found
-
-
-def success_callback_body(*, merchant_request_id: str, checkout_request_id: str, amount: int | float,
-                          receipt: str, transaction_date: str, phone: str,
-                          result_desc: str = "The service request is processed successfully.",
-                          include_balance: bool = True) -> dict[str, Any]:
-    """The exact success body Daraja POSTs: numbers where Daraja sends numbers."""
-    items: list[dict[str, Any]] = [
-        {"Name": "Amount", "Value": amount},
-        {"Name": "MpesaReceiptNumber", "Value": receipt},
-    ]
-    if include_balance:
-        items.append({"Name": "Balance"})
-    items += [
-        {"Name": "TransactionDate", "Value": int(transaction_date)},
-        {"Name": "PhoneNumber", "Value": int(phone)},
-    ]
-    return {"Body": {"stkCallback": {
-        "MerchantRequestID": merchant_request_id,
-        "CheckoutRequestID": checkout_request_id,
-        "ResultCode": 0,
-        "ResultDesc": result_desc,
-        "CallbackMetadata": {"Item": items},
-    }}}
-
-
-def failure_callback_body(*, merchant_request_id: str, checkout_request_id: str, result_code: str,
-                          result_desc: str) -> dict[str, Any]:
-    """A failure body: no CallbackMetadata; numeric codes as JSON numbers, others as strings."""
-    code: int | str = int(result_code) if result_code.isdigit() else result_code
-    return {"Body": {"stkCallback": {
-        "MerchantRequestID": merchant_request_id,
-        "CheckoutRequestID": checkout_request_id,
-        "ResultCode": code,
-        "ResultDesc": result_desc,
-    }}}
