@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -19,7 +19,6 @@ from dotenv import load_dotenv
 
 from gateway.config import ConfigError, Settings, load_settings
 from simulator.settings import SimulatorConfigError, SimulatorSettings, load_simulator_settings
-
 
 KEEPALIVE_SECONDS = 15.0
 

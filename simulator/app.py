@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import aiohttp
 import aiohttp_jinja2
@@ -30,9 +30,7 @@ def build_simulator(settings: SimulatorSettings) -> SimulatedDaraja:
         catalogue = load_catalogue(settings.scenarios_file)
     except CatalogueError as exc:
         raise SimulatorConfigError(str(exc)) from None
-    return SimulatedDaraja(settings, consumer_key=settings.consumer_key,
-                           consumer_secret=settings.consumer_secret, merchants=settings.merchants,
-                           catalogue=catalogue, business_name=settings.business_name)
+    return SimulatedDaraja(settings, catalogue=catalogue)
 
 
 def _runtime(sim: SimulatedDaraja) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -107,51 +108,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, control: Control) -> Any:
-    c = args.command
-    if c == "prompts":
-        return control.call("GET", "/prompts", params={k: v for k, v in
-                                                        (("state", args.state), ("msisdn", args.msisdn)) if v})
-    if c in ("pin", "wrong-pin"):
-        pin = args.pin if c == "pin" else "0"  # PINs are 4-6 digits, so "0" is always wrong
-        return control.call("POST", f"/prompts/{args.id}/pin", {"pin": pin})
-    if c in ("cancel", "ignore"):
-        return control.call("POST", f"/prompts/{args.id}/{c}")
-    if c == "trigger":
-        return control.call("POST", "/trigger", {"msisdn": args.msisdn, "amount": args.amount,
-                                                 "callbackUrl": args.callback_url,
-                                                 "accountReference": args.reference})
-    if c == "scenarios":
-        return control.call("GET", "/scenarios")
-    if c == "reset":
-        return control.call("POST", "/reset")
-    if c == "clock":
-        if args.advance is None:
-            return control.call("GET", "/clock")
-        return control.call("POST", "/clock", {"advanceSeconds": args.advance})
-    if c == "expire-tokens":
-        return control.call("POST", "/tokens/expire")
-    if c == "journal":
-        return control.call("GET", "/journal", params={"limit": args.limit, **({"kind": args.kind} if args.kind else {})})
-    if c == "resend":
-        return control.call("POST", f"/callbacks/{args.journal_id}/resend")
-    if c == "faults":
-        behaviour = {}
-        for item in args.settings:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ControlError(f"faults: {item!r} is not key=value")
-            behaviour[key] = _value(value)
-        if args.subscriber:
-            if args.clear:
-                return control.call("DELETE", f"/subscribers/{args.subscriber}/faults")
-            return control.call("PUT", f"/subscribers/{args.subscriber}/faults", behaviour)
+def _pin(args: argparse.Namespace, control: Control) -> Any:
+    pin = args.pin if args.command == "pin" else "0"  # PINs are 4-6 digits, so "0" is always wrong
+    return control.call("POST", f"/prompts/{args.id}/pin", {"pin": pin})
+
+
+def _trigger(args: argparse.Namespace, control: Control) -> Any:
+    return control.call("POST", "/trigger", {"msisdn": args.msisdn, "amount": args.amount,
+                                             "callbackUrl": args.callback_url, "accountReference": args.reference})
+
+
+def _clock(args: argparse.Namespace, control: Control) -> Any:
+    if args.advance is None:
+        return control.call("GET", "/clock")
+    return control.call("POST", "/clock", {"advanceSeconds": args.advance})
+
+
+def _journal(args: argparse.Namespace, control: Control) -> Any:
+    params = {"limit": args.limit, **({"kind": args.kind} if args.kind else {})}
+    return control.call("GET", "/journal", params=params)
+
+
+def _faults(args: argparse.Namespace, control: Control) -> Any:
+    behaviour = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ControlError(f"faults: {item!r} is not key=value")
+        behaviour[key] = _value(value)
+    if args.subscriber:
         if args.clear:
-            return control.call("DELETE", "/faults")
-        if not behaviour:
-            return control.call("GET", "/faults")
-        return control.call("POST", "/faults", {"count": args.count, "msisdn": args.msisdn, **behaviour})
-    raise ControlError(f"unknown command {c}")
+            return control.call("DELETE", f"/subscribers/{args.subscriber}/faults")
+        return control.call("PUT", f"/subscribers/{args.subscriber}/faults", behaviour)
+    if args.clear:
+        return control.call("DELETE", "/faults")
+    if not behaviour:
+        return control.call("GET", "/faults")
+    return control.call("POST", "/faults", {"count": args.count, "msisdn": args.msisdn, **behaviour})
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Control], Any]] = {
+    "prompts": lambda args, control: control.call(
+        "GET", "/prompts", params={k: v for k, v in (("state", args.state), ("msisdn", args.msisdn)) if v}),
+    "pin": _pin,
+    "wrong-pin": _pin,
+    "cancel": lambda args, control: control.call("POST", f"/prompts/{args.id}/cancel"),
+    "ignore": lambda args, control: control.call("POST", f"/prompts/{args.id}/ignore"),
+    "trigger": _trigger,
+    "scenarios": lambda args, control: control.call("GET", "/scenarios"),
+    "reset": lambda args, control: control.call("POST", "/reset"),
+    "clock": _clock,
+    "expire-tokens": lambda args, control: control.call("POST", "/tokens/expire"),
+    "journal": _journal,
+    "resend": lambda args, control: control.call("POST", f"/callbacks/{args.journal_id}/resend"),
+    "faults": _faults,
+}
+
+
+def run(args: argparse.Namespace, control: Control) -> Any:
+    command = COMMANDS.get(args.command)
+    if command is None:
+        raise ControlError(f"unknown command {args.command}")
+    return command(args, control)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .exceptions import DarajaException
-from .models import MAX_AMOUNT, Prompt, PromptClosed, SimulatedDaraja
+from .models import Prompt, PromptClosed, SimulatedDaraja
 from .phones import msisdn as safaricom_msisdn
 from .responses import SIMULATOR
 from .scenarios import BEHAVIOUR_FIELDS, CatalogueError, parse_behaviour
 from .streams import tracked_stream
+from .validation import MAX_AMOUNT
 
 STREAM_LIFETIME = 600.0  # an open page reconnects after this; no stream lives forever
 BAD_MSISDN = "msisdn must be a Safaricom number like 254708374149"
@@ -89,7 +91,8 @@ async def trigger(request: web.Request) -> web.Response:
     if body is None:
         return _error(400, "body must be a JSON object")
     msisdn, amount, url = body.get("msisdn"), body.get("amount", 1), body.get("callbackUrl")
-    if safaricom_msisdn(msisdn) is None:
+    msisdn = safaricom_msisdn(msisdn)
+    if msisdn is None:
         return _error(400, BAD_MSISDN)
     if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= MAX_AMOUNT:
         return _error(400, f"amount must be a whole number from 1 to {MAX_AMOUNT}")
@@ -107,7 +110,7 @@ async def trigger(request: web.Request) -> web.Response:
 async def journal(request: web.Request) -> web.Response:
     sim = _sim(request)
     limit = min(_limit(request, 200) or 200, 2000)
-    entries = sim.journal.entries(request.query.get("kind"), request.query.get("checkoutRequestId"), limit)
+    entries = sim.journal_entries(request.query.get("kind"), request.query.get("checkoutRequestId"), limit)
     return web.json_response([e.to_json() for e in entries])
 
 
@@ -135,8 +138,7 @@ def _behaviour(body: dict[str, Any]) -> dict[str, Any] | web.Response:
 
 
 async def list_faults(request: web.Request) -> web.Response:
-    sim = _sim(request)
-    return web.json_response({"next": sim.pending_faults, "subscribers": sim.subscriber_faults})
+    return web.json_response(_sim(request).faults_json())
 
 
 async def add_faults(request: web.Request) -> web.Response:
@@ -152,14 +154,13 @@ async def add_faults(request: web.Request) -> web.Response:
     behaviour = _behaviour(body)
     if isinstance(behaviour, web.Response):
         return behaviour
-    return web.json_response(_sim(request).add_faults(behaviour, count, msisdn), status=201)
+    return web.json_response(_sim(request).add_faults(behaviour, count, msisdn).to_json(), status=201)
 
 
 async def clear_faults(request: web.Request) -> web.Response:
     sim = _sim(request)
-    sim.pending_faults.clear()
-    sim.subscriber_faults.clear()
-    return web.json_response({"next": [], "subscribers": {}})
+    sim.clear_faults()
+    return web.json_response(sim.faults_json())
 
 
 async def set_subscriber_faults(request: web.Request) -> web.Response:
@@ -172,12 +173,12 @@ async def set_subscriber_faults(request: web.Request) -> web.Response:
     behaviour = _behaviour(body)
     if isinstance(behaviour, web.Response):
         return behaviour
-    _sim(request).subscriber_faults[msisdn] = behaviour
+    _sim(request).set_subscriber_faults(msisdn, behaviour)
     return web.json_response(behaviour)
 
 
 async def clear_subscriber_faults(request: web.Request) -> web.Response:
-    _sim(request).subscriber_faults.pop(request.match_info["msisdn"], None)
+    _sim(request).lift_subscriber_faults(request.match_info["msisdn"])
     return web.Response(status=204)
 
 
@@ -199,10 +200,7 @@ async def clock(request: web.Request) -> web.Response:
 
 
 async def expire_tokens(request: web.Request) -> web.Response:
-    sim = _sim(request)
-    count = len(sim.tokens)
-    sim.revoke_tokens()
-    return web.json_response({"expired": count})
+    return web.json_response({"expired": _sim(request).revoke_tokens()})
 
 
 def _answer(request: web.Request, action: Callable[[SimulatedDaraja, str], Prompt]) -> web.Response:
@@ -217,7 +215,7 @@ def _answer(request: web.Request, action: Callable[[SimulatedDaraja, str], Promp
 
 
 async def list_subscribers(request: web.Request) -> web.Response:
-    return web.json_response([s.to_json() for s in _sim(request).subscribers.values()])
+    return web.json_response([s.to_json() for s in _sim(request).list_subscribers()])
 
 
 async def get_subscriber(request: web.Request) -> web.Response:
@@ -235,7 +233,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return _error(400, BAD_MSISDN)
     limit = _limit(request, None if msisdn else 200)  # the overview needs the newest, not all of a load test
     changed = asyncio.Event()
-    sim.listeners.append(changed.set)
+    sim.subscribe(changed.set)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STREAM_LIFETIME
     try:
@@ -249,10 +247,10 @@ async def events(request: web.Request) -> web.StreamResponse:
                         await stream.send(current, event="prompts")
                         last = current
                     # Open prompts count down: refresh at least once a second while any is open.
-                    timeout = 1.0 if any(p.open for p in sim.prompts.values()) else 15.0
+                    timeout = 1.0 if sim.has_open_prompts() else 15.0
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
                             await changed.wait()
                 return stream
     finally:
-        sim.listeners.remove(changed.set)
+        sim.unsubscribe(changed.set)

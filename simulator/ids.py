@@ -7,7 +7,7 @@ import itertools
 import random
 import secrets
 import string
-from typing import Container
+from collections.abc import Container
 
 from .wire import nairobi_time
 

@@ -10,8 +10,9 @@ import itertools
 import json
 import re
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 # Field names (any letter case) whose values are secrets, whatever a client puts in its body.
 SECRET_FIELDS = {"password", "passkey", "access_token", "consumer_secret", "consumersecret", "secret",

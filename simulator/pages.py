@@ -34,13 +34,13 @@ async def phone(request: web.Request) -> web.Response:
     sim = request.app[SIMULATOR]
     msisdn = safaricom_msisdn(request.match_info["msisdn"], typed=True)
     if msisdn is None:
-        context = {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()),
-                   "error": f"{request.match_info['msisdn'][:20]!r} is not a phone number"}
-        return aiohttp_jinja2.render_template("phone_picker.html", request, context, status=404)
+        picker = {"business_name": sim.business_name, "catalogue": list(sim.catalogue.values()),
+                  "error": f"{request.match_info['msisdn'][:20]!r} is not a phone number"}
+        return aiohttp_jinja2.render_template("phone_picker.html", request, picker, status=404)
     if msisdn != request.match_info["msisdn"]:
         raise web.HTTPFound(str(request.app.router["phone"].url_for(msisdn=msisdn)))
     subscriber = sim.subscriber(msisdn)
     scenario = sim.catalogue.get(msisdn)
-    context = {"business_name": sim.business_name, "msisdn": msisdn, "subscriber": subscriber,
-               "scenario": scenario, "pin_length": len(sim.settings.pin)}
+    context: dict[str, Any] = {"business_name": sim.business_name, "msisdn": msisdn, "subscriber": subscriber,
+                               "scenario": scenario, "pin_length": len(sim.settings.pin)}
     return aiohttp_jinja2.render_template("phone.html", request, context)

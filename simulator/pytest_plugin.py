@@ -10,7 +10,7 @@ One simulator per test session, its state reset before every test.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -8,14 +8,23 @@ import binascii
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from .exceptions import (DarajaException, InternalServerError, InvalidAuthentication, InvalidField,
-                         InvalidGrantType, InvalidRequestPayload, MethodNotAllowed, ResourceNotFound,
-                         TransactionBeingProcessed)
+from .exceptions import (
+    DarajaException,
+    InternalServerError,
+    InvalidAuthentication,
+    InvalidField,
+    InvalidGrantType,
+    InvalidRequestPayload,
+    MethodNotAllowed,
+    ResourceNotFound,
+    TransactionBeingProcessed,
+)
 from .journal import parse_body
 from .models import SimulatedDaraja
 from .result_codes import QUERY_ACCEPTED, query_desc
@@ -23,6 +32,7 @@ from .result_codes import QUERY_ACCEPTED, query_desc
 log = logging.getLogger("simulator.daraja")
 
 SIMULATOR: web.AppKey[SimulatedDaraja] = web.AppKey("simulator", SimulatedDaraja)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HINT_HEADER = "X-Simulator-Hint"
 ACCEPTED = "Success. Request accepted for processing"
 
@@ -36,7 +46,7 @@ def render_error(exc: DarajaException, request_id: str) -> web.Response:
 
 
 @web.middleware
-async def daraja_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def daraja_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves in Daraja's envelope, including aiohttp's own 404/405."""
     sim = request.app[SIMULATOR]
     try:
@@ -54,7 +64,7 @@ async def daraja_errors(request: web.Request, handler: Any) -> web.StreamRespons
 
 
 @web.middleware
-async def journal_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+async def journal_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Record every Daraja request and its answer (secrets masked) in the simulator's journal."""
     if request.path.startswith("/simulator/"):  # standalone: the control API is not Daraja
         return await handler(request)
@@ -64,19 +74,19 @@ async def journal_requests(request: web.Request, handler: Any) -> web.StreamResp
     try:
         raw = await request.read() if request.can_read_body else b""
     except web.HTTPRequestEntityTooLarge:
-        response = render_error(InvalidRequestPayload(), sim.new_request_id())
-        sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs,
-                        status=response.status, duration_ms=0.0, request_headers=dict(request.headers),
-                        request_body="(body over the size limit, not kept)")
-        return response
+        refused = render_error(InvalidRequestPayload(), sim.new_request_id())
+        sim.record_request(at=at, method=request.method, url=request.path_qs, status=refused.status,
+                           duration_ms=0.0, request_headers=dict(request.headers),
+                           request_body="(body over the size limit, not kept)")
+        return refused
     response = await handler(request)
     body = response.body if isinstance(response, web.Response) else None
     request_body = parse_body(raw)
     response_body = parse_body(body) if isinstance(body, bytes) else None
-    sim.journal.add(at=at, kind="request", method=request.method, url=request.path_qs, status=response.status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                    request_headers=dict(request.headers), request_body=request_body,
-                    response_body=response_body, checkout_request_id=_checkout_id(request_body, response_body))
+    sim.record_request(at=at, method=request.method, url=request.path_qs, status=response.status,
+                       duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                       request_headers=dict(request.headers), request_body=request_body,
+                       response_body=response_body, checkout_request_id=_checkout_id(request_body, response_body))
     return response
 
 
@@ -148,8 +158,7 @@ async def stk_push(request: web.Request) -> web.Response:
     sim.check_token(bearer_token(request))
     sim.check_rate()
     prompt = sim.push(await json_body(request))
-    if prompt.scenario is not None:
-        await behave(sim, prompt.scenario.push, prompt.scenario.delay)
+    await behave(sim, prompt.scenario.push, prompt.scenario.delay)
     log.info("STK push %s to %s for KES %s", prompt.checkout_request_id, prompt.msisdn, prompt.amount)
     return web.json_response({
         "MerchantRequestID": prompt.merchant_request_id,
@@ -165,11 +174,10 @@ async def stk_query(request: web.Request) -> web.Response:
     sim.check_token(bearer_token(request))
     sim.check_rate()
     prompt = sim.query(await json_body(request))
-    if prompt.scenario is not None:
-        if prompt.scenario.query == "error":
-            raise InternalServerError()
-        await behave(sim, prompt.scenario.query, prompt.scenario.delay)
-        sim.catch_up()
+    if prompt.scenario.query == "error":
+        raise InternalServerError()
+    await behave(sim, prompt.scenario.query, prompt.scenario.delay)
+    sim.catch_up()
     base = {
         "ResponseCode": "0",
         "ResponseDescription": QUERY_ACCEPTED,

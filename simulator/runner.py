@@ -9,7 +9,8 @@ import time
 
 import aiohttp
 
-from .models import CallbackAttempt, CallbackJob, SimulatedDaraja
+from .callbacks import CallbackAttempt, CallbackJob
+from .models import SimulatedDaraja
 
 log = logging.getLogger("simulator.callbacks")
 
@@ -21,7 +22,7 @@ class SimulatorRunner:
         self._wake = asyncio.Event()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._stopping = False
-        sim.listeners.append(self._wake.set)
+        sim.subscribe(self._wake.set)
 
     async def run(self) -> None:
         while not self._stopping:
@@ -47,7 +48,7 @@ class SimulatorRunner:
             async with self.session.post(job.url, json=job.body, timeout=timeout) as resp:
                 await resp.read()
                 attempt.status = resp.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             attempt.error = "timed out"
         except aiohttp.ClientError as exc:
             attempt.error = f"{type(exc).__name__}: {exc}"

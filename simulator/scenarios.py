@@ -53,7 +53,7 @@ class Scenario:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def overlaid(self, overrides: dict[str, Any]) -> "Scenario":
+    def overlaid(self, overrides: dict[str, Any]) -> Scenario:
         return replace(self, **overrides) if overrides else self
 
 
@@ -84,9 +84,9 @@ def parse_behaviour(entry: dict[str, Any], where: str) -> dict[str, Any]:
         elif name in ("callback_delay", "delay"):
             if value is not None and not _seconds(value):
                 raise CatalogueError(f"{where}: {name} must be a number of seconds from 0 to 3600")
-        elif name == "balance":
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise CatalogueError(f"{where}: balance must be a whole number of KES")
+        elif name == "balance" and value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise CatalogueError(f"{where}: balance must be a whole number of KES")
         found[name] = value
     return found
 

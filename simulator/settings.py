@@ -8,8 +8,9 @@ A bad value raises `SimulatorConfigError` with one line naming the setting.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 # Safaricom's sandbox paybill and its published passkey: public, still kept out of logs and reprs.
 SANDBOX_SHORTCODE = "174379"

@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 
-OPEN_STREAMS: web.AppKey[set[asyncio.Task[object]]] = web.AppKey("simulator_open_streams", set)
+
+class OpenStreams:
+    """The tasks of the streams open now."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+
+OPEN_STREAMS: web.AppKey[OpenStreams] = web.AppKey("simulator_open_streams", OpenStreams)
 
 
 async def _end_streams(app: web.Application) -> None:
-    for task in list(app[OPEN_STREAMS]):
+    for task in list(app[OPEN_STREAMS].tasks):
         task.cancel()
 
 
 def enable_streams(app: web.Application) -> None:
-    app[OPEN_STREAMS] = set()
+    app[OPEN_STREAMS] = OpenStreams()
     app.on_shutdown.append(_end_streams)
 
 
@@ -28,7 +37,7 @@ def tracked_stream(request: web.Request) -> Iterator[None]:
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("tracked_stream needs a running task")
-    streams = request.app[OPEN_STREAMS]
+    streams = request.app[OPEN_STREAMS].tasks
     streams.add(task)
     try:
         yield

@@ -22,8 +22,9 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from aiohttp import web
 
@@ -52,10 +53,11 @@ class RunningSimulator:
 
     def prompts(self, msisdn: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("msisdn", msisdn), ("state", state)) if v}
-        return self.control.call("GET", "/prompts", params=params)
+        found: list[dict[str, Any]] = self.control.call("GET", "/prompts", params=params)
+        return found
 
     def prompt(self, checkout_request_id: str) -> dict[str, Any]:
-        return self.control.call("GET", f"/prompts/{checkout_request_id}")
+        return self._object("GET", f"/prompts/{checkout_request_id}")
 
     def wait_for_prompt(self, msisdn: str, timeout: float = 10.0) -> dict[str, Any]:
         """The newest open prompt on `msisdn`, once it has arrived."""
@@ -79,32 +81,38 @@ class RunningSimulator:
             time.sleep(0.05)
 
     def pin(self, checkout_request_id: str, pin: str | None = None) -> dict[str, Any]:
-        return self.control.call("POST", f"/prompts/{checkout_request_id}/pin", {"pin": pin or self.pin_code})
+        return self._object("POST", f"/prompts/{checkout_request_id}/pin", {"pin": pin or self.pin_code})
 
     def cancel(self, checkout_request_id: str) -> dict[str, Any]:
-        return self.control.call("POST", f"/prompts/{checkout_request_id}/cancel")
+        return self._object("POST", f"/prompts/{checkout_request_id}/cancel")
 
     def ignore(self, checkout_request_id: str) -> dict[str, Any]:
-        return self.control.call("POST", f"/prompts/{checkout_request_id}/ignore")
+        return self._object("POST", f"/prompts/{checkout_request_id}/ignore")
 
     def fault(self, count: int = 1, msisdn: str | None = None, **behaviour: Any) -> dict[str, Any]:
         """The next `count` pushes behave so, e.g. fault(callback="never") or fault(push="error")."""
-        return self.control.call("POST", "/faults", {"count": count, "msisdn": msisdn, **behaviour})
+        return self._object("POST", "/faults", {"count": count, "msisdn": msisdn, **behaviour})
 
     def advance(self, seconds: float) -> None:
         self.control.call("POST", "/clock", {"advanceSeconds": seconds})
 
     def journal(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return self.control.call("GET", "/journal", params={"kind": kind} if kind else None)
+        entries: list[dict[str, Any]] = self.control.call("GET", "/journal", params={"kind": kind} if kind else None)
+        return entries
 
     def reset(self) -> None:
         self.control.call("POST", "/reset")
+
+    def _object(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer: dict[str, Any] = self.control.call(method, path, body)
+        return answer
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager

@@ -6,8 +6,13 @@ from __future__ import annotations
 import pytest
 import requests
 
-from simulator.settings import (SANDBOX_PASSKEY, SimulatorConfigError, SimulatorSettings, load_simulator_settings,
-                                setting_names)
+from simulator.settings import (
+    SANDBOX_PASSKEY,
+    SimulatorConfigError,
+    SimulatorSettings,
+    load_simulator_settings,
+    setting_names,
+)
 from simulator.testing import start_simulator
 from tests.daraja_http import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET
 
@@ -127,7 +132,8 @@ def test_delays_that_are_not_seconds_are_refused(name, value):
 @pytest.mark.parametrize("name, value, message", [
     ("PORT", "70000", "PORT must be a whole number from 1 to 65535 (got '70000')"),
     ("PORT", "abc", "PORT must be a whole number from 1 to 65535 (got 'abc')"),
-    ("SIMULATOR_TOKEN_LIFETIME_SECONDS", "0", "SIMULATOR_TOKEN_LIFETIME_SECONDS must be a whole number from 1 to 86400"),
+    ("SIMULATOR_TOKEN_LIFETIME_SECONDS", "0",
+     "SIMULATOR_TOKEN_LIFETIME_SECONDS must be a whole number from 1 to 86400"),
     ("SIMULATOR_ACCOUNT_REFERENCE_MAX", "101", "SIMULATOR_ACCOUNT_REFERENCE_MAX must be a whole number from 1 to 100"),
     ("SIMULATOR_CALLBACK_RETRIES", "11", "SIMULATOR_CALLBACK_RETRIES must be a whole number from 0 to 10"),
     ("SIMULATOR_SPIKE_ARREST_PER_SECOND", "-1", "SIMULATOR_SPIKE_ARREST_PER_SECOND must be a whole number"),

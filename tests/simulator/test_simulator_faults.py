@@ -21,9 +21,26 @@ from aiohttp.test_utils import TestClient, TestServer
 from simulator.app import build_simulator, create_standalone_app
 from simulator.runner import SimulatorRunner
 from simulator.settings import load_simulator_settings
-from tests.daraja_http import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, INTERACTIVE, NOWHERE, OAUTH, PAYS, PUSH,
-                               QUERY, SANDBOX_PASSKEY, SHORTCODE, Sim, assert_daraja_error, eventually, items,
-                               nairobi_timestamp, push_body, stk, stk_password)
+from tests.daraja_http import (
+    DEMO_CONSUMER_KEY,
+    DEMO_CONSUMER_SECRET,
+    INTERACTIVE,
+    NOWHERE,
+    OAUTH,
+    PAYS,
+    PUSH,
+    QUERY,
+    SANDBOX_PASSKEY,
+    SHORTCODE,
+    Sim,
+    assert_daraja_error,
+    eventually,
+    items,
+    nairobi_timestamp,
+    push_body,
+    stk,
+    stk_password,
+)
 
 TILL = "600123"
 

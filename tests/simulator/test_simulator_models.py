@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from simulator.exceptions import (BadClientCredentials, InvalidAccessToken, InvalidField, MerchantDoesNotExist,
-                                  SubscriberLocked, WrongCredentials)
+from simulator.exceptions import (
+    BadClientCredentials,
+    InvalidAccessToken,
+    InvalidField,
+    MerchantDoesNotExist,
+    SubscriberLocked,
+    WrongCredentials,
+)
 from simulator.models import PromptClosed, SimulatedDaraja
 from simulator.scenarios import load_catalogue
 from simulator.settings import SimulatorSettings
+from simulator.validation import validate_push
 from tests.daraja_http import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, SANDBOX_PASSKEY, items, stk, stk_password
 
 # 2026-11-26 10:15:30.250 in Nairobi (07:15:30.250 UTC).
-T0 = datetime(2026, 11, 26, 7, 15, 30, 250000, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 11, 26, 7, 15, 30, 250000, tzinfo=UTC).timestamp()
 NAIROBI_STAMP = "20261126101530"
 UTC_STAMP = "20261126071530"  # the same instant written in UTC: 3 h behind Nairobi
 SANDBOX_PHONE = "254708374149"
@@ -43,9 +50,8 @@ def clock() -> Clock:
 
 
 def make_sim(clock: Clock, **settings: object) -> SimulatedDaraja:
-    return SimulatedDaraja(SimulatorSettings(**settings), consumer_key=DEMO_CONSUMER_KEY,
-                           consumer_secret=DEMO_CONSUMER_SECRET, merchants={"174379": SANDBOX_PASSKEY},
-                           catalogue=load_catalogue(), business_name="Demo Shop", clock=clock)
+    """The sandbox merchant (174379) and the demo credentials, with these settings changed."""
+    return SimulatedDaraja(SimulatorSettings(**settings), catalogue=load_catalogue(), clock=clock)
 
 
 @pytest.fixture
@@ -174,26 +180,30 @@ def test_unknown_token_raises_invalid_access_token(sim, token):
 ])
 def test_invalid_push_field_raises_invalid_field_naming_it(sim, field, value, reported):
     with pytest.raises(InvalidField) as info:
-        sim.validate_push(push_body(**{field: value}))
+        validate_push(push_body(**{field: value}), account_reference_max=12)
     assert info.value.field == reported
     assert info.value.error_message == f"Bad Request - Invalid {reported}"
     assert info.value.error_code == "400.002.02"
+    with pytest.raises(InvalidField) as pushed:  # the model checks a push with these rules, first
+        sim.push(push_body(**{field: value}))
+    assert pushed.value.field == reported
+    assert not sim.prompts
 
 
 def test_account_reference_of_12_chars_is_accepted(sim):
-    assert sim.validate_push(push_body(AccountReference="A" * 12)).account_reference == "A" * 12
+    assert sim.push(push_body(AccountReference="A" * 12)).account_reference == "A" * 12
 
 
 def test_account_reference_limit_follows_settings(clock):
-    assert make_sim(clock, account_reference_max=15).validate_push(
+    assert make_sim(clock, account_reference_max=15).push(
         push_body(AccountReference="A" * 15)).account_reference == "A" * 15
 
 
 def test_numbers_and_numeric_strings_are_both_accepted(sim):
-    as_numbers = sim.validate_push(push_body(BusinessShortCode=174379, Amount=100, PartyA=254708374149,
-                                             PartyB=174379, PhoneNumber=254708374149))
-    as_strings = sim.validate_push(push_body(BusinessShortCode="174379", Amount="100", PartyA="254708374149",
-                                             PartyB="174379", PhoneNumber="254708374149"))
+    as_numbers = validate_push(push_body(BusinessShortCode=174379, Amount=100, PartyA=254708374149,
+                                         PartyB=174379, PhoneNumber=254708374149), account_reference_max=12)
+    as_strings = validate_push(push_body(BusinessShortCode="174379", Amount="100", PartyA="254708374149",
+                                         PartyB="174379", PhoneNumber="254708374149"), account_reference_max=12)
     assert as_numbers == as_strings
     assert (as_numbers.shortcode, as_numbers.amount, as_numbers.party_a, as_numbers.party_b, as_numbers.phone) == \
         ("174379", 100, SANDBOX_PHONE, "174379", SANDBOX_PHONE)
@@ -277,7 +287,7 @@ def test_receipt_is_10_upper_alphanumerics_encoding_the_nairobi_date(sim):
 
 
 def test_receipt_date_prefix_uses_nairobi_not_utc_day(clock):
-    clock.now = datetime(2026, 3, 25, 22, 0, tzinfo=timezone.utc).timestamp()  # 26 Mar 01:00 in Nairobi
+    clock.now = datetime(2026, 3, 25, 22, 0, tzinfo=UTC).timestamp()  # 26 Mar 01:00 in Nairobi
     sim = make_sim(clock)
     prompt = sim.enter_pin(sim.push(push_body()).checkout_request_id, "12345")
     assert prompt.receipt.startswith("UCQ")
@@ -285,7 +295,7 @@ def test_receipt_date_prefix_uses_nairobi_not_utc_day(clock):
 
 
 def test_receipt_stays_alphanumeric_after_2031(clock):
-    clock.now = datetime(2032, 1, 1, 9, 0, tzinfo=timezone.utc).timestamp()
+    clock.now = datetime(2032, 1, 1, 9, 0, tzinfo=UTC).timestamp()
     sim = make_sim(clock)
     prompt = sim.enter_pin(sim.push(push_body()).checkout_request_id, "12345")
     assert re.fullmatch(r"[A-Z0-9]{10}", prompt.receipt)

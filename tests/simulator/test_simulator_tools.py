@@ -18,8 +18,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -243,9 +244,8 @@ def test_cli_faults_queue_list_and_clear(sim, receiver):
 
     silent = sim.api("POST", "/trigger", {"msisdn": PAYS, "amount": 10, "callbackUrl": receiver.url})
     loud = sim.api("POST", "/trigger", {"msisdn": "254700000001", "amount": 10, "callbackUrl": receiver.url})
-    for prompt in (silent, loud):  # both scripted: settled after the auto-answer delay
-        wait_until(lambda: sim.api("GET", f"/prompts/{prompt['checkoutRequestId']}")["state"] == "settled", 5,
-                   "settled")
+    for cid in (silent["checkoutRequestId"], loud["checkoutRequestId"]):  # both scripted: settle by themselves
+        wait_until(lambda cid=cid: sim.api("GET", f"/prompts/{cid}")["state"] == "settled", 5, "settled")
     receiver.wait_for(1)
     time.sleep(0.3)  # longer than the callback delay: the first one's callback would have come by now
     assert [b["Body"]["stkCallback"]["CheckoutRequestID"] for b in receiver.bodies] == [loud["checkoutRequestId"]]

@@ -11,8 +11,9 @@ import asyncio
 import base64
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,9 +21,18 @@ from aiohttp import web
 
 from simulator.app import create_standalone_app
 from simulator.settings import load_simulator_settings
-from tests.daraja_http import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, REQUEST_ID, SANDBOX_PASSKEY,
-                               assert_daraja_error, basic, eventually, nairobi_timestamp, stk_password,
-                               stk_push_body)
+from tests.daraja_http import (
+    DEMO_CONSUMER_KEY,
+    DEMO_CONSUMER_SECRET,
+    REQUEST_ID,
+    SANDBOX_PASSKEY,
+    assert_daraja_error,
+    basic,
+    eventually,
+    nairobi_timestamp,
+    stk_password,
+    stk_push_body,
+)
 
 OAUTH = "/oauth/v1/generate"
 PUSH = "/mpesa/stkpush/v1/processrequest"

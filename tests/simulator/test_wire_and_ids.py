@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from simulator.ids import DarajaIds
 from simulator.phones import msisdn
-from simulator.wire import (daraja_timestamp, failed_callback, nairobi_time, paid_callback, password_matches,
-                            read_timestamp, stk_password)
+from simulator.wire import (
+    daraja_timestamp,
+    failed_callback,
+    nairobi_time,
+    paid_callback,
+    password_matches,
+    read_timestamp,
+    stk_password,
+)
 from tests.daraja_http import REQUEST_ID, SANDBOX_PASSKEY
 
 # Safaricom's sample STK push request (Daraja's M-Pesa Express page): its Password and Timestamp.
@@ -20,7 +27,7 @@ SAMPLE_TIMESTAMP = "20210628092408"
 SAMPLE_PASSWORD = ("MTc0Mzc5YmZiMjc5ZjlhYTliZGJjZjE1OGU5N2RkNzFhNDY3Y2QyZTBjODkzMDU5YjEwZjc4ZTZiNzJhZGExZWQyYzkx"
                    "OTIwMjEwNjI4MDkyNDA4")
 # 2026-11-26 10:15:30.250 in Nairobi (07:15:30.250 UTC).
-T0 = datetime(2026, 11, 26, 7, 15, 30, 250000, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 11, 26, 7, 15, 30, 250000, tzinfo=UTC).timestamp()
 
 
 # -- Password and timestamps ------------------------------------------------------------------------
@@ -112,10 +119,10 @@ def test_access_tokens_are_28_letters_and_digits(ids):
 
 
 @pytest.mark.parametrize("when, prefix", [
-    (datetime(2026, 11, 26, 7, tzinfo=timezone.utc), "UKQ"),  # U = 2026, K = November, Q = 26th
-    (datetime(2017, 1, 1, 9, tzinfo=timezone.utc), "LA1"),
-    (datetime(2026, 3, 25, 22, tzinfo=timezone.utc), "UCQ"),  # already the 26th in Nairobi
-    (datetime(2032, 12, 31, 9, tzinfo=timezone.utc), "AL"),  # the year letter wraps after Z
+    (datetime(2026, 11, 26, 7, tzinfo=UTC), "UKQ"),  # U = 2026, K = November, Q = 26th
+    (datetime(2017, 1, 1, 9, tzinfo=UTC), "LA1"),
+    (datetime(2026, 3, 25, 22, tzinfo=UTC), "UCQ"),  # already the 26th in Nairobi
+    (datetime(2032, 12, 31, 9, tzinfo=UTC), "AL"),  # the year letter wraps after Z
 ])
 def test_receipt_is_the_nairobi_date_in_three_characters_then_seven_random(ids, when, prefix):
     receipt = ids.receipt(when.timestamp(), taken=set())
