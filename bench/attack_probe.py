@@ -202,7 +202,7 @@ class Server:
                     async with session.get(f"{self.base}/health") as resp:
                         if resp.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"{self.name} server did not answer /health within {SERVER_START_SECONDS} s")
@@ -309,7 +309,7 @@ async def probe_enumeration(main: Server) -> RealPush:
         async with client(address, limit=0) as burst:
             sem = asyncio.Semaphore(width)
 
-            async def lookup(guess: str) -> int:
+            async def lookup(guess: str, sem: asyncio.Semaphore = sem, burst: aiohttp.ClientSession = burst) -> int:
                 async with sem, burst.post(f"{main.base}/stkpush/status", json={"checkoutRequestId": guess}) as resp:
                     await resp.read()
                     record_5xx("status lookup", resp.status)
@@ -446,7 +446,7 @@ async def probe_streams(main: Server, real: RealPush) -> int:
             await asyncio.sleep(i * 0.002)  # 500 within about 1 s
             try:
                 resp = await asyncio.wait_for(session.get(url), 10)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 errors[type(exc).__name__] += 1
                 return
             statuses.append(resp.status)
@@ -490,7 +490,7 @@ async def stream_slot_freed(main: Server, real: RealPush, closed: int) -> tuple[
                             await asyncio.wait_for(resp.content.readany(), 5)  # its first event, as a page would
                         break
                     await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 tries[0] += 1
             await asyncio.sleep(0.5)
     what = f"all {closed} closed by the client; a new stream from {STREAMER}, tried every 0.5 s"
@@ -548,7 +548,7 @@ async def hold_sockets(port: int, count: int, first: bytes, drip: bytes | None,
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", port, local_addr=(SLOWLORIS, 0)), 5)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             failed += 1
             continue
         writer.write(first)
@@ -571,7 +571,7 @@ async def hold_sockets(port: int, count: int, first: bytes, drip: bytes | None,
         dripper = asyncio.create_task(dripping(writer))
         try:
             data = await asyncio.wait_for(reader.read(200), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return  # still open at the deadline
         except OSError:
             data = b""
@@ -686,7 +686,8 @@ async def probe_junk(main: Server) -> None:
     with main.db() as db:
         rows, total, biggest = db.execute(
             "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0), "
-            "coalesce(max(length(CAST(body AS BLOB))), 0) FROM callback_log WHERE instr(body, 'ws_CO_PROBE_JUNK_') > 0").fetchone()
+            "coalesce(max(length(CAST(body AS BLOB))), 0) FROM callback_log "
+            "WHERE instr(body, 'ws_CO_PROBE_JUNK_') > 0").fetchone()
         outcomes = Counter(o for (o,) in db.execute(
             "SELECT outcome FROM callback_log WHERE instr(body, 'ws_CO_PROBE_JUNK_') > 0"))
         all_rows, all_total = db.execute(
@@ -708,10 +709,10 @@ async def run_refusal(label: str, settings: dict[str, str], tmp: str) -> str:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 15)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.terminate()
         await proc.wait()
-        return f"did NOT exit within 15 s (it started: no refusal)"
+        return "did NOT exit within 15 s (it started: no refusal)"
     lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
     shown = next((line for line in lines if line.startswith("Configuration error")), lines[-1] if lines else "")
     return f"exit {proc.returncode}, {len(lines)} line(s) on stderr: {shown}"
@@ -734,7 +735,7 @@ async def probe_startup(tmp: str) -> None:
           "CALLBACK_URL": "https://shop.example.com/"}),
     ]
     results = await asyncio.gather(*(run_refusal(label, settings, tmp) for label, settings in cases))
-    for (label, _), result in zip(cases, results):
+    for (label, _), result in zip(cases, results, strict=True):
         say(f"python run.py with {label}", result)
 
     port = free_port()
@@ -752,7 +753,7 @@ async def probe_startup(tmp: str) -> None:
                         if resp.status == 200:
                             ready = True
                             break
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 await asyncio.sleep(0.1)
             if ready:  # the callback path works although the banner hides it

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import aiohttp_cors
@@ -58,9 +58,7 @@ def route_taking(app: web.Application, path: str) -> str | None:
         if prefix is not None:  # static files, mounted sub-applications
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
                 return str(prefix)
-        elif resource.canonical == path:
-            return resource.canonical
-        elif "pattern" in info and info["pattern"].fullmatch(path):
+        elif resource.canonical == path or "pattern" in info and info["pattern"].fullmatch(path):
             return resource.canonical
     return None
 
@@ -83,7 +81,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/health", health),
         app.router.add_get("/stkpush/{checkout_request_id}/events", stk_events),
     ]
-    cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(
+    cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_headers=("Content-Type",), allow_methods=("GET", "POST"), max_age=600)})
     for route in api:
         cors.add(route)

@@ -8,7 +8,7 @@ client that talks to the gateway directly cannot choose its address by sending t
 from __future__ import annotations
 
 import ipaddress
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp_remotes import XForwardedFiltered

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 SANDBOX_BASE_URL = "https://sandbox.safaricom.co.ke"
@@ -124,7 +125,8 @@ class Settings:
     another setting and are filled in by `load_settings` (noted beside them)."""
 
     mpesa_env: str = _setting("simulator", "MPESA_ENV", _one_of(*MODES))
-    app_env: str = _setting("development", "APP_ENV", _one_of("development", "production"))  # production mode: production
+    # In production mode, production unless set.
+    app_env: str = _setting("development", "APP_ENV", _one_of("development", "production"))
     host: str = _setting("127.0.0.1", "HOST", _text)
     port: int = _setting(3001, "PORT", _whole(1, 65535))
     frontend_url: str = _setting("", "FRONTEND_URL", _text)  # "": http://localhost:PORT
@@ -219,10 +221,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 def _by_mode(s: Settings, given: dict[str, Any]) -> dict[str, Any]:
     """What the mode requires or fills in, and the rules that tie settings together."""
-    mode, derived = s.mpesa_env, {}
-    local_url = f"http://{s.public_host}:{s.port}"
-    if mode == "production" and "app_env" not in given:
+    derived = _daraja_by_mode(s, given)
+    if s.mpesa_env == "production" and "app_env" not in given:
         derived["app_env"] = "production"
+    callback_url = derived.get("callback_url", s.callback_url)
+    _url("CALLBACK_URL", callback_url, https_only=s.mpesa_env == "production")
+    if urlsplit(callback_url).path.strip("/") == "":
+        raise ConfigError("CALLBACK_URL needs a path of its own, not / (e.g. "
+                          f"{callback_url.rstrip('/')}/mpesa/callback/<random>)")
+    if s.transaction_type == "CustomerBuyGoodsOnline" and not (
+            s.till_number.isdigit() and 5 <= len(s.till_number) <= 7):
+        raise ConfigError("MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline needs MPESA_TILL_NUMBER (5 to 7 digits)")
+    if s.reconcile_max_interval < s.reconcile_interval:
+        raise ConfigError("RECONCILE_MAX_INTERVAL_SECONDS must be at least RECONCILE_INTERVAL_SECONDS "
+                          f"({s.reconcile_max_interval:g} < {s.reconcile_interval:g})")
+    derived["frontend_url"] = _url("FRONTEND_URL", s.frontend_url or f"http://localhost:{s.port}").rstrip("/")
+    return derived
+
+
+def _daraja_by_mode(s: Settings, given: dict[str, Any]) -> dict[str, Any]:
+    """The Daraja base URL, credentials and callback URL each mode requires or fills in."""
+    mode, local_url = s.mpesa_env, f"http://{s.public_host}:{s.port}"
+    derived: dict[str, Any] = {}
     if mode == "simulator":
         if ("consumer_key" in given) != ("consumer_secret" in given):
             raise ConfigError("Set both MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET, or neither (simulator mode)")
@@ -236,29 +256,15 @@ def _by_mode(s: Settings, given: dict[str, Any]) -> dict[str, Any]:
         if not s.callback_url:
             raise ConfigError(f"MPESA_ENV={mode} needs CALLBACK_URL, a public URL Daraja can POST to "
                               "(e.g. https://shop.example.com/mpesa/callback)")
-    callback_url = derived.get("callback_url", s.callback_url)
     if mode == "production":
         if "shortcode" not in given or "passkey" not in given:
             raise ConfigError("MPESA_ENV=production needs MPESA_BUSINESS_SHORTCODE and MPESA_PASSKEY")
-        _url("CALLBACK_URL", callback_url, https_only=True)
-    else:
-        _url("CALLBACK_URL", callback_url)
+        if s.passkey == SANDBOX_PASSKEY:
+            raise ConfigError("MPESA_PASSKEY is Safaricom's public sandbox passkey: production needs your own "
+                              "(from the go-live e-mail)")
     if s.base_url:  # MPESA_BASE_URL: production credentials never travel in plain HTTP
         derived["base_url"] = _url("MPESA_BASE_URL", s.base_url, https_only=mode == "production")
     derived["base_url"] = derived["base_url"].rstrip("/")
-    if s.transaction_type == "CustomerBuyGoodsOnline" and not (
-            s.till_number.isdigit() and 5 <= len(s.till_number) <= 7):
-        raise ConfigError("MPESA_TRANSACTION_TYPE=CustomerBuyGoodsOnline needs MPESA_TILL_NUMBER (5 to 7 digits)")
-    if urlsplit(callback_url).path.strip("/") == "":
-        raise ConfigError("CALLBACK_URL needs a path of its own, not / (e.g. "
-                          f"{callback_url.rstrip('/')}/mpesa/callback/<random>)")
-    if mode == "production" and s.passkey == SANDBOX_PASSKEY:
-        raise ConfigError("MPESA_PASSKEY is Safaricom's public sandbox passkey: production needs your own "
-                          "(from the go-live e-mail)")
-    if s.reconcile_max_interval < s.reconcile_interval:
-        raise ConfigError("RECONCILE_MAX_INTERVAL_SECONDS must be at least RECONCILE_INTERVAL_SECONDS "
-                          f"({s.reconcile_max_interval:g} < {s.reconcile_interval:g})")
-    derived["frontend_url"] = _url("FRONTEND_URL", s.frontend_url or f"http://localhost:{s.port}").rstrip("/")
     return derived
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,9 +15,9 @@ from aiohttp_sse import sse_response
 
 from .checkout import CheckoutError, is_clean_text, mask_phone, parse_checkout
 from .clients import client_address
+from .config import Settings
 from .daraja.errors import DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
-from .config import Settings
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .payments import token_matches
 from .result_messages import customer_message, daraja_answer
@@ -207,7 +208,7 @@ async def health(request: web.Request) -> web.Response:
         database = "ok" if await request.app[PAYMENTS].store.ping() else "error"
     except Exception:  # noqa: BLE001 - health reports, it does not raise
         database = "error"
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     body = {"status": "ok" if database == "ok" else "degraded", "timestamp": now,
             "service": f"{settings.business_name} M-Pesa Payment Server", "mode": settings.mpesa_env,
             "database": database}
@@ -235,10 +236,8 @@ async def stk_events(request: web.Request) -> web.StreamResponse:
             return web.Response(status=204)
         with tracked_stream(request), payments.events.subscribe(tx.checkout_request_id) as changes:
             async with sse_response(request, ping_interval=15) as stream:  # (no await since the check)
-                try:
+                with contextlib.suppress(ConnectionResetError):  # the browser left while an event was on its way
                     await _follow(request, stream, changes, tx.checkout_request_id, detailed, deadline)
-                except ConnectionResetError:  # the browser left while an event was on its way
-                    pass
                 return stream
 
 

@@ -23,11 +23,13 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .checkout import Checkout, mask_phone
 from .config import Settings
@@ -35,8 +37,7 @@ from .daraja.client import DarajaClient, StkPushRequest, StkQueryResult
 from .daraja.errors import DarajaError, DarajaUnavailable, RateLimited, SystemBusy
 from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
-from .storage import (LoggedCallback, PushAttempt, SqliteTransactionStore, StoreTransaction, Transaction,
-                      capped_body)
+from .storage import LoggedCallback, PushAttempt, SqliteTransactionStore, StoreTransaction, Transaction, capped_body
 
 log = logging.getLogger("gateway.payments")
 
@@ -53,7 +54,7 @@ MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every ca
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def epoch(iso_text: str) -> float:
@@ -277,7 +278,8 @@ class PaymentService:
         if problems:
             return "verifying", {}, "; ".join(problems)
         if not tx.merchant_request_id:
-            return "verifying", {}, "this payment was repaired from its push attempt: its MerchantRequestID is not known"
+            return "verifying", {}, ("this payment was repaired from its push attempt: its MerchantRequestID is "
+                                     "not known")
         if cb.succeeded:
             if tx.status == "completed":
                 if tx.receipt is None:  # completed by a query, which carries no receipt
@@ -400,7 +402,8 @@ class PaymentService:
             if changes and await t.update(tx.checkout_request_id, _state_of(tx), changes):
                 outcome = "adopted" if adopted else "late_success" if changes.get("late") else "verified"
                 return outcome, f"confirmed by Daraja's STK query ({code})", True
-            return ("adopted" if adopted else "duplicate"), f"Daraja's query agrees ({code}); nothing to change", adopted
+            outcome = "adopted" if adopted else "duplicate"
+            return outcome, f"Daraja's query agrees ({code}); nothing to change", adopted
         # The callback is not what Daraja says. Daraja's own answer still counts, as a query's would.
         changed = await self._apply_query_result(t, tx, code, result.result_desc)
         why = "; ".join(problems) or f"Daraja's query says {code} {result.result_desc}".strip()
@@ -434,7 +437,7 @@ class PaymentService:
             return None  # a day on, Daraja has long forgotten it
         cap = self.settings.reconcile_max_interval * (1 if tx.status == "pending" else 10)
         doublings = min(max(attempts - 1, 0), MAX_BACKOFF_DOUBLINGS)
-        return min(self.settings.reconcile_interval * 2 ** doublings, cap)
+        return min(math.ldexp(self.settings.reconcile_interval, doublings), cap)  # interval × 2**doublings
 
     async def reconcile_due(self) -> int:
         """Query Daraja about every payment whose next check is due: pending ones, and ones given up
@@ -463,9 +466,9 @@ class PaymentService:
         except (DarajaError, DarajaUnavailable) as exc:
             log.warning("STK query for %s failed: %s", tx.checkout_request_id, exc)
             result = None
-        if result is not None and not result.pending:
-            if await self._settle_from_query(tx, result.result_code or "", result.result_desc):
-                return
+        if result is not None and not result.pending and \
+                await self._settle_from_query(tx, result.result_code or "", result.result_desc):
+            return
         expired = self.clock() - epoch(tx.created_at) >= self.settings.payment_timeout
         if tx.status == "pending" and expired:
             async with self.store.transaction() as t:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from aiohttp import web
 
@@ -40,7 +40,8 @@ class StreamLimits:
 
 
 async def _close_streams(app: web.Application) -> None:
-    for task in list(app[STREAMS]):
+    streams: set[asyncio.Task[object]] = app[STREAMS]
+    for task in list(streams):
         task.cancel()
 
 

@@ -10,9 +10,9 @@ import base64
 import json
 import re
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp

@@ -9,8 +9,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -199,7 +200,7 @@ class DarajaClient:
             async with self._session.request(method, url, timeout=self._timeout, **kwargs) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DarajaUnavailable(f"Daraja did not answer {path.split('?')[0]} in time",
                                     maybe_sent=sends_payment) from None
         except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent

@@ -31,10 +31,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -145,7 +146,8 @@ def start_simulator(log_dir: Path, pending_style: str) -> Simulator:
         env = {**os.environ, **SIMULATOR_ENV, "SIMULATOR_QUERY_PENDING_STYLE": pending_style,
                "HOST": "127.0.0.1", "PORT": str(port), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "run.py", "simulator", "--host", "127.0.0.1", "--port", str(port)],
+            command = [sys.executable, "run.py", "simulator", "--host", "127.0.0.1", "--port", str(port)]
+            process = subprocess.Popen(command,
                                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         sim = Simulator(f"http://127.0.0.1:{port}", pending_style, process, log_path)
         deadline = time.monotonic() + 30

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -80,7 +81,8 @@ class Simulator:
     def query(self, checkout_request_id: str) -> requests.Response:
         ts = nairobi_timestamp()
         return self.post("/mpesa/stkpushquery/v1/query", {
-            "BusinessShortCode": "174379", "Password": stk_password("174379", example("stk_push_request")["passkey"], ts),
+            "BusinessShortCode": "174379",
+            "Password": stk_password("174379", example("stk_push_request")["passkey"], ts),
             "Timestamp": ts, "CheckoutRequestID": checkout_request_id})
 
 

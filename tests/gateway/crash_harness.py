@@ -15,9 +15,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import requests
@@ -235,7 +236,7 @@ class Burst:
         return [(k.at, k.ready_at or k.at) for k in self.kills]
 
 
-async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, kill_after_ok: list[int],
+async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, kill_after_ok: list[int],  # noqa: C901
                  deadline: float, offsets: list[float]) -> Burst:
     """POST /stkpush for every customer, `concurrency` at a time, push i not before `offsets[i]`
     seconds from the start (non-decreasing). Each time the number of pushes answered 200 reaches
@@ -298,7 +299,7 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
                             break
                         await asyncio.sleep(0.05)
                         continue
-                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                         r.error = type(exc).__name__
                     r.finished = time.time()
                     in_flight.discard(id(r))

@@ -214,7 +214,7 @@ async def test_two_hundred_forged_adoptions_complete_nothing(start_app):
     lost = await asyncio.gather(*(running.push(p, 100) for p in phones))
     assert {a["http"] for a in lost} == {504}
     forged = [f"ws_CO_01122026120000{i % 1000}{p[3:]}" for i, p in enumerate(phones)]
-    for cid, phone in zip(forged, phones):
+    for cid, phone in zip(forged, phones, strict=True):
         await post_callback(running, success(cid, "forged-merchant", phone=int(phone)))
     outcomes = [(await final_outcomes(running, cid))[0] for cid in forged]
     print(f"\n200 forged callbacks for pushes whose answer was lost: {outcomes.count('adopted')} adopted, "

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.checkout import (INVALID_PHONE, Checkout, CheckoutError, mask_phone, normalise_phone,
-                              parse_amount, parse_checkout)
+from gateway.checkout import (
+    INVALID_PHONE,
+    Checkout,
+    CheckoutError,
+    mask_phone,
+    normalise_phone,
+    parse_amount,
+    parse_checkout,
+)
 
 AMOUNT_MESSAGE = "Amount must be between 1 and 150,000"
 

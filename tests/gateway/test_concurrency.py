@@ -152,8 +152,9 @@ async def test_a_cancelled_unit_of_work_rolls_back_and_frees_the_store(tmp_path)
 
 
 async def test_a_database_written_by_the_previous_release_is_upgraded_in_place(tmp_path):
-    from gateway.storage import SCHEMA
     import sqlite3
+
+    from gateway.storage import SCHEMA
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:  # the previous release's tables, with a paid payment in them
         db.executescript(SCHEMA)
@@ -170,7 +171,8 @@ async def test_a_database_written_by_the_previous_release_is_upgraded_in_place(t
         assert [(c.outcome, c.note) for c in await store.callbacks("ws_CO_old")] == [("applied", None)]
         with pytest.raises(sqlite3.IntegrityError):  # a receipt belongs to one payment from now on
             async with store.transaction() as t:
-                await t.insert(Transaction(checkout_request_id="ws_CO_new", merchant_request_id="m", phone="254712345678",
+                await t.insert(Transaction(checkout_request_id="ws_CO_new", merchant_request_id="m",
+                                           phone="254712345678",
                                            amount=1, account_reference="r", description="d", status="completed",
                                            receipt="UAB1C2D3E4"))
     finally:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import (DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, PRODUCTION_BASE_URL, SANDBOX_BASE_URL,
-                            SANDBOX_PASSKEY, ConfigError, load_settings)
+from gateway.config import (
+    DEMO_CONSUMER_KEY,
+    DEMO_CONSUMER_SECRET,
+    PRODUCTION_BASE_URL,
+    SANDBOX_BASE_URL,
+    SANDBOX_PASSKEY,
+    ConfigError,
+    load_settings,
+)
 
 SECRET = "zz-consumer-secret-7f3a9c"
 PASSKEY = "zz-passkey-e41b0d7c"
@@ -157,7 +164,8 @@ def test_bad_base_url_override_is_refused():
     pytest.param({**SANDBOX, "MPESA_ENV": "staging"}, id="unknown mode"),
     pytest.param({**SANDBOX, "PORT": "abc"}, id="bad port"),
     pytest.param({**SANDBOX, "MPESA_PASSKEY": PASSKEY, "CALLBACK_URL": ""}, id="sandbox no callback"),
-    pytest.param({k: v for k, v in PRODUCTION.items() if k != "MPESA_BUSINESS_SHORTCODE"}, id="production no shortcode"),
+    pytest.param({k: v for k, v in PRODUCTION.items() if k != "MPESA_BUSINESS_SHORTCODE"},
+                 id="production no shortcode"),
     pytest.param({**PRODUCTION, "CALLBACK_URL": "http://shop.example.com/cb"}, id="production http callback"),
     pytest.param({**PRODUCTION, "MPESA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline"}, id="buy goods no till"),
     pytest.param({**PRODUCTION, "DATABASE_URL": "mysql://db/x"}, id="bad database url"),
@@ -170,8 +178,9 @@ def test_config_error_never_contains_the_secret_or_passkey(env):
     assert PASSKEY not in message
 
 
-@pytest.mark.parametrize("env", [PRODUCTION, {**SANDBOX, "MPESA_PASSKEY": PASSKEY},
-                                 {"MPESA_CONSUMER_KEY": KEY, "MPESA_CONSUMER_SECRET": SECRET, "MPESA_PASSKEY": PASSKEY}])
+@pytest.mark.parametrize("env", [
+    PRODUCTION, {**SANDBOX, "MPESA_PASSKEY": PASSKEY},
+    {"MPESA_CONSUMER_KEY": KEY, "MPESA_CONSUMER_SECRET": SECRET, "MPESA_PASSKEY": PASSKEY}])
 def test_settings_repr_hides_the_secret_and_passkey(env):
     text = repr(load_settings(env))
     assert SECRET not in text

@@ -26,16 +26,27 @@ Run: .venv/bin/python -m pytest tests/gateway/test_crash_recovery.py -x -q -s
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.gateway.crash_harness import (Burst, Comparison, Customer, Gateway, Simulator, compare,
-                                             explain_unrecorded, poll, run_burst, wait_quiet, write_scenarios)
+from tests.gateway.crash_harness import (
+    Burst,
+    Comparison,
+    Customer,
+    Gateway,
+    Simulator,
+    compare,
+    explain_unrecorded,
+    poll,
+    run_burst,
+    wait_quiet,
+    write_scenarios,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +111,8 @@ def figures(burst: Burst | None, c: Comparison, waited: float, why: str) -> str:
         during, dead = c.callbacks_around(burst.windows())
         last_ready = burst.windows()[-1][1] if burst.kills else 0.0
         lines.append(f"callbacks under way at a kill: {during}; callbacks that found the gateway dead: {dead}; "
-                     f"prompts created after the last restart: {sum(1 for p in c.prompts if p['createdAt'] > last_ready)}")
+                     "prompts created after the last restart: "
+                     f"{sum(1 for p in c.prompts if p['createdAt'] > last_ready)}")
     recorded = len(c.paid) - len(c.paid_unrecorded)
     settled_by: dict[str, int] = {}
     for p in c.paid:

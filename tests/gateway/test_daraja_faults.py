@@ -7,6 +7,7 @@ import json
 
 from tests.daraja_http import PAYS, QUERY, Sim, eventually, items, stk
 
+
 async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adopted(start_app):
     app = await start_app(DARAJA_TIMEOUT_SECONDS="0.5")
     sim = Sim(app.client, "/daraja")
@@ -42,11 +43,12 @@ async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adop
 
 async def test_stray_callback_that_matches_no_lost_push_is_kept_but_creates_nothing(start_app):
     app = await start_app()
-    body = {"Body": {"stkCallback": {"MerchantRequestID": "1-2-3", "CheckoutRequestID": "ws_CO_261120261000000712000999",
+    cid = "ws_CO_261120261000000712000999"
+    body = {"Body": {"stkCallback": {"MerchantRequestID": "1-2-3", "CheckoutRequestID": cid,
                                      "ResultCode": 1032, "ResultDesc": "Request cancelled by user"}}}
     resp = await app.client.post(app.settings.callback_path, json=body)
     assert resp.status == 200
-    assert [r["outcome"] for r in await app.payments.store.callback_log(body["Body"]["stkCallback"]["CheckoutRequestID"])] == ["unknown"]
+    assert [r["outcome"] for r in await app.payments.store.callback_log(cid)] == ["unknown"]
     assert await app.payments.store.count() == 0
 
 

@@ -142,8 +142,9 @@ async def test_malformed_callbacks_get_400_and_change_nothing(running):
 async def test_callback_for_unknown_id_is_acknowledged_logged_and_creates_nothing(running):
     body = {"Body": {"stkCallback": {"MerchantRequestID": "1-2-3", "CheckoutRequestID": "ws_CO_unknown",
                                      "ResultCode": 0, "ResultDesc": "The service request is processed successfully.",
-                                     "CallbackMetadata": {"Item": [{"Name": "MpesaReceiptNumber", "Value": "UKQ1AAAAAA"},
-                                                                   {"Name": "Amount", "Value": 5}]}}}}
+                                     "CallbackMetadata": {"Item": [
+                                         {"Name": "MpesaReceiptNumber", "Value": "UKQ1AAAAAA"},
+                                         {"Name": "Amount", "Value": 5}]}}}}
     resp = await running.client.post(running.settings.callback_path, json=body)
     assert (resp.status, await resp.json()) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"})
     assert await running.payments.store.count() == 0
@@ -289,7 +290,8 @@ async def test_absurdly_deep_json_is_a_clean_400(running, path):
 
 
 async def test_text_that_cannot_be_encoded_is_refused_before_daraja(running):
-    resp = await running.client.post("/stkpush", data=b'{"phone": "0712345678", "amount": 10, "description": "\\ud800x"}',
+    lone_surrogate = b'{"phone": "0712345678", "amount": 10, "description": "\\ud800x"}'
+    resp = await running.client.post("/stkpush", data=lone_surrogate,
                                      headers={"Content-Type": "application/json"})
     assert (resp.status, (await resp.json())["field"]) == (400, "description")
     assert running.sim.prompts == {}

@@ -91,7 +91,8 @@ async def test_paid_prompt_carries_the_mpesa_confirmation_sms(running):
     resp = await running.client.post(f"/simulator/api/prompts/{cid}/pin", json={"pin": "12345"})
     prompt = await resp.json()
     balance = prompt["balanceAfter"]
-    assert prompt["smsText"].startswith(f"{prompt['receipt']} Confirmed. Ksh100.00 sent to Demo Shop for account CART_1 on ")
+    assert prompt["smsText"].startswith(
+        f"{prompt['receipt']} Confirmed. Ksh100.00 sent to Demo Shop for account CART_1 on ")
     assert prompt["smsText"].endswith(f"New M-PESA balance is Ksh{balance:,.2f}. Transaction cost, Ksh0.00.")
     subscriber = await (await running.client.get("/simulator/api/subscribers/254712345678")).json()
     assert subscriber["balance"] == balance

@@ -33,7 +33,9 @@ async def test_sandbox_mode_pays_through_any_daraja_base_url_without_the_simulat
     for path in ("/simulator", "/simulator/phone", "/daraja/oauth/v1/generate"):
         assert (await running.client.get(path)).status == 404, path
     page = await (await running.client.get("/pay.html")).text()
-    config = json.loads(re.search(r'<script type="application/json" id="checkout-config">(.*?)</script>', page, re.S)[1])
+    data = re.search(r'<script type="application/json" id="checkout-config">(.*?)</script>', page, re.S)
+    assert data is not None
+    config = json.loads(data[1])
     assert (config["simulator"], config["phonePageBase"]) == (False, None)  # no virtual phone outside the simulator
     pushed = await running.push("0700000000", 100)
     done = await running.wait_status(pushed["checkoutRequestId"], "completed")

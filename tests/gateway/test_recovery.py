@@ -93,7 +93,8 @@ async def test_a_verification_cut_short_is_finished_at_recovery(start_app):
     forged = failure(cid, running.sim.prompts[cid].merchant_request_id)
     with database(running) as db:
         db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body, note) "
-                   "VALUES (?, ?, 'verifying', ?, 'a failure is confirmed first')", (cid, long_ago(), json.dumps(forged)))
+                   "VALUES (?, ?, 'verifying', ?, 'a failure is confirmed first')",
+                   (cid, long_ago(), json.dumps(forged)))
     await running.payments.recover()
     assert await final_outcomes(running, cid) == ["unverified"]
     assert (await running.payments.get(cid)).status == "pending"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -59,7 +59,7 @@ def test_stk_password_is_base64_of_plain_concatenation():
 
 
 def test_nairobi_timestamp_renders_utc_instant_in_utc_plus_3():
-    moment = datetime(2026, 1, 1, 21, 30, 0, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 1, 21, 30, 0, tzinfo=UTC)
     assert nairobi_timestamp(moment) == "20260102003000"
 
 
