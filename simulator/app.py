@@ -19,8 +19,8 @@ from .settings import SimulatorConfigError, SimulatorSettings
 from .streams import enable_streams
 from .urls import CONTROL_ROUTES, DARAJA_ROUTES
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
-STATIC = TEMPLATES.parent / "static"
+# The simulator's pages and their scripts and styles are its own package data.
+STATIC = Path(__file__).resolve().parent / "static"
 RUNNER: web.AppKey[SimulatorRunner] = web.AppKey("simulator_runner", SimulatorRunner)
 
 
@@ -62,7 +62,7 @@ def create_control_app(sim: SimulatedDaraja) -> web.Application:
     app[SIMULATOR] = sim
     app.add_routes(CONTROL_ROUTES)
     enable_streams(app)
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("simulator", "templates"), autoescape=True)
     app.router.add_static("/static/", STATIC, name="static")
     return app
 

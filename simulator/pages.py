@@ -1,6 +1,7 @@
 """The simulator's pages: the virtual handset and the overview (catalogue, customers, pushes).
 
-The templates live in web/templates with the other pages; the data comes from the control API.
+The templates are in simulator/templates (package data), their scripts and styles in
+simulator/static; the data comes from the control API.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""The simulator's pages over HTTP (standalone): the virtual phone's address follows the phone rule."""
+"""The simulator's pages over HTTP: the virtual phone's address follows the phone rule; templates,
+scripts and styles come from the simulator's package, standalone and mounted in another app."""
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from simulator.app import create_standalone_app
+from simulator.app import STATIC, create_standalone_app, mount_simulator
 from simulator.settings import load_simulator_settings
 
 
@@ -39,3 +43,51 @@ async def test_the_picker_form_without_javascript_goes_to_the_phone(client):
     assert resp.status == 302
     resp = await client.get(resp.headers["Location"], allow_redirects=False)
     assert (resp.status, resp.headers["Location"]) == (302, "/simulator/phone/254712345678")
+
+
+# -- the simulator's own templates and static files, in both modes -------------------------------------
+
+async def mounted_client(aiohttp_client: Any) -> Any:
+    """The simulator mounted in another application (as run.py mounts it beside the gateway)."""
+    app = web.Application()
+    mount_simulator(app, load_simulator_settings({}))
+    return await aiohttp_client(app)
+
+
+@pytest.fixture(params=["standalone", "mounted"])
+async def either(request: pytest.FixtureRequest, aiohttp_client: Any) -> Any:
+    if request.param == "standalone":
+        return await aiohttp_client(create_standalone_app(load_simulator_settings({})))
+    return await mounted_client(aiohttp_client)
+
+
+@pytest.mark.parametrize("path, kind", [
+    ("/simulator/static/js/phone.js", "javascript"), ("/simulator/static/js/simulator.js", "javascript"),
+    ("/simulator/static/js/prompt-feed.js", "javascript"), ("/simulator/static/js/sim-format.js", "javascript"),
+    ("/simulator/static/css/simulator.css", "css"),
+])
+async def test_scripts_and_styles_are_served_from_the_simulator_package(either, path, kind):
+    resp = await either.get(path)
+    assert resp.status == 200
+    assert kind in resp.headers["Content-Type"]
+    assert await resp.read() == (STATIC / path.removeprefix("/simulator/static/")).read_bytes()
+
+
+@pytest.mark.parametrize("path, script", [("/simulator", "simulator.js"), ("/simulator/phone", "simulator.js"),
+                                          ("/simulator/phone/254708374149", "phone.js")])
+async def test_pages_render_from_the_package_templates_and_load_modules(either, path, script):
+    resp = await either.get(path)
+    assert resp.status == 200
+    page = await resp.text()
+    assert f'<script type="module" src="/simulator/static/js/{script}"></script>' in page
+    assert '<link rel="stylesheet" href="/simulator/static/css/simulator.css">' in page
+
+
+def test_templates_and_static_files_are_package_data():
+    package = resources.files("simulator")
+    for name in ("phone.html", "phone_picker.html", "simulator.html", "sim_base.html", "_catalogue.html"):
+        assert package.joinpath("templates", name).is_file(), name
+    for name in ("js/phone.js", "js/simulator.js", "js/prompt-feed.js", "js/sim-format.js", "css/simulator.css"):
+        assert package.joinpath("static", name).is_file(), name
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert 'simulator = ["*.json", "templates/*", "static/*/*"]' in pyproject

@@ -1,78 +1,68 @@
 // The simulator's overview (customers and every STK push, live) and the phone picker.
-"use strict";
 
-(() => {
-  const TIME_ZONE = "Africa/Nairobi";
-  const POLL_MS = 1000;
-  const MAX_ROWS = 200;
-  const PHONE = /^(?:\+254|254|0)([17][0-9]{8})$/;
+import { followPrompts } from "./prompt-feed.js";
+import { formatKsh, formatKshWhole, msisdnFromTyped, nairobiFormatter } from "./sim-format.js";
 
-  function formatter(options) {
-    try {
-      return new Intl.DateTimeFormat("en-GB", { timeZone: TIME_ZONE, ...options });
-    } catch (err) {
-      return new Intl.DateTimeFormat("en-GB", options);
-    }
+const POLL_MS = 1000;
+const MAX_ROWS = 200;
+const timeFmt = nairobiFormatter({ hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const stampFmt = nairobiFormatter({ dateStyle: "medium", timeStyle: "medium" });
+
+// A small element builder: h("td", {className: "num"}, "text", childNode, …). Text is always text.
+function h(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key in node && key !== "title") node[key] = value;
+    else node.setAttribute(key, String(value));
   }
-  const timeFmt = formatter({ hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-  const stampFmt = formatter({ dateStyle: "medium", timeStyle: "medium" });
-  const moneyFmt = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-  const amountFmt = new Intl.NumberFormat("en-US");
-
-  // A small element builder: h("td", {className: "num"}, "text", childNode, …). Text is always text.
-  function h(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "dataset") Object.assign(node.dataset, value);
-      else if (key in node && key !== "title") node[key] = value;
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === undefined || child === null || child === false) continue;
-      node.append(child instanceof Node ? child : String(child));
-    }
-    return node;
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
   }
+  return node;
+}
 
-  // ---- the phone picker ------------------------------------------------------------------------
+const picker = document.getElementById("picker-form");
+if (picker) startPicker(picker);
+const overview = document.getElementById("overview");
+if (overview) startOverview(overview);
 
-  const picker = document.getElementById("picker-form");
-  if (picker) {
-    const input = document.getElementById("phone");
-    const error = document.getElementById("picker-error");
-    const base = picker.dataset.phoneBase || "/simulator/phone/";
-    const showError = (text) => {
-      error.textContent = text;
-      error.hidden = !text;
-      if (text) input.setAttribute("aria-invalid", "true");
-      else input.removeAttribute("aria-invalid");
-    };
-    input.addEventListener("input", () => {
-      if (!error.hidden) showError("");
-    });
-    picker.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const raw = input.value.replace(/[\s-]+/g, "");
-      const match = PHONE.exec(raw);
-      if (!raw) {
-        showError("Enter a phone number, e.g. 0708 374 149.");
-      } else if (!match) {
-        showError(`${input.value.trim().slice(0, 20)} is not a Safaricom number: use 07XXXXXXXX, 01XXXXXXXX or 254…`);
-      } else {
-        showError("");
-        window.location.assign(base + "254" + match[1]);
-        return;
-      }
-      input.focus();
-    });
-  }
+// ---- the phone picker ------------------------------------------------------------------------
 
-  // ---- the overview ----------------------------------------------------------------------------
+function startPicker(picker) {
+  const input = document.getElementById("phone");
+  const error = document.getElementById("picker-error");
+  const base = picker.dataset.phoneBase || "/simulator/phone/";
+  const showError = (text) => {
+    error.textContent = text;
+    error.hidden = !text;
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  };
+  input.addEventListener("input", () => {
+    if (!error.hidden) showError("");
+  });
+  picker.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const msisdn = msisdnFromTyped(input.value);
+    if (!/[^\s-]/.test(input.value)) { // nothing typed but spaces and dashes
+      showError("Enter a phone number, e.g. 0708 374 149.");
+    } else if (!msisdn) {
+      showError(`${input.value.trim().slice(0, 20)} is not a Safaricom number: use 07XXXXXXXX, 01XXXXXXXX or 254…`);
+    } else {
+      showError("");
+      window.location.assign(base + msisdn);
+      return;
+    }
+    input.focus();
+  });
+}
 
-  const overview = document.getElementById("overview");
-  if (!overview) return;
+// ---- the overview ----------------------------------------------------------------------------
 
+function startOverview(overview) {
   const api = overview.dataset.api || "/simulator/api";
   const phoneBase = overview.dataset.phoneBase || "/simulator/phone/";
   const pushesBody = document.querySelector("#pushes tbody");
@@ -113,7 +103,7 @@
     const rows = list.map((s) => h("tr", { dataset: { msisdn: s.msisdn } },
       h("td", { "data-label": "Name" }, s.name),
       h("td", { "data-label": "Phone" }, phoneLink(s.msisdn)),
-      h("td", { className: "num", "data-label": "Balance" }, `Ksh ${moneyFmt.format(s.balance)}`)));
+      h("td", { className: "num", "data-label": "Balance" }, formatKsh(s.balance))));
     if (rows.length === 0) {
       rows.push(h("tr", { className: "empty" }, h("td", { colSpan: 3 }, "No customers yet: they appear with their first STK push.")));
     }
@@ -197,7 +187,7 @@
         h("code", { className: "cid" }, prompt.checkoutRequestId)),
       h("td", { "data-label": "Phone" }, phoneLink(prompt.msisdn),
         prompt.scenario ? h("div", { className: "muted small" }, prompt.scenario) : null),
-      h("td", { className: "num", "data-label": "Amount" }, `Ksh ${amountFmt.format(prompt.amount)}`),
+      h("td", { className: "num", "data-label": "Amount" }, formatKshWhole(prompt.amount)),
       h("td", { "data-label": "Account" }, prompt.accountReference,
         prompt.description ? h("div", { className: "muted small" }, prompt.description) : null),
       stateCell(prompt, entry),
@@ -314,7 +304,7 @@
 
   // The feed (prompt-feed.js): server-sent events, polling while the stream is down --------------
 
-  window.followPrompts({
+  followPrompts({
     streamUrl: `${api}/events`,
     pollUrl: `${api}/prompts`,
     pollMs: POLL_MS,
@@ -324,4 +314,4 @@
       liveStatus.classList.toggle("down", state === "offline");
     },
   });
-})();
+}

@@ -1,13 +1,12 @@
 // The simulator's prompt feed for its pages: server-sent events from /simulator/api/events, with
 // polling of /simulator/api/prompts while the stream is down, and reconnection with back-off.
-"use strict";
 
 /**
  * followPrompts({streamUrl, pollUrl, pollMs, onPrompts, onStatus})
  *   onPrompts(list) gets the prompt list (newest first) on every change;
  *   onStatus(state) gets "live" (stream open), "polling" (stream down, polls answer) or "offline".
  */
-window.followPrompts = function followPrompts({ streamUrl, pollUrl, pollMs = 1000, onPrompts, onStatus }) {
+export function followPrompts({ streamUrl, pollUrl, pollMs = 1000, onPrompts, onStatus }) {
   let source = null;
   let pollTimer = 0;
   let polling = false;
@@ -84,4 +83,4 @@ window.followPrompts = function followPrompts({ streamUrl, pollUrl, pollMs = 100
   });
 
   startStream();
-};
+}

@@ -1,18 +1,19 @@
 // The virtual handset: shows the STK prompt for one number, sends the PIN or a cancel to the
 // simulator's control API, and keeps an inbox of M-PESA messages. Live through server-sent events,
 // with polling as the fallback when the stream breaks.
-"use strict";
 
-(() => {
-  const handset = document.getElementById("handset");
-  if (!handset) return;
+import { followPrompts } from "./prompt-feed.js";
+import { formatKsh, formatShillings, nairobiFormatter } from "./sim-format.js";
 
+const handset = document.getElementById("handset");
+if (handset) startHandset(handset);
+
+function startHandset(handset) {
   const msisdn = handset.dataset.msisdn;
   const api = handset.dataset.api || "/simulator/api";
   const pinLength = Number.parseInt(handset.dataset.pinLength, 10) || 0;
   const RECENT_SECONDS = 5 * 60; // on first load, settled prompts this recent still get their message
   const POLL_MS = 1000;
-  const TIME_ZONE = "Africa/Nairobi";
 
   const byId = (id) => document.getElementById(id);
   const el = {
@@ -44,16 +45,8 @@
 
   // ---- clock and formatting -------------------------------------------------------------------
 
-  function formatter(options) {
-    try {
-      return new Intl.DateTimeFormat("en-GB", { timeZone: TIME_ZONE, ...options });
-    } catch (err) {
-      return new Intl.DateTimeFormat("en-GB", options);
-    }
-  }
-  const timeFmt = formatter({ hour: "2-digit", minute: "2-digit", hour12: false });
-  const dateFmt = formatter({ weekday: "long", day: "numeric", month: "long" });
-  const moneyFmt = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const timeFmt = nairobiFormatter({ hour: "2-digit", minute: "2-digit", hour12: false });
+  const dateFmt = nairobiFormatter({ weekday: "long", day: "numeric", month: "long" });
 
   function renderClock() {
     const now = new Date();
@@ -69,7 +62,7 @@
 
   function setBalance(value) {
     if (typeof value !== "number" || !Number.isFinite(value)) return;
-    const text = `Ksh ${moneyFmt.format(value)}`;
+    const text = formatKsh(value);
     if (el.balance.textContent === text) return;
     el.balance.textContent = text;
     el.balance.classList.remove("changed");
@@ -99,7 +92,7 @@
   function messageFor(prompt) {
     switch (String(prompt.resultCode)) {
       case "0":
-        return prompt.smsText || `${prompt.receipt || ""} Confirmed. Ksh${moneyFmt.format(prompt.amount)} paid.`.trim();
+        return prompt.smsText || `${prompt.receipt || ""} Confirmed. Ksh${formatShillings(prompt.amount)} paid.`.trim();
       case "2001":
         return "Wrong PIN. Transaction failed.";
       case "1032":
@@ -387,7 +380,7 @@
 
   // ---- the feed (prompt-feed.js): server-sent events, polling while the stream is down -----------
 
-  window.followPrompts({
+  followPrompts({
     streamUrl: `${api}/events?msisdn=${encodeURIComponent(msisdn)}`,
     pollUrl: `${api}/prompts?msisdn=${encodeURIComponent(msisdn)}`,
     pollMs: POLL_MS,
@@ -397,4 +390,4 @@
       if (el.feedStatus.textContent !== text) el.feedStatus.textContent = text;
     },
   });
-})();
+}
