@@ -16,10 +16,12 @@ from typing import Any
 import requests
 
 from .scenarios import BEHAVIOUR_FIELDS
+from .settings import SimulatorSettings
 
 
 def default_url() -> str:
-    return os.environ.get("SIMULATOR_URL") or f"http://127.0.0.1:{os.environ.get('PORT', '3001')}/simulator"
+    port = os.environ.get("PORT", "").strip() or SimulatorSettings().port
+    return os.environ.get("SIMULATOR_URL") or f"http://127.0.0.1:{port}/simulator"
 
 
 class ControlError(Exception):
@@ -77,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prompts", help="list prompts, newest first")
     p.add_argument("--state", choices=("open", "settled"))
     p.add_argument("--msisdn")
-    p = sub.add_parser("pin", help="enter a PIN on a prompt (default 12345)")
+    p = sub.add_parser("pin", help=f"enter a PIN on a prompt (default {SimulatorSettings().pin})")
     p.add_argument("id")
-    p.add_argument("pin", nargs="?", default="12345")
+    p.add_argument("pin", nargs="?", default=SimulatorSettings().pin)
     for name, text in (("wrong-pin", "enter a wrong PIN (2001)"), ("cancel", "cancel the prompt (1032)"),
                        ("ignore", "let the prompt time out now (1037)")):
         sub.add_parser(name, help=text).add_argument("id")
