@@ -39,14 +39,14 @@ async def post_callback(running: Running, body: dict[str, Any]) -> None:
     assert (resp.status, await resp.json()) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"})
 
 
-async def final_outcomes(running: Running, cid: str, count: int = 1) -> list[str]:
+async def final_outcomes(running: Running, cid: str, count: int = 1, timeout: float = 5.0) -> list[str]:
     """The callback log's outcomes for `cid`, once the last `count` have been decided."""
     async def decided() -> list[str] | None:
         outcomes = [row["outcome"] for row in await running.payments.store.callback_log(cid)]
         if len(outcomes) >= count and not {"received", "verifying"} & set(outcomes):
             return outcomes
         return None
-    return await eventually(decided, 5.0, f"callbacks for {cid} decided")
+    return await eventually(decided, timeout, f"callbacks for {cid} decided")
 
 
 async def open_payment(running: Running, phone: str = INTERACTIVE, amount: int = 100) -> tuple[str, str]:
@@ -216,7 +216,7 @@ async def test_two_hundred_forged_adoptions_complete_nothing(start_app):
     forged = [f"ws_CO_01122026120000{i % 1000}{p[3:]}" for i, p in enumerate(phones)]
     for cid, phone in zip(forged, phones, strict=True):
         await post_callback(running, success(cid, "forged-merchant", phone=int(phone)))
-    outcomes = [(await final_outcomes(running, cid))[0] for cid in forged]
+    outcomes = [(await final_outcomes(running, cid, timeout=30))[0] for cid in forged]
     print(f"\n200 forged callbacks for pushes whose answer was lost: {outcomes.count('adopted')} adopted, "
           f"{outcomes.count('unverified')} unverified")
     assert outcomes == ["unverified"] * 200

@@ -31,8 +31,7 @@ async def test_accepted_push_without_a_payment_row_is_repaired_and_settled_by_qu
     with database(running) as db:  # what an earlier version's shared-connection rollback left behind
         db.execute("DELETE FROM transactions WHERE checkout_request_id = ?", (cid,))
     assert (await running.status(cid))["http"] == 404
-    counts = await running.payments.recover()
-    assert counts["repaired"] == 1
+    await running.payments.recover()  # (the periodic pass may get there first: either way, once)
     done = await running.wait_status(cid, "completed", timeout=5)
     stored = await running.payments.get(cid)
     assert (stored.amount, stored.phone, stored.settled_by) == (100, "254700000007", "query")
@@ -67,8 +66,7 @@ async def test_a_callback_kept_but_never_matched_is_matched_at_recovery(start_ap
     with database(running) as db:  # kept, then the process died before matching it
         db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body) VALUES (?, ?, ?, ?)",
                    (cid, long_ago(), "received", json.dumps(body)))
-    counts = await running.payments.recover()
-    assert counts["callbacks"] == 1
+    await running.payments.recover()
     stored = await running.payments.get(cid)
     assert (stored.status, stored.receipt, stored.settled_by) == ("completed", prompt.receipt, "callback")
     assert [r["outcome"] for r in await running.payments.store.callback_log(cid)] == ["applied"]
@@ -82,8 +80,8 @@ async def test_a_push_whose_answer_never_came_is_kept_for_adoption(start_app):
                    (utc_now(), time.time() - 3600))
         db.execute("INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
                    "created_epoch) VALUES ('254712345679', 10, 'R', 'D', 'sending', ?, ?)", (utc_now(), time.time()))
-    counts = await running.payments.recover()
-    assert counts["lost_answers"] == 1  # the fresh one may still be answered
+    await running.payments.recover()
+    # The stale one is marked lost (kept for a verified adoption); the fresh one may still be answered.
     assert await running.payments.store.attempt_counts() == {"unknown": 1, "sending": 1}
 
 
