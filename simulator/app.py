@@ -11,8 +11,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from .keys import RUNNER, SIMULATOR
 from .models import SimulatedDaraja
-from .responses import SIMULATOR, daraja_errors, journal_requests
+from .responses import daraja_errors, journal_requests
 from .runner import SimulatorRunner
 from .scenarios import CatalogueError, load_catalogue
 from .settings import SimulatorConfigError, SimulatorSettings
@@ -21,7 +22,6 @@ from .urls import CONTROL_ROUTES, DARAJA_ROUTES
 
 # The simulator's pages and their scripts and styles are its own package data.
 STATIC = Path(__file__).resolve().parent / "static"
-RUNNER: web.AppKey[SimulatorRunner] = web.AppKey("simulator_runner", SimulatorRunner)
 
 
 def build_simulator(settings: SimulatorSettings) -> SimulatedDaraja:

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .exceptions import DarajaException
+from .keys import SIMULATOR
 from .models import Prompt, PromptClosed, SimulatedDaraja
 from .phones import msisdn as safaricom_msisdn
-from .responses import SIMULATOR
 from .scenarios import BEHAVIOUR_FIELDS, CatalogueError, parse_behaviour
 from .streams import tracked_stream
 from .validation import MAX_AMOUNT

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from .keys import SIMULATOR
 from .phones import msisdn as safaricom_msisdn
-from .responses import SIMULATOR
 
 
 @aiohttp_jinja2.template("simulator.html")

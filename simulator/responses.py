@@ -26,12 +26,12 @@ from .exceptions import (
     TransactionBeingProcessed,
 )
 from .journal import parse_body
+from .keys import SIMULATOR
 from .models import SimulatedDaraja
 from .result_codes import QUERY_ACCEPTED, query_desc
 
 log = logging.getLogger("simulator.daraja")
 
-SIMULATOR: web.AppKey[SimulatedDaraja] = web.AppKey("simulator", SimulatedDaraja)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HINT_HEADER = "X-Simulator-Hint"
 ACCEPTED = "Success. Request accepted for processing"

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .keys import OPEN_STREAMS
+
 
 class OpenStreams:
     """The tasks of the streams open now."""
@@ -18,7 +20,6 @@ class OpenStreams:
         self.tasks: set[asyncio.Task[Any]] = set()
 
 
-OPEN_STREAMS: web.AppKey[OpenStreams] = web.AppKey("simulator_open_streams", OpenStreams)
 
 
 async def _end_streams(app: web.Application) -> None:

@@ -18,8 +18,8 @@ from gateway.config import Settings
 from gateway.keys import PAYMENTS
 from gateway.payments import PaymentService
 from run import build_app, load
+from simulator.keys import SIMULATOR
 from simulator.models import SimulatedDaraja
-from simulator.responses import SIMULATOR
 
 # Timings for tests: scripted answers after 0.2 s, callbacks 0.05 s later, queries after 0.6 s.
 FAST_ENV = {

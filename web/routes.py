@@ -13,9 +13,9 @@ from aiohttp import web
 
 from gateway.public import SETTINGS, LookupLimited, find_payment, receipt
 
+from .keys import SIMULATOR_PIN
+
 HERE = Path(__file__).parent
-# The PIN the virtual phone accepts, shown on the pay page in simulator mode ("" otherwise).
-SIMULATOR_PIN: web.AppKey[str] = web.AppKey("web_simulator_pin", str)
 
 
 async def home(request: web.Request) -> web.Response:
