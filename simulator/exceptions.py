@@ -96,7 +96,15 @@ class SystemBusy(DarajaException):
 
 
 class SpikeArrestViolation(DarajaException):
+    """Past the per-second limit. Daraja's envelope (legacy profile), or Apigee's fault (current)."""
+
     http_status, error_code, error_message = 500, "500.003.02", "Error Occurred: Spike Arrest Violation"
+
+    def __init__(self, per_second: int = 0) -> None:
+        super().__init__()
+        self.apigee_faultstring = (
+            f"Spike arrest violation. Allowed rate : MessageRate{{messagesPerPeriod={per_second}, "
+            f"periodInMicroseconds=1000000, maxBurstMessageCount={float(per_second)}}}")
 
 
 class QuotaViolation(DarajaException):

@@ -20,7 +20,7 @@ class TrafficLimits:
         if self.per_second:
             self._last_second = [t for t in self._last_second if now - t < 1.0]
             if len(self._last_second) >= self.per_second:
-                raise SpikeArrestViolation()
+                raise SpikeArrestViolation(self.per_second)
             self._last_second.append(now)
 
     def reset(self) -> None:

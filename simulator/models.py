@@ -35,6 +35,7 @@ from .faults import Behaviour, FaultBook, NextPushesFault
 from .ids import DarajaIds
 from .journal import Journal, JournalEntry
 from .limits import TrafficLimits
+from .profiles import Profile
 from .result_codes import callback_desc
 from .scenarios import Scenario, interactive
 from .settings import SimulatorSettings
@@ -45,11 +46,24 @@ MAX_SETTLED_PROMPTS = 20_000  # the oldest settled prompts are forgotten past th
 MAX_SUBSCRIBERS = 20_000  # and the customers seen least recently, who come back as new when asked for
 
 
+DAILY_LIMIT = 500_000  # KES a customer may transact in a day
+
+
 @dataclass
 class Subscriber:
     msisdn: str
     name: str
     balance: int  # KES
+    day: str = ""  # the Nairobi date of `spent_today`
+    spent_today: int = 0
+
+    def pay(self, amount: int, day: str) -> int:
+        """Take `amount` from the balance; returns what the customer may still transact today."""
+        if day != self.day:
+            self.day, self.spent_today = day, 0
+        self.balance -= amount
+        self.spent_today += amount
+        return max(0, DAILY_LIMIT - self.spent_today)
 
     def to_json(self) -> dict[str, Any]:
         return {"msisdn": self.msisdn, "name": self.name, "balance": self.balance}
@@ -77,6 +91,7 @@ class Prompt:
     receipt: str | None = None
     transaction_date: str | None = None
     balance_after: int | None = None
+    sms: str | None = None  # the handset's confirmation SMS, once paid
     settled_at: float | None = None
     callbacks: list[CallbackAttempt] = field(default_factory=list)
 
@@ -86,20 +101,6 @@ class Prompt:
 
     def prompt_text(self, business_name: str) -> str:
         return f"Do you want to pay Ksh {self.amount:,} to {business_name}? Enter M-PESA PIN"
-
-    def sms_text(self, business_name: str) -> str | None:
-        """M-Pesa's confirmation SMS, in its usual wording for a paybill or a till."""
-        if self.receipt is None or self.settled_at is None:
-            return None
-        moment = nairobi_time(self.settled_at)
-        when = f"{moment:%d/%m/%y} at {moment.strftime('%I:%M %p').lstrip('0')}"
-        balance = f"Ksh{self.balance_after or 0:,.2f}"
-        if self.transaction_type == "CustomerBuyGoodsOnline":
-            paid = f"Ksh{self.amount:,.2f} paid to {business_name}."
-        else:
-            paid = f"Ksh{self.amount:,.2f} sent to {business_name} for account {self.account_reference}"
-        return (f"{self.receipt} Confirmed. {paid} on {when}. New M-PESA balance is {balance}. "
-                "Transaction cost, Ksh0.00.")
 
     def to_json(self, now: float, business_name: str = "") -> dict[str, Any]:
         return {
@@ -125,7 +126,7 @@ class Prompt:
             "transactionDate": self.transaction_date,
             "balanceAfter": self.balance_after,
             "promptText": self.prompt_text(business_name),
-            "smsText": self.sms_text(business_name),
+            "smsText": self.sms,
             "callbacks": [c.to_json() for c in self.callbacks],
         }
 
@@ -477,18 +478,20 @@ class SimulatedDaraja:
         subscriber = self.subscriber(prompt.msisdn)
         if code == "0" and subscriber.balance < prompt.amount:
             code = "1"
-        prompt.state, prompt.result_code, prompt.result_desc = "settled", code, callback_desc(code)
+        prompt.state, prompt.result_code = "settled", code
+        prompt.result_desc = callback_desc(code, self.settings.daraja)
         prompt.settled_at = now
         self._open_by_msisdn[prompt.msisdn] -= 1
         if not self._open_by_msisdn[prompt.msisdn]:
             del self._open_by_msisdn[prompt.msisdn]
         behaviour = prompt.scenario
         if code == "0":
-            subscriber.balance -= prompt.amount
+            remaining_today = subscriber.pay(prompt.amount, daraja_timestamp(now)[:8])
             prompt.balance_after = subscriber.balance
             prompt.receipt = self._ids.receipt(now, taken=self._receipts)
             self._receipts.add(prompt.receipt)
             prompt.transaction_date = daraja_timestamp(now)
+            prompt.sms = confirmation_sms(prompt, self.business_name, self.settings.daraja, remaining_today)
             body = paid_callback(
                 merchant_request_id=prompt.merchant_request_id, checkout_request_id=prompt.checkout_request_id,
                 result_desc=prompt.result_desc,
@@ -552,3 +555,21 @@ class SimulatedDaraja:
     def journal_entries(self, kind: str | None = None, checkout_request_id: str | None = None,
                         limit: int = 200) -> list[JournalEntry]:
         return self.journal.entries(kind, checkout_request_id, limit)
+
+
+def confirmation_sms(prompt: Prompt, business_name: str, profile: Profile, remaining_today: int) -> str:
+    """M-Pesa's confirmation SMS for a paid prompt, in its wording for a paybill or a till: the
+    2025 form (with the day's remaining limit) or the classic one, as the profile says."""
+    assert prompt.receipt is not None and prompt.settled_at is not None
+    moment = nairobi_time(prompt.settled_at)
+    clock = moment.strftime("%I:%M %p").lstrip("0")
+    amount, balance = f"Ksh{prompt.amount:,.2f}", f"Ksh{prompt.balance_after or 0:,.2f}"
+    if prompt.transaction_type == "CustomerBuyGoodsOnline":
+        paid = f"{amount} paid to {business_name}."
+    else:
+        paid = f"{amount} sent to {business_name} for account {prompt.account_reference}"
+    if profile.sms == "2025":
+        return (f"{prompt.receipt} Confirmed. {paid} on {moment.day}/{moment.month}/{moment:%y} at {clock} "
+                f"New M-PESA balance is {balance}. Amount you can transact within the day is {remaining_today:,.2f}.")
+    return (f"{prompt.receipt} Confirmed. {paid} on {moment:%d/%m/%y} at {clock}. New M-PESA balance is "
+            f"{balance}. Transaction cost, Ksh0.00.")

@@ -17,17 +17,20 @@ from aiohttp import web
 from .exceptions import (
     DarajaException,
     InternalServerError,
+    InvalidAccessToken,
     InvalidAuthentication,
     InvalidField,
     InvalidGrantType,
     InvalidRequestPayload,
     MethodNotAllowed,
     ResourceNotFound,
+    SpikeArrestViolation,
     TransactionBeingProcessed,
 )
 from .journal import parse_body
 from .keys import SIMULATOR
 from .models import SimulatedDaraja
+from .profiles import CURRENT, Profile
 from .result_codes import QUERY_ACCEPTED, query_desc
 
 log = logging.getLogger("simulator.daraja")
@@ -37,11 +40,20 @@ HINT_HEADER = "X-Simulator-Hint"
 ACCEPTED = "Success. Request accepted for processing"
 
 
-def render_error(exc: DarajaException, request_id: str) -> web.Response:
-    headers = {HINT_HEADER: exc.hint} if exc.hint else None
+def render_error(exc: DarajaException, request_id: str, profile: Profile = CURRENT) -> web.Response:
+    headers = {HINT_HEADER: exc.hint} if exc.hint else {}
     if exc.empty_body:
         return web.Response(status=exc.http_status, headers=headers)
+    if isinstance(exc, SpikeArrestViolation) and profile.spike_arrest == "apigee":
+        # Apigee, in front of Daraja, refuses before Daraja sees the request, in its own shape.
+        return web.json_response({"fault": {"faultstring": exc.apigee_faultstring,
+                                            "detail": {"errorcode": "policies.ratelimit.SpikeArrestViolation"}}},
+                                 status=429, headers=headers)
     body = {"requestId": exc.request_id or request_id, "errorCode": exc.error_code, "errorMessage": exc.error_message}
+    if isinstance(exc, InvalidAccessToken):  # as captured: this exact Content-Type, and no caching
+        headers.update({"Content-Type": "application/json;charset=UTF-8", "Cache-Control": "no-store"})
+        return web.Response(body=json.dumps(body).encode(), status=exc.http_status, reason=exc.reason,
+                            headers=headers)
     return web.json_response(body, status=exc.http_status, reason=exc.reason, headers=headers)
 
 
@@ -54,7 +66,7 @@ async def daraja_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except DarajaException as exc:
         if exc.hint:
             log.warning("%s %s -> %s (%s)", request.method, request.path, exc.error_message, exc.hint)
-        return render_error(exc, sim.new_request_id())
+        return render_error(exc, sim.new_request_id(), sim.settings.daraja)
     except web.HTTPMethodNotAllowed:
         return render_error(MethodNotAllowed(request.method), sim.new_request_id())
     except web.HTTPNotFound:
@@ -185,9 +197,9 @@ async def stk_query(request: web.Request) -> web.Response:
         "CheckoutRequestID": prompt.checkout_request_id,
     }
     if prompt.open:
-        if sim.settings.query_pending_style == "4999":
+        if sim.settings.pending_style == "4999":
             return web.json_response({**base, "ResultCode": "4999",
                                       "ResultDesc": "The transaction is still under processing"})
         raise TransactionBeingProcessed(request_id=prompt.checkout_request_id)
     code = prompt.result_code or ""
-    return web.json_response({**base, "ResultCode": code, "ResultDesc": query_desc(code)})
+    return web.json_response({**base, "ResultCode": code, "ResultDesc": query_desc(code, sim.settings.daraja)})

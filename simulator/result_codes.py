@@ -1,11 +1,15 @@
-"""Daraja's STK ResultCodes with the texts Daraja itself sends (callback and, where it differs, query)."""
+"""Daraja's STK ResultCodes with the texts Daraja itself sends (callback and, where it differs, query).
+
+The wordings that changed over time come from the profile (simulator/profiles.py)."""
 
 from __future__ import annotations
 
-# code -> (callback ResultDesc, query ResultDesc)
+from .profiles import Profile
+
+# code -> (callback ResultDesc, query ResultDesc); 1, 1032 and 1037 changed wording: see profiles.py
+
 RESULT_TEXTS: dict[str, tuple[str, str]] = {
     "0": ("The service request is processed successfully.", "The service request is processed successfully."),
-    "1": ("The balance is insufficient for the transaction.", "The balance is insufficient for the transaction."),
     "2": ("Declined due to limit rule.", "Declined due to limit rule."),
     "3": ("Declined due to limit rule: greater than the maximum transaction amount.",
           "Declined due to limit rule: greater than the maximum transaction amount."),
@@ -20,8 +24,6 @@ RESULT_TEXTS: dict[str, tuple[str, str]] = {
     "1019": ("Transaction has expired", "Transaction has expired"),
     "1025": ("An error occurred while sending a push request.", "An error occurred while sending a push request."),
     "1031": ("Request cancelled by user", "Request cancelled by user"),
-    "1032": ("Request cancelled by user", "Request cancelled by user"),
-    "1037": ("DS timeout user cannot be reached", "No response from user."),
     "2001": ("The initiator information is invalid.", "The initiator information is invalid."),
     "2028": ("The request is not permitted according to product assignment.",
              "The request is not permitted according to product assignment."),
@@ -35,10 +37,15 @@ RESULT_TEXTS: dict[str, tuple[str, str]] = {
 QUERY_ACCEPTED = "The service request has been accepted successsfully"
 
 
-def callback_desc(code: str) -> str:
-    return RESULT_TEXTS.get(code, ("Request failed", ""))[0]
+def _texts(code: str, profile: Profile) -> tuple[str, str] | None:
+    return profile.result_texts.get(code) or RESULT_TEXTS.get(code)
 
 
-def query_desc(code: str) -> str:
-    texts = RESULT_TEXTS.get(code)
+def callback_desc(code: str, profile: Profile) -> str:
+    texts = _texts(code, profile)
+    return texts[0] if texts else "Request failed"
+
+
+def query_desc(code: str, profile: Profile) -> str:
+    texts = _texts(code, profile)
     return texts[1] if texts else "Request failed"

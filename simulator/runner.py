@@ -11,6 +11,7 @@ import aiohttp
 
 from .callbacks import CallbackAttempt, CallbackJob
 from .models import SimulatedDaraja
+from .wire import callback_text
 
 log = logging.getLogger("simulator.callbacks")
 
@@ -45,7 +46,8 @@ class SimulatorRunner:
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=self.sim.settings.callback_timeout)
-            async with self.session.post(job.url, json=job.body, timeout=timeout) as resp:
+            async with self.session.post(job.url, data=callback_text(job.body), timeout=timeout,
+                                         headers={"Content-Type": "application/json"}) as resp:
                 await resp.read()
                 attempt.status = resp.status
         except TimeoutError:

@@ -41,7 +41,7 @@ class Scenario:
     callback: str = "once"  # once | never | twice | late
     callback_delay: float | None = None  # seconds from settlement; None: the settings' delay
     delay: float | None = None  # seconds a "slow" push or query waits (None: the settings' slow delay)
-    amount_format: str = "integer"  # the callback's Amount: 100 or 100.00
+    amount_format: str = "decimal"  # the callback's Amount: 100.00 (as Daraja writes it) or 100
     balance_item: str = "empty"  # the callback's Balance item: present without a Value, or absent
     balance: int | None = None
     description: str = ""

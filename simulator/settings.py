@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
+from .profiles import PROFILES, Profile
+
 # Safaricom's sandbox paybill and its published passkey: public, still kept out of logs and reprs.
 SANDBOX_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
@@ -144,10 +146,14 @@ class SimulatorSettings:
     late_callback_delay: float = _setting(20.0, "SIMULATOR_LATE_CALLBACK_SECONDS", _seconds)
     callback_timeout: float = _setting(10.0, "SIMULATOR_CALLBACK_TIMEOUT_SECONDS", _positive)
     token_lifetime: int = _setting(3599, "SIMULATOR_TOKEN_LIFETIME_SECONDS", _whole(1, 86_400))
-    # How an open prompt answers the STK query: "500" (being processed) or "4999" (the 2025+ form).
-    query_pending_style: str = _setting("500", "SIMULATOR_QUERY_PENDING_STYLE", _one_of("500", "4999"))
+    # Which Daraja it speaks: today's ("current") or the one before late 2025 ("legacy"); see profiles.py.
+    profile: str = _setting("current", "SIMULATOR_PROFILE", _one_of(*PROFILES))
+    # How an open prompt answers the STK query: "4999" (the 2025+ form) or "500" (being processed);
+    # "" follows the profile.
+    query_pending_style: str = _setting("", "SIMULATOR_QUERY_PENDING_STYLE", _one_of("500", "4999"))
     lock_subscriber: bool = _setting(True, "SIMULATOR_LOCK_SUBSCRIBER", _switch)
-    account_reference_max: int = _setting(12, "SIMULATOR_ACCOUNT_REFERENCE_MAX", _whole(1, 100))
+    # Daraja's docs say 12, but it accepts more (15 in 2026, 14 in 2018): 0 refuses none.
+    account_reference_max: int = _setting(0, "SIMULATOR_ACCOUNT_REFERENCE_MAX", _whole(0, 100))
     scenarios_file: str | None = _setting(None, "SIMULATOR_SCENARIOS_FILE", _text)
 
     # Fidelity switches and faults.
@@ -158,6 +164,16 @@ class SimulatorSettings:
     timeout_seconds: float = _setting(60.0, "SIMULATOR_TIMEOUT_SECONDS", _seconds)  # a "timeout" one hangs
     spike_arrest_per_second: int = _setting(0, "SIMULATOR_SPIKE_ARREST_PER_SECOND", _whole(0, 1_000_000))
     quota: int = _setting(0, "SIMULATOR_QUOTA", _whole(0, 1_000_000_000))  # requests until reset; 0: none
+
+    @property
+    def daraja(self) -> Profile:
+        """The Daraja this simulator speaks (SIMULATOR_PROFILE)."""
+        return PROFILES[self.profile]
+
+    @property
+    def pending_style(self) -> str:
+        """The STK query's answer while a prompt is open: SIMULATOR_QUERY_PENDING_STYLE, else the profile's."""
+        return self.query_pending_style or self.daraja.query_pending_style
 
     @property
     def merchants(self) -> dict[str, str]:

@@ -6,13 +6,15 @@
 - The callback Daraja POSTs is `{"Body": {"stkCallback": {…}}}`; ResultCode is a JSON number when
   it is numeric and a string otherwise (`"SFC_IC0003"`); a success carries `CallbackMetadata.Item`,
   a list of `{"Name", "Value"}` pairs in which TransactionDate and PhoneNumber are numbers and
-  Balance usually has no Value.
+  Balance usually has no Value. On the wire it is compact JSON, and Amount is written with two
+  decimals, `{"Name":"Amount","Value":1.00}` (raw callbacks printed from 2018 to 2024).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import json
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -60,8 +62,8 @@ def _stk_callback(merchant_request_id: str, checkout_request_id: str, result_cod
 
 def paid_callback(*, merchant_request_id: str, checkout_request_id: str, result_desc: str, amount: int | float,
                   receipt: str, transaction_date: str, msisdn: str, balance_item: bool) -> dict[str, Any]:
-    """The callback of a payment: Amount as given (100 or 100.0), receipt, date and phone as numbers,
-    and a Balance item without a Value when `balance_item`."""
+    """The callback of a payment: Amount as given (a float is sent as `100.00`, an int as `100`),
+    receipt, date and phone as numbers, and a Balance item without a Value when `balance_item`."""
     items: list[dict[str, Any]] = [{"Name": "Amount", "Value": amount},
                                    {"Name": "MpesaReceiptNumber", "Value": receipt}]
     if balance_item:
@@ -78,3 +80,19 @@ def failed_callback(*, merchant_request_id: str, checkout_request_id: str, resul
     numeric = result_code.isascii() and result_code.isdigit()
     return _stk_callback(merchant_request_id, checkout_request_id, int(result_code) if numeric else result_code,
                          result_desc)
+
+
+_AMOUNT_MARK = "\u0000amount\u0000"
+
+
+def callback_text(body: dict[str, Any]) -> str:
+    """The callback's bytes as Daraja sends them: compact JSON, a decimal Amount written with two
+    decimals (`100.00`, which no JSON library writes by itself), an integer one as it is (`100`)."""
+    callback = body["Body"]["stkCallback"]
+    items = callback.get("CallbackMetadata", {}).get("Item", [])
+    amount = next((item.get("Value") for item in items if item.get("Name") == "Amount"), None)
+    if not isinstance(amount, float):
+        return json.dumps(body, separators=(",", ":"))
+    marked_items = [{**item, "Value": _AMOUNT_MARK} if item.get("Name") == "Amount" else item for item in items]
+    marked = {"Body": {"stkCallback": {**callback, "CallbackMetadata": {"Item": marked_items}}}}
+    return json.dumps(marked, separators=(",", ":")).replace(json.dumps(_AMOUNT_MARK), f"{amount:.2f}")

@@ -6,9 +6,13 @@ subprocess (Daraja's paths at the root of http://127.0.0.1:N) and a small HTTP r
 changed, does what it would do against https://sandbox.safaricom.co.ke:
 
     OAuth token -> STK push to 254700000000 (pays after SIMULATOR_AUTO_ANSWER_SECONDS)
-    -> STK query while the prompt is open (Daraja's "still processing" answer, in the style
-       SIMULATOR_QUERY_PENDING_STYLE selects) -> STK query once settled (ResultCode "0")
+    -> STK query while the prompt is open (Daraja's "still processing" answer of the profile's
+       time: HTTP 200 ResultCode "4999" today, HTTP 500 "being processed" before) -> STK query once
+       settled (ResultCode "0")
     -> Daraja's success callback at the receiver, read by the library's own parser where it has one.
+
+Every test runs against both of the simulator's profiles (SIMULATOR_PROFILE: `current`, today's
+Daraja, and `legacy`, the one before late 2025).
 
 The libraries are not dependencies of the project: `bash tests/clients/install.sh` installs the
 pinned ones (tests/clients/requirements.txt, and tests/clients/node for npm). A test whose library is
@@ -68,9 +72,12 @@ SIMULATOR_ENV = {
     "SIMULATOR_PROMPT_LIFETIME_SECONDS": "30",
     # Set explicitly so that a developer's .env cannot change what these tests expect.
     "SIMULATOR_SCENARIOS_FILE": "",
+    "SIMULATOR_QUERY_PENDING_STYLE": "",  # the profile's
     "SIMULATOR_LOCK_SUBSCRIBER": "true",
 }
-PENDING_STYLES = ("500", "4999")  # Daraja's two "still processing" answers to an STK query
+PROFILES = ("current", "legacy")  # today's Daraja, and the one before late 2025
+PENDING = {"current": "4999", "legacy": "500"}  # each one's "still processing" answer to an STK query
+CANCELLED = {"current": "Request Cancelled by user.", "legacy": "Request cancelled by user"}  # 1032's wording
 SETTLE_TIMEOUT = 15.0
 
 
@@ -103,9 +110,13 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> 
 @dataclass
 class Simulator:
     base_url: str
-    pending_style: str
+    profile: str
     process: subprocess.Popen[bytes]
     log_path: Path
+
+    @property
+    def pending_style(self) -> str:
+        return PENDING[self.profile]
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -138,18 +149,18 @@ class Simulator:
                 self.process.wait(timeout=10)
 
 
-def start_simulator(log_dir: Path, pending_style: str) -> Simulator:
+def start_simulator(log_dir: Path, profile: str) -> Simulator:
     last_error = ""
     for attempt in range(3):  # a free port can be taken between choosing it and binding it
         port = free_port()
-        log_path = log_dir / f"simulator-{pending_style}-{port}.log"
-        env = {**os.environ, **SIMULATOR_ENV, "SIMULATOR_QUERY_PENDING_STYLE": pending_style,
+        log_path = log_dir / f"simulator-{profile}-{port}.log"
+        env = {**os.environ, **SIMULATOR_ENV, "SIMULATOR_PROFILE": profile,
                "HOST": "127.0.0.1", "PORT": str(port), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "wb") as log:
             command = [sys.executable, "run.py", "simulator", "--host", "127.0.0.1", "--port", str(port)]
             process = subprocess.Popen(command,
                                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        sim = Simulator(f"http://127.0.0.1:{port}", pending_style, process, log_path)
+        sim = Simulator(f"http://127.0.0.1:{port}", profile, process, log_path)
         deadline = time.monotonic() + 30
         while process.poll() is None and time.monotonic() < deadline:
             try:
@@ -166,14 +177,14 @@ def start_simulator(log_dir: Path, pending_style: str) -> Simulator:
 
 @pytest.fixture(scope="module")
 def simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Simulator]]:
-    """One standalone simulator per pending style, started on first use, stopped after the module."""
+    """One standalone simulator per profile, started on first use, stopped after the module."""
     log_dir = tmp_path_factory.mktemp("client-simulators")
     running: dict[str, Simulator] = {}
 
-    def get(pending_style: str = "500") -> Simulator:
-        if pending_style not in running:
-            running[pending_style] = start_simulator(log_dir, pending_style)
-        return running[pending_style]
+    def get(profile: str) -> Simulator:
+        if profile not in running:
+            running[profile] = start_simulator(log_dir, profile)
+        return running[profile]
 
     yield get
     for sim in running.values():
@@ -183,7 +194,7 @@ def simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[s
 # Tests take the `simulators` factory and call it only after their library imported, so that a
 # skipped test starts no simulator.
 Simulators = Callable[[str], Simulator]
-each_pending_style = pytest.mark.parametrize("pending_style", PENDING_STYLES, ids=lambda s: f"pending-{s}")
+each_profile = pytest.mark.parametrize("profile", PROFILES)
 
 
 # -- the merchant's callback endpoint ----------------------------------------------------------------
@@ -282,12 +293,13 @@ def assert_success_callback(delivery: Delivery, receiver: CallbackReceiver, chec
     return items
 
 
-def assert_cancel_callback(delivery: Delivery, checkout_request_id: str, merchant_request_id: str) -> None:
+def assert_cancel_callback(delivery: Delivery, checkout_request_id: str, merchant_request_id: str,
+                           profile: str) -> None:
     cb = delivery.body["Body"]["stkCallback"]
     assert cb["CheckoutRequestID"] == checkout_request_id
     assert cb["MerchantRequestID"] == merchant_request_id
     assert cb["ResultCode"] == 1032
-    assert cb["ResultDesc"] == "Request cancelled by user"
+    assert cb["ResultDesc"] == CANCELLED[profile]
     assert "CallbackMetadata" not in cb
 
 
@@ -344,11 +356,11 @@ def _daraja_v3_flow(simulator: Simulator, receiver: CallbackReceiver, phone: str
     return client_mod, pushed, first, final, pending
 
 
-@each_pending_style
-def test_daraja_v3_push_query_callback(simulators: Simulators, pending_style: str,
+@each_profile
+def test_daraja_v3_push_query_callback(simulators: Simulators, profile: str,
                                        receiver: CallbackReceiver) -> None:
     _daraja_v3()
-    simulator = simulators(pending_style)
+    simulator = simulators(profile)
     client_mod, pushed, first, final, pending = _daraja_v3_flow(simulator, receiver, PAYS)
     assert pending(first), first
     if simulator.pending_style == "4999":
@@ -366,15 +378,16 @@ def test_daraja_v3_push_query_callback(simulators: Simulators, pending_style: st
     assert parsed["checkout_request_id"] == pushed.checkout_request_id
 
 
-def test_daraja_v3_cancelled_push(simulators: Simulators, receiver: CallbackReceiver) -> None:
+@each_profile
+def test_daraja_v3_cancelled_push(simulators: Simulators, profile: str, receiver: CallbackReceiver) -> None:
     _daraja_v3()
-    client_mod, pushed, first, final, pending = _daraja_v3_flow(simulators("500"), receiver, CANCELS)
+    client_mod, pushed, first, final, pending = _daraja_v3_flow(simulators(profile), receiver, CANCELS)
     assert pending(first), first
     assert final.result_code == "1032" and final.is_paid is False
-    assert final.result_desc == "Request cancelled by user"
+    assert final.result_desc == CANCELLED[profile]
 
     delivery = receiver.wait_for(pushed.checkout_request_id)
-    assert_cancel_callback(delivery, pushed.checkout_request_id, pushed.merchant_request_id)
+    assert_cancel_callback(delivery, pushed.checkout_request_id, pushed.merchant_request_id, profile)
     parsed = client_mod.MpesaClient.parse_stk_callback(delivery.body)
     assert parsed["paid"] is False and parsed["result_code"] == "1032" and parsed["mpesa_receipt"] is None
 
@@ -382,10 +395,10 @@ def test_daraja_v3_cancelled_push(simulators: Simulators, receiver: CallbackRece
 # -- pydaraja (PyPI): the base URL is the `endpoint` argument ----------------------------------------
 
 
-@each_pending_style
-def test_pydaraja_push_query_callback(simulators: Simulators, pending_style: str, receiver: CallbackReceiver) -> None:
+@each_profile
+def test_pydaraja_push_query_callback(simulators: Simulators, profile: str, receiver: CallbackReceiver) -> None:
     pydaraja = pytest.importorskip("pydaraja", reason=f"pydaraja is not installed; {INSTALL_HINT}")
-    simulator = simulators(pending_style)
+    simulator = simulators(profile)
     # pydaraja logs every Daraja error with LOGGER.debug(data, response.status_code) (utils.py), a
     # format call that cannot succeed; pytest's log capture turns that into an error. Keep its
     # logger above DEBUG for the duration of the test.
@@ -433,12 +446,12 @@ def test_pydaraja_push_query_callback(simulators: Simulators, pending_style: str
 # -- mpesakit (PyPI): one line sets the base URL on its HTTP client ----------------------------------
 
 
-@each_pending_style
-def test_mpesakit_push_query_callback(simulators: Simulators, pending_style: str, receiver: CallbackReceiver) -> None:
+@each_profile
+def test_mpesakit_push_query_callback(simulators: Simulators, profile: str, receiver: CallbackReceiver) -> None:
     mpesakit = pytest.importorskip("mpesakit", reason=f"mpesakit is not installed; {INSTALL_HINT}")
     from mpesakit.errors import MpesaApiException
 
-    simulator = simulators(pending_style)
+    simulator = simulators(profile)
 
     client = mpesakit.MpesaClient(CONSUMER_KEY, CONSUMER_SECRET, environment="sandbox")
     client.http_client.base_url = simulator.base_url  # the one-line override (mpesakit has no base-URL option)
@@ -482,9 +495,11 @@ def test_mpesakit_push_query_callback(simulators: Simulators, pending_style: str
 # -- daraja (PyPI): push only; one line sets its API_BASE attribute ----------------------------------
 
 
-def test_daraja_push_callback(simulators: Simulators, receiver: CallbackReceiver, tmp_path: Path) -> None:
+@each_profile
+def test_daraja_push_callback(simulators: Simulators, profile: str, receiver: CallbackReceiver,
+                              tmp_path: Path) -> None:
     daraja = pytest.importorskip("daraja", reason=f"daraja is not installed; {INSTALL_HINT}")
-    simulator = simulators("500")
+    simulator = simulators(profile)
     config = tmp_path / "daraja.json"
     config.write_text(json.dumps({
         "consumerKey": CONSUMER_KEY, "consumerSecret": CONSUMER_SECRET, "passKey": PASSKEY,
@@ -536,11 +551,12 @@ def _configure_django() -> None:
         call_command("migrate", "django_daraja", verbosity=0)
 
 
-def test_django_daraja_push_callback(simulators: Simulators, receiver: CallbackReceiver,
+@each_profile
+def test_django_daraja_push_callback(simulators: Simulators, profile: str, receiver: CallbackReceiver,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("django", reason=f"Django is not installed; {INSTALL_HINT}")
     pytest.importorskip("django_daraja", reason=f"django-daraja is not installed; {INSTALL_HINT}")
-    simulator = simulators("500")
+    simulator = simulators(profile)
     _configure_django()
     from django_daraja.models import AccessToken
     from django_daraja.mpesa import core, utils
@@ -593,10 +609,10 @@ def run_node_driver(simulator: Simulator, phone: str) -> dict[str, Any]:
     return result
 
 
-@each_pending_style
-def test_mpesa_node_push_query_callback(simulators: Simulators, pending_style: str) -> None:
+@each_profile
+def test_mpesa_node_push_query_callback(simulators: Simulators, profile: str) -> None:
     node_or_skip()
-    simulator = simulators(pending_style)
+    simulator = simulators(profile)
     result = run_node_driver(simulator, PAYS)
     assert result["token"] == {"status": 200, "expiresIn": "3599", "tokenLength": 28}
     push = result["push"]
@@ -624,10 +640,11 @@ def test_mpesa_node_push_query_callback(simulators: Simulators, pending_style: s
     assert items["Amount"] == 1 and items["PhoneNumber"] == int(PAYS) and len(items["MpesaReceiptNumber"]) == 10
 
 
-def test_mpesa_node_cancelled_push(simulators: Simulators) -> None:
+@each_profile
+def test_mpesa_node_cancelled_push(simulators: Simulators, profile: str) -> None:
     node_or_skip()
-    result = run_node_driver(simulators("500"), CANCELS)
+    result = run_node_driver(simulators(profile), CANCELS)
     assert result["final"]["data"]["ResultCode"] == "1032"
-    assert result["final"]["data"]["ResultDesc"] == "Request cancelled by user"
+    assert result["final"]["data"]["ResultDesc"] == CANCELLED[profile]
     stk = result["callback"]["body"]["Body"]["stkCallback"]
     assert stk["ResultCode"] == 1032 and "CallbackMetadata" not in stk

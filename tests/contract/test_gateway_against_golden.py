@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 
 from gateway.daraja.client import DarajaClient, StkPushRequest
-from gateway.daraja.errors import DarajaError
+from gateway.daraja.errors import DarajaError, RateLimited
 from gateway.daraja.wire import parse_stk_callback, stk_password
+from gateway.result_messages import customer_message
 from tests.contract.golden import body, example, text
 
 
@@ -115,3 +116,29 @@ async def test_the_callback_endpoint_takes_safaricoms_bytes(running):
         resp = await running.client.post(running.settings.callback_path, data=text(name),
                                          headers={"Content-Type": "application/json"})
         assert (resp.status, await resp.json()) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"}), name
+
+
+@pytest.mark.parametrize("legacy, current", [
+    ("callback_failure", "callback_cancelled_current"),
+    ("callback_timeout_legacy", "callback_timeout_current"),
+    ("callback_insufficient_legacy", "callback_insufficient_current"),
+])
+def test_both_wordings_of_a_result_tell_the_customer_the_same(legacy, current):
+    old, new = (parse_stk_callback(body(name)) for name in (legacy, current))
+    assert old.result_code == new.result_code and old.result_desc != new.result_desc
+    assert customer_message(old.result_code, old.result_desc) == customer_message(new.result_code, new.result_desc)
+
+
+@pytest.mark.parametrize("literal", ["1", "1.0", "1.00"])
+def test_the_amount_reads_the_same_however_it_is_written(literal):
+    raw = text("callback_success_wire").replace('"Value":1.00', f'"Value":{literal}')
+    assert f'"Value":{literal}}}' in raw
+    assert parse_stk_callback(json.loads(raw)).amount == 1
+
+
+@pytest.mark.parametrize("answer", ["spike_arrest_apigee", "spike_arrest_envelope"])
+async def test_both_rate_limit_answers_are_read_as_a_rate_limit(daraja, answer):
+    safaricom, client = daraja
+    safaricom.answers["/mpesa/stkpushquery/v1/query"] = [answer]
+    with pytest.raises(RateLimited):
+        await client.stk_query("ws_CO_1")

@@ -34,15 +34,14 @@ async def test_token_is_refreshed_before_it_expires(start_app):
 
 
 async def test_query_reads_both_pending_forms_as_pending(start_app):
-    for style in ("500", "4999"):
-        running = await start_app(SIMULATOR_QUERY_PENDING_STYLE=style)
+    for profile, cancelled in (("legacy", "Request cancelled by user"), ("current", "Request Cancelled by user.")):
+        running = await start_app(SIMULATOR_PROFILE=profile)
         pushed = await running.push("254711000005", 10)
         result = await running.payments.daraja.stk_query(pushed["checkoutRequestId"])
-        assert result.pending is True, style
+        assert result.pending is True, profile
         await running.client.post(f"/simulator/api/prompts/{pushed['checkoutRequestId']}/cancel")
         settled = await running.payments.daraja.stk_query(pushed["checkoutRequestId"])
-        assert (settled.pending, settled.result_code, settled.result_desc) == \
-            (False, "1032", "Request cancelled by user")
+        assert (settled.pending, settled.result_code, settled.result_desc) == (False, "1032", cancelled)
 
 
 async def test_query_for_an_unknown_id_is_a_typed_daraja_error(running):

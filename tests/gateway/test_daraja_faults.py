@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.daraja_http import PAYS, QUERY, Sim, eventually, items, stk
 
 
@@ -76,12 +78,16 @@ async def test_gateway_fails_a_payment_at_its_own_timeout_then_completes_it_when
     assert [c["status"] for c in (await sim.wait_callbacks(cid))["callbacks"]] == [200]
 
 
-async def test_gateway_turns_a_spike_arrest_into_503_with_retry_after(start_app):
-    app = await start_app(SIMULATOR_SPIKE_ARREST_PER_SECOND="1")
+@pytest.mark.parametrize("profile, error_code", [("current", "policies.ratelimit.SpikeArrestViolation"),
+                                                 ("legacy", "500.003.02")])
+async def test_gateway_turns_a_spike_arrest_into_503_with_retry_after(start_app, profile, error_code):
+    """Apigee's own fault (HTTP 429) and Daraja's envelope (HTTP 500) read the same."""
+    app = await start_app(SIMULATOR_SPIKE_ARREST_PER_SECOND="1", SIMULATOR_PROFILE=profile)
     assert (await app.push("0708374149", 100))["http"] == 200  # interactive numbers: nothing else happens
     resp = await app.client.post("/stkpush", json={"phone": "0711000001", "amount": 100})
     body = await resp.json()
     assert resp.status == 503
     assert resp.headers.get("Retry-After", "").isdigit()
-    assert (body["success"], body["errorCode"]) == (False, "500.003.02")
+    assert (body["success"], body["errorCode"], body["message"]) == (
+        False, error_code, "M-Pesa is busy. Please try again shortly.")
     assert await app.payments.store.count() == 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 
 async def read_events(resp, count: int, timeout: float = 10.0) -> list[tuple[str, object]]:
     """Read `count` SSE events (event name, parsed JSON data) from an open response."""
@@ -85,7 +87,12 @@ async def test_simulator_feed_rejects_a_bad_number(running):
     assert resp.status == 400
 
 
-async def test_paid_prompt_carries_the_mpesa_confirmation_sms(running):
+@pytest.mark.parametrize("profile, ending", [
+    ("current", "New M-PESA balance is Ksh{balance:,.2f}. Amount you can transact within the day is 499,900.00."),
+    ("legacy", ". New M-PESA balance is Ksh{balance:,.2f}. Transaction cost, Ksh0.00."),
+])
+async def test_paid_prompt_carries_the_mpesa_confirmation_sms(start_app, profile, ending):
+    running = await start_app(SIMULATOR_PROFILE=profile)
     pushed = await running.push("0712345678", 100, accountReference="CART_1")
     cid = pushed["checkoutRequestId"]
     resp = await running.client.post(f"/simulator/api/prompts/{cid}/pin", json={"pin": "12345"})
@@ -93,6 +100,6 @@ async def test_paid_prompt_carries_the_mpesa_confirmation_sms(running):
     balance = prompt["balanceAfter"]
     assert prompt["smsText"].startswith(
         f"{prompt['receipt']} Confirmed. Ksh100.00 sent to Demo Shop for account CART_1 on ")
-    assert prompt["smsText"].endswith(f"New M-PESA balance is Ksh{balance:,.2f}. Transaction cost, Ksh0.00.")
+    assert prompt["smsText"].endswith(ending.format(balance=balance))
     subscriber = await (await running.client.get("/simulator/api/subscribers/254712345678")).json()
     assert subscriber["balance"] == balance

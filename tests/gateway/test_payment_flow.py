@@ -225,3 +225,20 @@ async def test_payment_given_up_locally_takes_the_real_reason_when_daraja_settle
         await asyncio.sleep(0.05)
     assert (stored.status, stored.result_code, stored.next_query_at) == ("failed", "1032", None)
     assert (await running.status(cid))["message"] == "User cancelled transaction"
+
+
+@pytest.mark.parametrize("phone", ["254700000001", "254700000002", "254700000004"],
+                         ids=["insufficient", "cancelled", "unreachable"])
+async def test_the_customer_reads_the_same_reason_whichever_daraja_wording_comes(start_app, phone):
+    """The simulator's profiles send each of these with its wording before and since late 2025."""
+    answers, descs = {}, {}
+    for profile in ("current", "legacy"):
+        running = await start_app(SIMULATOR_PROFILE=profile, RECONCILE_AFTER_SECONDS="10")
+        pushed = await running.push(phone, 50)
+        answers[profile] = await running.wait_status(pushed["checkoutRequestId"], "failed")
+        stored = await running.payments.get(pushed["checkoutRequestId"])
+        assert stored.result_desc == running.sim.prompts[pushed["checkoutRequestId"]].result_desc
+        descs[profile] = stored.result_desc
+    assert descs["current"] != descs["legacy"]  # the wordings differ …
+    assert answers["current"]["message"] == answers["legacy"]["message"]  # … what the customer reads does not
+    assert answers["current"]["resultCode"] == answers["legacy"]["resultCode"]

@@ -47,7 +47,8 @@ def test_empty_environment_gives_the_defaults_written_in_the_dataclass():
     assert (settings.host, settings.port, settings.business_name) == ("127.0.0.1", 3001, "Demo Shop")
     assert (settings.pin, settings.auto_answer_delay, settings.prompt_lifetime) == ("12345", 3.0, 60.0)
     assert (settings.callback_delay, settings.late_callback_delay, settings.callback_timeout) == (0.5, 20.0, 10.0)
-    assert (settings.token_lifetime, settings.query_pending_style, settings.lock_subscriber) == (3599, "500", True)
+    assert (settings.token_lifetime, settings.query_pending_style, settings.lock_subscriber) == (3599, "", True)
+    assert (settings.profile, settings.pending_style, settings.account_reference_max) == ("current", "4999", 0)
     assert settings.max_body_bytes == 64 * 1024
 
 
@@ -134,7 +135,8 @@ def test_delays_that_are_not_seconds_are_refused(name, value):
     ("PORT", "abc", "PORT must be a whole number from 1 to 65535 (got 'abc')"),
     ("SIMULATOR_TOKEN_LIFETIME_SECONDS", "0",
      "SIMULATOR_TOKEN_LIFETIME_SECONDS must be a whole number from 1 to 86400"),
-    ("SIMULATOR_ACCOUNT_REFERENCE_MAX", "101", "SIMULATOR_ACCOUNT_REFERENCE_MAX must be a whole number from 1 to 100"),
+    ("SIMULATOR_ACCOUNT_REFERENCE_MAX", "101", "SIMULATOR_ACCOUNT_REFERENCE_MAX must be a whole number from 0 to 100"),
+    ("SIMULATOR_PROFILE", "2019", "SIMULATOR_PROFILE must be one of current, legacy"),
     ("SIMULATOR_CALLBACK_RETRIES", "11", "SIMULATOR_CALLBACK_RETRIES must be a whole number from 0 to 10"),
     ("SIMULATOR_SPIKE_ARREST_PER_SECOND", "-1", "SIMULATOR_SPIKE_ARREST_PER_SECOND must be a whole number"),
     ("SIMULATOR_QUOTA", "1.5", "SIMULATOR_QUOTA must be a whole number"),
@@ -181,3 +183,12 @@ def test_start_simulator_ignores_the_shops_settings(env):
                             auth=(daraja.consumer_key, daraja.consumer_secret), timeout=5)
         assert resp.status_code == 200, resp.text
         assert (daraja.consumer_key, daraja.shortcode) == (DEMO_CONSUMER_KEY, "174379")
+
+
+@pytest.mark.parametrize("env, pending", [
+    ({}, "4999"), ({"SIMULATOR_PROFILE": "legacy"}, "500"),
+    ({"SIMULATOR_QUERY_PENDING_STYLE": "500"}, "500"),
+    ({"SIMULATOR_PROFILE": "legacy", "SIMULATOR_QUERY_PENDING_STYLE": "4999"}, "4999"),
+])
+def test_the_profile_chooses_the_pending_style_unless_it_is_set(env, pending):
+    assert load_simulator_settings(env).pending_style == pending
