@@ -19,9 +19,11 @@ from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .limits import SlidingWindowLimiter
 from .middlewares import json_errors, security_headers
+from .orders import install_orders
 from .payments import PaymentService, reconcile_forever
 from .storage import SqliteTransactionStore
 from .streams import StreamLimits, enable_streams
+from .webhooks import install_webhooks
 
 RECONCILE_TICK = 0.5
 
@@ -75,6 +77,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STREAM_LIMITS] = StreamLimits(settings.stream_limit_per_client, settings.stream_limit_total)
     enable_streams(app)
     app.cleanup_ctx.append(payments_ctx)
+    install_orders(app)  # the shop's orders, idempotent requests, the demo catalogue (gateway/orders.py)
+    install_webhooks(app)  # the outbox and its delivery to the shop (gateway/webhooks.py)
     api = [
         app.router.add_post("/stkpush", stk_push),
         app.router.add_post("/stkpush/status", stk_status),

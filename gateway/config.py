@@ -80,6 +80,24 @@ def _one_of(*choices: str) -> Parser:
     return parse
 
 
+def _switch(name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false (got {raw.lower()!r})")
+
+
+def _secret(shortest: int) -> Parser:
+    """A key, token or secret: long enough not to be guessed; never echoed in the message."""
+    def parse(name: str, raw: str) -> str:
+        if len(raw) < shortest:
+            raise ConfigError(f"{name} must be at least {shortest} characters (e.g. python -c \"import secrets; "
+                              "print(secrets.token_urlsafe(32))\")")
+        return raw
+    return parse
+
+
 def _shortcode(name: str, raw: str) -> str:
     if not (raw.isascii() and raw.isdigit() and 5 <= len(raw) <= 7):
         raise ConfigError(f"{name} must be 5 to 7 digits")
@@ -165,6 +183,18 @@ class Settings:
     stream_limit_per_client: int = _setting(10, "STREAM_LIMIT_PER_CLIENT", _whole(1, 1_000_000))
     stream_limit_total: int = _setting(1000, "STREAM_LIMIT_TOTAL", _whole(1, 1_000_000))
 
+    # The shop behind the gateway: its backend's API key (orders), free-amount pushes (the original
+    # guide's contract; None: on in simulator and sandbox mode, off in production), the demo
+    # catalogue of simulator mode (None: on in simulator mode only), its webhooks, the operator's view.
+    shop_api_key: str = _setting("", "SHOP_API_KEY", _secret(24), secret=True)
+    free_amount_pushes: bool | None = _setting(None, "FREE_AMOUNT_PUSHES", _switch)
+    demo_catalogue: bool | None = _setting(None, "DEMO_CATALOGUE", _switch)
+    webhook_url: str = _setting("", "MERCHANT_WEBHOOK_URL", _text)
+    webhook_secret: str = _setting("", "MERCHANT_WEBHOOK_SECRET", _secret(24), secret=True)
+    webhook_retry_for: float = _setting(3 * 86_400.0, "WEBHOOK_RETRY_SECONDS", _positive)  # then "failed"
+    webhook_timeout: float = _setting(10.0, "WEBHOOK_TIMEOUT_SECONDS", _positive)
+    admin_token: str = _setting("", "ADMIN_TOKEN", _secret(16), secret=True)  # "": no /admin
+
     # The pay page.
     poll_interval: float = _setting(3.0, "CHECKOUT_POLL_INTERVAL_SECONDS", _positive)
     poll_timeout: float = _setting(120.0, "CHECKOUT_POLL_TIMEOUT_SECONDS", _positive)
@@ -236,6 +266,22 @@ def _by_mode(s: Settings, given: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("RECONCILE_MAX_INTERVAL_SECONDS must be at least RECONCILE_INTERVAL_SECONDS "
                           f"({s.reconcile_max_interval:g} < {s.reconcile_interval:g})")
     derived["frontend_url"] = _url("FRONTEND_URL", s.frontend_url or f"http://localhost:{s.port}").rstrip("/")
+    derived.update(_shop_by_mode(s))
+    return derived
+
+
+def _shop_by_mode(s: Settings) -> dict[str, Any]:
+    """The shop's switches that default by mode, and the webhook settings that go together."""
+    derived: dict[str, Any] = {}
+    if s.free_amount_pushes is None:
+        derived["free_amount_pushes"] = s.mpesa_env != "production"
+    if s.demo_catalogue is None:
+        derived["demo_catalogue"] = s.mpesa_env == "simulator"
+    if bool(s.webhook_url) != bool(s.webhook_secret):
+        raise ConfigError("Set both MERCHANT_WEBHOOK_URL and MERCHANT_WEBHOOK_SECRET, or neither")
+    if s.webhook_url:
+        derived["webhook_url"] = _url("MERCHANT_WEBHOOK_URL", s.webhook_url,
+                                      https_only=s.mpesa_env == "production")
     return derived
 
 

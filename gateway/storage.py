@@ -26,7 +26,7 @@ import dataclasses
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +100,63 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS callback_log_open ON callback_log (outcome) WHERE outcome IN ('received', 'verifying');
     CREATE INDEX IF NOT EXISTS push_attempts_state ON push_attempts (state, created_epoch);
     """,
+    # 2: orders priced on the server; idempotent requests; the webhook outbox (an event is written
+    # in the same transaction as the change it reports, and delivered from here until it lands).
+    """
+    CREATE TABLE orders (
+        order_id            TEXT PRIMARY KEY,
+        reference           TEXT NOT NULL,
+        description         TEXT NOT NULL,
+        amount              INTEGER NOT NULL CHECK (amount > 0),
+        items               TEXT NOT NULL,
+        metadata            TEXT,
+        status              TEXT NOT NULL CHECK (status IN ('open', 'paid')),
+        checkout_request_id TEXT,
+        created_at          TEXT NOT NULL,
+        updated_at          TEXT NOT NULL,
+        paid_at             TEXT
+    );
+    CREATE INDEX orders_created ON orders (created_at);
+    CREATE INDEX orders_reference ON orders (reference);
+    ALTER TABLE transactions ADD COLUMN order_id TEXT;
+    CREATE INDEX transactions_order ON transactions (order_id) WHERE order_id IS NOT NULL;
+    CREATE INDEX transactions_phone ON transactions (phone);
+    CREATE INDEX transactions_created ON transactions (created_at);
+    ALTER TABLE push_attempts ADD COLUMN order_id TEXT;
+    CREATE TABLE idempotency_keys (
+        scope          TEXT NOT NULL,
+        key            TEXT NOT NULL,
+        request_hash   TEXT NOT NULL,
+        status         INTEGER,
+        response       TEXT,
+        created_epoch  REAL NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_epoch);
+    CREATE TABLE webhook_events (
+        event_id        TEXT PRIMARY KEY,
+        type            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        created_epoch   REAL NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        delivered_at    TEXT
+    );
+    CREATE INDEX webhook_events_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX webhook_events_created ON webhook_events (created_epoch);
+    CREATE TABLE webhook_attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id    TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        status      INTEGER,
+        error       TEXT,
+        duration_ms REAL
+    );
+    CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id);
+    """,
 ]
 
 # Callback outcomes that still need work (after a crash, the recovery pass finishes them).
@@ -133,6 +190,7 @@ class Transaction:
     updated_at: str = dataclasses.field(default_factory=utc_now)
     settled_at: str | None = None
     token_hash: str | None = dataclasses.field(default=None, repr=False)
+    order_id: str | None = None  # the shop's order this payment is for, if any
 
 
 @dataclass(frozen=True)
@@ -146,6 +204,7 @@ class PushAttempt:
     checkout_request_id: str | None
     created_at: str
     created_epoch: float
+    order_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,23 +236,23 @@ def capped_body(body: Any) -> str:
 class _Reads:
     """Queries shared by the store (read connection) and a transaction (writer connection)."""
 
-    async def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
         raise NotImplementedError
 
-    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         raise NotImplementedError
 
     async def get(self, checkout_request_id: str) -> Transaction | None:
-        row = await self._one("SELECT * FROM transactions WHERE checkout_request_id = ?", (checkout_request_id,))
+        row = await self.fetch_one("SELECT * FROM transactions WHERE checkout_request_id = ?", (checkout_request_id,))
         return _row_to_tx(row) if row else None
 
     async def receipt_owner(self, receipt: str) -> str | None:
         """The payment that already carries this M-Pesa receipt, if any."""
-        row = await self._one("SELECT checkout_request_id FROM transactions WHERE receipt = ?", (receipt,))
+        row = await self.fetch_one("SELECT checkout_request_id FROM transactions WHERE receipt = ?", (receipt,))
         return row[0] if row else None
 
     async def attempt(self, attempt_id: int) -> PushAttempt | None:
-        row = await self._one("SELECT * FROM push_attempts WHERE id = ?", (attempt_id,))
+        row = await self.fetch_one("SELECT * FROM push_attempts WHERE id = ?", (attempt_id,))
         return PushAttempt(**dict(row)) if row else None
 
     async def open_attempts(self, phone: str, amount: float | None, since: float) -> list[PushAttempt]:
@@ -203,7 +262,7 @@ class _Reads:
         args: list[Any] = [phone, since]
         if amount is not None:
             sql, args = sql + " AND amount = ?", [*args, amount]
-        rows = await self._all(sql + " ORDER BY created_epoch DESC LIMIT 20", args)
+        rows = await self.fetch_all(sql + " ORDER BY created_epoch DESC LIMIT 20", args)
         return [PushAttempt(**dict(r)) for r in rows]
 
     async def callbacks(self, checkout_request_id: str | None = None, *,
@@ -214,38 +273,61 @@ class _Reads:
         if outcomes is not None:
             wanted = list(outcomes)
             sql, args = sql + f" AND outcome IN ({', '.join('?' for _ in wanted)})", [*args, *wanted]
-        return [LoggedCallback(**dict(r)) for r in await self._all(sql + " ORDER BY id", args)]
+        return [LoggedCallback(**dict(r)) for r in await self.fetch_all(sql + " ORDER BY id", args)]
+
+
+# What reacts to a change inside the very transaction that makes it: (transaction, the row as it
+# is now, the status it had before). The orders mark themselves paid; the webhook outbox writes its
+# events. Being in the same transaction, the reaction commits with the change or not at all.
+Listener = Callable[["StoreTransaction", Any, "str | None"], Awaitable[None]]
 
 
 class StoreTransaction(_Reads):
     """One unit of work on the writer connection. Valid only inside its `async with`."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, listeners: dict[str, list[Listener]] | None = None) -> None:
         self._conn: sqlite3.Connection | None = db
+        self._listeners = listeners or {}
+
+    async def notify(self, kind: str, row: Any, previous_status: str | None) -> None:
+        """Tell the listeners of `kind` ("payment", "order") that a row's status changed."""
+        for listener in self._listeners.get(kind, ()):
+            await listener(self, row, previous_status)
 
     def _run(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         if self._conn is None:
             raise RuntimeError("this transaction is over")  # a leaked handle cannot write later
         return self._conn.execute(sql, tuple(args))
 
-    async def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> tuple[int, int | None]:
+        """A write inside this transaction: (rows changed, last inserted row id)."""
+        cur = self._run(sql, args)
+        return cur.rowcount, cur.lastrowid
+
+    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._run(sql, args).fetchone()
         return row
 
-    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return self._run(sql, args).fetchall()
 
     async def insert(self, tx: Transaction) -> None:
         self._run(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
 
     async def update(self, checkout_request_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
-        """Apply `changes` only if every column in `expected` still has that value."""
+        """Apply `changes` only if every column in `expected` still has that value. A change of
+        status is told to the "payment" listeners, inside this transaction."""
+        before = await self.get(checkout_request_id) if "status" in changes else None
         changes = {**changes, "updated_at": utc_now()}
         sets = ", ".join(f"{name} = ?" for name in changes)
         conds = "".join(f" AND {name} IS ?" for name in expected)
         cur = self._run(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
                         [*changes.values(), checkout_request_id, *expected.values()])
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        if before is not None and before.status != changes["status"]:
+            await self.notify("payment", await self.get(checkout_request_id), before.status)
+        return True
 
     async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
                              now: float) -> int:
@@ -283,6 +365,11 @@ class SqliteTransactionStore(_Reads):
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._listeners: dict[str, list[Listener]] = {}
+
+    def listen(self, kind: str, listener: Listener) -> None:
+        """Run `listener` inside every transaction that changes the status of a `kind` row."""
+        self._listeners.setdefault(kind, []).append(listener)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,11 +401,11 @@ class SqliteTransactionStore(_Reads):
             raise RuntimeError("store is not open")
         return self._reader
 
-    async def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._all(sql, args)
+    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetch_all(sql, args)
         return rows[0] if rows else None
 
-    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         # Executed and read to the end in one hop: a statement left open between hops would hold
         # its read snapshot, and another coroutine's query on this connection would see that old
         # snapshot instead of what was committed since.
@@ -332,7 +419,7 @@ class SqliteTransactionStore(_Reads):
             db = self._writer
             if db is None:
                 raise RuntimeError("store is not open")
-            tx = StoreTransaction(db)
+            tx = StoreTransaction(db, self._listeners)
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
@@ -346,10 +433,10 @@ class SqliteTransactionStore(_Reads):
     # -- reads (committed data only) -------------------------------------------------------------
 
     async def ping(self) -> bool:
-        return await self._one("SELECT 1") is not None
+        return await self.fetch_one("SELECT 1") is not None
 
     async def due_for_query(self, now: float, limit: int = 50) -> list[Transaction]:
-        rows = await self._all(
+        rows = await self.fetch_all(
             "SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? "
             "AND (status = 'pending' OR (status = 'failed' AND settled_by = 'timeout')) "
             "ORDER BY next_query_at LIMIT ?", (now, limit))
@@ -357,32 +444,33 @@ class SqliteTransactionStore(_Reads):
 
     async def stale_attempts(self, older_than: float) -> list[PushAttempt]:
         """Attempts still `sending` long after any answer could have come."""
-        rows = await self._all("SELECT * FROM push_attempts WHERE state = 'sending' AND created_epoch < ? "
+        rows = await self.fetch_all("SELECT * FROM push_attempts WHERE state = 'sending' AND created_epoch < ? "
                                "ORDER BY id LIMIT 500", (older_than,))
         return [PushAttempt(**dict(r)) for r in rows]
 
     async def accepted_attempts_without_payment(self) -> list[PushAttempt]:
         """Attempts Daraja accepted (they have an id) whose payment row is missing."""
-        rows = await self._all(
+        rows = await self.fetch_all(
             "SELECT a.* FROM push_attempts a LEFT JOIN transactions t ON t.checkout_request_id = a.checkout_request_id "
             "WHERE a.state IN ('accepted', 'adopted') AND a.checkout_request_id IS NOT NULL "
             "AND t.checkout_request_id IS NULL ORDER BY a.id LIMIT 500")
         return [PushAttempt(**dict(r)) for r in rows]
 
     async def open_callbacks(self, received_before: str) -> list[LoggedCallback]:
-        rows = await self._all(
+        rows = await self.fetch_all(
             "SELECT * FROM callback_log WHERE outcome IN ('received', 'verifying') AND received_at < ? "
             "ORDER BY id LIMIT 500", (received_before,))
         return [LoggedCallback(**dict(r)) for r in rows]
 
     async def attempt_counts(self) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in await self._all("SELECT state, COUNT(*) FROM push_attempts GROUP BY state")}
+        rows = await self.fetch_all("SELECT state, COUNT(*) FROM push_attempts GROUP BY state")
+        return {r[0]: int(r[1]) for r in rows}
 
     async def callback_log(self, checkout_request_id: str | None = None) -> list[dict[str, Any]]:
         return [dataclasses.asdict(c) for c in await self.callbacks(checkout_request_id)]
 
     async def count(self) -> int:
-        row = await self._one("SELECT COUNT(*) FROM transactions")
+        row = await self.fetch_one("SELECT COUNT(*) FROM transactions")
         return int(row[0]) if row else 0
 
 
