@@ -76,6 +76,7 @@ class Checkout:
     amount: int
     account_reference: str
     description: str
+    order_id: str | None = None  # the shop's order it pays (gateway/orders.py), carried into the payment
 
 
 def parse_checkout(body: dict[str, Any], max_amount: int) -> Checkout:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from .checkout import CheckoutError, is_clean_text, mask_phone, parse_checkout
+from .checkout import Checkout, CheckoutError, is_clean_text, mask_phone, parse_checkout
 from .clients import client_address
 from .config import Settings
 from .daraja.errors import DarajaError, DarajaUnavailable
@@ -71,17 +71,26 @@ def _origin_allowed(request: web.Request, settings: Settings) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The body of a JSON API call, from a page this gateway trusts."""
+def check_json_request(request: web.Request) -> None:
+    """A JSON API call from a page this gateway trusts (or from no page at all), else BadRequest."""
     if not _origin_allowed(request, request.app[SETTINGS]):
         # CORS keeps other sites from reading answers; this keeps them from sending requests.
         raise BadRequest("Cross-origin request refused", 403)
     if request.content_type != "application/json":
         raise BadRequest("Content-Type must be application/json", 415)
+
+
+async def read_body(request: web.Request) -> bytes:
     try:
-        raw = await request.read()  # aiohttp enforces client_max_size (413) before this returns
+        return await request.read()  # aiohttp enforces client_max_size (413) before this returns
     except (web.RequestPayloadError, ConnectionResetError):  # a client that left mid-body
         raise BadRequest("Request body could not be read") from None
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body of a JSON API call, from a page this gateway trusts."""
+    check_json_request(request)
+    raw = await read_body(request)  # read once: an idempotency check before may have read it already
     try:
         body = loads_json(raw)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -111,12 +120,26 @@ def _refused(exc: DarajaError | DarajaUnavailable) -> bool:
 
 
 async def stk_push(request: web.Request) -> web.Response:
+    """A push for a shop's order (`orderId`: the order sets amount, reference and description), or
+    for an amount the browser sends, when FREE_AMOUNT_PUSHES allows it."""
     settings = request.app[SETTINGS]
     body = await read_json_object(request)
+    if body.get("orderId") is not None:
+        from .orders import order_checkout  # (orders builds on this module's helpers)
+
+        async with order_checkout(request, body) as checkout:  # one push at a time per order
+            return await push_checkout(request, checkout)
+    if not settings.free_amount_pushes:
+        return failure("orderId is required", 400, field="orderId")
     try:
         checkout = parse_checkout(body, settings.max_amount)
     except CheckoutError as exc:
         return failure(exc.message, 400, field=exc.field)
+    return await push_checkout(request, checkout)
+
+
+async def push_checkout(request: web.Request, checkout: Checkout) -> web.Response:
+    """The push itself, within the per-client and per-phone limits."""
     client = client_address(request)
     wait = request.app[CLIENT_PUSH_LIMITER].acquire(client)
     if wait:
@@ -222,10 +245,14 @@ def is_final(tx: Transaction) -> bool:
 async def stk_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events for one payment: `status` (the /stkpush/status body) now and on every
     change, until the payment is settled or the page's polling window is over."""
-    payments = request.app[PAYMENTS]
     checkout_request_id = request.match_info["checkout_request_id"]
     tx = await _find_or_fail(request, checkout_request_id)
-    detailed = token_matches(tx, request.query.get("paymentToken"))
+    return await stream_payment(request, tx, token_matches(tx, request.query.get("paymentToken")))
+
+
+async def stream_payment(request: web.Request, tx: Transaction, detailed: bool) -> web.StreamResponse:
+    """The `status` events of one payment (the status body, `detailed` or not)."""
+    payments = request.app[PAYMENTS]
     window = request.app[SETTINGS].poll_timeout
     deadline = asyncio.get_running_loop().time() + window + min(window, 30.0)  # a little longer than the page listens
     with request.app[STREAM_LIMITS].hold(client_address(request)) as allowed:

@@ -144,6 +144,8 @@ class PaymentService:
         async with self.store.transaction() as t:
             attempt_id = await t.insert_attempt(checkout.phone, checkout.amount, checkout.account_reference,
                                                 checkout.description, self.clock())
+            if checkout.order_id is not None:  # a payment adopted or repaired from it still pays its order
+                await t.execute("UPDATE push_attempts SET order_id = ? WHERE id = ?", (checkout.order_id, attempt_id))
         answered = asyncio.get_running_loop().create_future()
         self._pushes_in_flight.setdefault(checkout.phone, set()).add(answered)
         self._attempts_in_flight.add(attempt_id)
@@ -180,7 +182,7 @@ class PaymentService:
             phone=checkout.phone, amount=checkout.amount,
             account_reference=checkout.account_reference, description=checkout.description,
             next_query_at=now + self.settings.reconcile_after,
-            created_at=iso(now), updated_at=iso(now), token_hash=token_hash(token),
+            created_at=iso(now), updated_at=iso(now), token_hash=token_hash(token), order_id=checkout.order_id,
         )
         async with self.store.transaction() as t:
             stored = await t.get(tx.checkout_request_id)
@@ -383,7 +385,7 @@ class PaymentService:
                 checkout_request_id=cb.checkout_request_id, merchant_request_id=cb.merchant_request_id,
                 phone=attempt.phone, amount=attempt.amount, account_reference=attempt.account_reference,
                 description=attempt.description, created_at=iso(attempt.created_epoch), updated_at=iso(self.clock()),
-                next_query_at=self.clock() + self.settings.reconcile_interval)
+                next_query_at=self.clock() + self.settings.reconcile_interval, order_id=attempt.order_id)
             await t.insert(tx)
             await t.set_attempt(attempt.id, "adopted", cb.checkout_request_id)
             adopted = True
@@ -552,7 +554,7 @@ class PaymentService:
                     checkout_request_id=attempt.checkout_request_id, merchant_request_id="",
                     phone=attempt.phone, amount=attempt.amount, account_reference=attempt.account_reference,
                     description=attempt.description, created_at=iso(attempt.created_epoch),
-                    updated_at=iso(now), next_query_at=now))
+                    updated_at=iso(now), next_query_at=now, order_id=attempt.order_id))
             counts["repaired"] += 1
             log.warning("REPAIRED: push attempt %d was accepted by Daraja as %s but its payment was not stored; "
                         "stored now, to be settled by an STK query", attempt.id, attempt.checkout_request_id)
