@@ -23,6 +23,7 @@ import pytest
 import requests
 from aiohttp import web
 
+from gateway.storage import SqliteTransactionStore
 from gateway.webhooks import resend_event
 from tests.conftest import free_port
 from tests.gateway.test_restart_durability import gateway_env, start_server, stop_server
@@ -243,6 +244,17 @@ async def test_after_the_retry_window_the_event_is_failed_and_resend_delivers_it
     assert (await event_row(running, event_id))["attempts"] == len(tried) + 1
     assert await resend_event(running.payments.store, "evt_nonexistent") is False
 
+    # Resent from another connection to the file (the `payments resend` command, the server running).
+    other = SqliteTransactionStore(running.payments.store.path)
+    await other.open()
+    try:
+        assert await resend_event(other, event_id) is True
+    finally:
+        await other.close()
+    await receiver.wait_for("payment.completed", len(tried) + 2, timeout=5)
+    assert receiver.deliveries[-1].body == first.body
+    await eventually(lambda: _state_is(running, event_id, "delivered"), 5, "delivered after the second resend")
+
 
 # -- the outbox: written with the change, or not at all -----------------------------------------
 
@@ -322,6 +334,33 @@ async def test_order_paid_is_written_by_the_order_listener_in_the_orders_transac
     assert paid.event["data"] == {"orderId": "ord_TestOrder0000000000001", "reference": "INV-1042", "amount": 3000,
                                   "status": "paid", "checkoutRequestId": cid, "receipt": tx.receipt,
                                   "metadata": {"cart": 7}, "paidAt": tx.settled_at}
+
+
+async def test_an_order_paid_through_the_simulator_sends_payment_completed_and_order_paid(start_app, receiver):
+    api_key = "shop-key-for-the-webhook-tests-0123456789"
+    running = await start_app(**hooked(receiver, SHOP_API_KEY=api_key))
+    auth = {"Authorization": f"Bearer {api_key}"}
+    resp = await running.client.post("/orders", headers=auth, json={
+        "items": [{"name": "Kitenge", "quantity": 2, "unitPrice": 1500}], "reference": "INV-1042",
+        "metadata": {"cart": "c-77", "customer": 12}})
+    assert resp.status == 201, await resp.text()
+    order_id = (await resp.json())["orderId"]
+    resp = await running.client.post("/stkpush", json={"orderId": order_id, "phone": "0700000000"})
+    assert resp.status == 200, await resp.text()
+    cid = (await resp.json())["checkoutRequestId"]
+    [completed] = await receiver.wait_for("payment.completed")
+    [paid] = await receiver.wait_for("order.paid")
+    assert signature_ok(completed) and signature_ok(paid)
+    tx = await running.payments.get(cid)
+    assert completed.event["data"] == expected_payment(tx, "Payment completed")
+    assert (completed.event["data"]["orderId"], tx.amount, tx.receipt is not None) == (order_id, 3000, True)
+    order = await (await running.client.get(f"/orders/{order_id}", headers=auth)).json()
+    assert paid.event["data"] == {"orderId": order_id, "reference": "INV-1042", "amount": 3000, "status": "paid",
+                                  "checkoutRequestId": cid, "receipt": tx.receipt,
+                                  "metadata": {"cart": "c-77", "customer": 12}, "paidAt": order["paidAt"]}
+    assert order["status"] == "paid"
+    await asyncio.sleep(0.5)
+    assert sorted(e["type"] for e in await events(running)) == ["order.paid", "payment.completed"]
 
 
 async def test_a_late_success_sends_payment_failed_then_payment_completed(start_app, receiver):
