@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -25,6 +26,7 @@ BROWSER_ENV = {
     "RECONCILE_AFTER_SECONDS": "1",
     "CHECKOUT_POLL_INTERVAL_SECONDS": "0.5",
     "CHECKOUT_POLL_TIMEOUT_SECONDS": "30",
+    "SHOP_API_KEY": "browser-tests-shop-key-0123456789",
 }
 
 
@@ -97,3 +99,18 @@ async def shop(start_app: Any, browser: Any) -> AsyncIterator[Any]:
 def screenshot_path(name: str) -> str:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return str(SCREENSHOTS / name)
+
+
+async def create_order(running: Any, **body: Any) -> dict[str, Any]:
+    """POST /orders as the shop's backend does (SHOP_API_KEY of BROWSER_ENV); returns the 201 body."""
+    body.setdefault("reference", "INV-1042")
+    resp = await running.client.post("/orders", json=body,
+                                     headers={"Authorization": f"Bearer {running.settings.shop_api_key}"})
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+def checkout_link(order: dict[str, Any]) -> str:
+    """The order's checkout URL as a path and query (pages run against the test server's address)."""
+    parts = urlsplit(order["checkoutUrl"])
+    return f"{parts.path}?{parts.query}"

@@ -1,16 +1,17 @@
-// The cart's parts that need no page (web/static/js/cart.js): prices, storage, quantities.
+// The cart's parts that need no page (web/static/js/cart.js): the catalogue as the server sends
+// it, prices in whole shillings, storage of quantities and of the order made from the cart.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
   Cart,
-  DEFAULT_ITEMS,
   MAX_QUANTITY,
   STORAGE_KEY,
+  cleanCatalogue,
   clearPaidCart,
-  lineTotalKes,
-  newReference,
+  itemCountText,
+  storedCartOrder,
 } from "../../web/static/js/cart.js";
 
 /** localStorage as far as the cart uses it. */
@@ -24,105 +25,121 @@ function memoryStorage(initial = {}) {
   };
 }
 
+// GET /catalogue, as gateway/catalogue.json makes it.
+const CATALOGUE = {
+  items: [
+    { id: "dj-booking", name: "DJ booking (4-hour set)", unitPrice: 9675, defaultQuantity: 1, description: "A DJ" },
+    { id: "speaker-hire", name: "Speaker hire (pair, per day)", unitPrice: 3225, defaultQuantity: 1, description: "" },
+    { id: "lighting", name: "Stage lighting kit", unitPrice: 5160, defaultQuantity: 0, description: "Lights" },
+  ],
+};
+const ORDER_ID = "ord_AAAAAAAAAAAAAAAAAAAAA1";
+
 const stored = (storage) => JSON.parse(storage.getItem(STORAGE_KEY));
+const newCart = (storage = memoryStorage()) => new Cart({ catalogue: CATALOGUE, storage });
 
-describe("prices", () => {
-  test("each line is rounded up to the next whole shilling", () => {
-    assert.equal(lineTotalKes({ quantity: 1, unitPriceUsd: 75 }, 129), 9675);
-    assert.equal(lineTotalKes({ quantity: 3, unitPriceUsd: 0.1 }, 100), 30, "float noise does not add a shilling");
-    assert.equal(lineTotalKes({ quantity: 1, unitPriceUsd: 10.01 }, 129.5), 1297); // 1296.295 → 1297
-    assert.equal(lineTotalKes({ quantity: 0, unitPriceUsd: 40 }, 129), 0);
-  });
-
-  test("the demo cart at 129: 9,675 + 3,225 = 12,900", () => {
-    const cart = new Cart({ usdToKes: 129, storage: memoryStorage() });
+describe("the catalogue", () => {
+  test("the default cart: 9,675 + 3,225 = KES 12,900, two items", () => {
+    const cart = newCart();
     assert.equal(cart.totalKes(), 12900);
     assert.equal(cart.itemCount(), 2);
+    assert.deepEqual(cart.orderLines(), [{ id: "dj-booking", quantity: 1 }, { id: "speaker-hire", quantity: 1 }]);
   });
 
-  test("a rate that is not positive is refused", () => {
-    for (const usdToKes of [0, -1, NaN, undefined, null]) {
-      assert.throws(() => new Cart({ usdToKes, storage: memoryStorage() }), /positive usdToKes/);
-    }
+  test("line totals are quantity x unit price, in whole shillings", () => {
+    const cart = newCart();
+    cart.setQuantity("lighting", 3);
+    assert.equal(cart.lineTotal(cart.item("lighting")), 15480);
+    assert.equal(cart.totalKes(), 12900 + 15480);
   });
-});
 
-describe("references", () => {
-  test("CART_ and six characters without look-alikes, at most 12 characters", () => {
-    const seen = new Set();
-    for (let i = 0; i < 200; i += 1) {
-      const reference = newReference();
-      assert.match(reference, /^CART_[ABCDEFGHJKLMNPQRSTUVWXYZ23456789]{6}$/);
-      assert.ok(reference.length <= 12);
-      seen.add(reference);
-    }
-    assert.ok(seen.size > 190, "random");
+  test("items the page cannot show are left out; an odd default quantity is none", () => {
+    const items = cleanCatalogue({ items: [
+      ...CATALOGUE.items,
+      { id: "<script>", name: "x", unitPrice: 1 },
+      { id: "free", name: "Free", unitPrice: 0 },
+      { id: "half", name: "Half", unitPrice: 1.5 },
+      { id: "blank", name: " ", unitPrice: 10 },
+      { id: "odd", name: "Odd", unitPrice: 10, defaultQuantity: "2" },
+      null,
+    ] });
+    assert.deepEqual(items.map((item) => item.id), ["dj-booking", "speaker-hire", "lighting", "odd"]);
+    assert.equal(items.at(-1).defaultQuantity, 0);
+    assert.deepEqual(cleanCatalogue(null), []);
+  });
+
+  test("a catalogue with no default quantities starts with one of its first item", () => {
+    const cart = new Cart({ catalogue: [{ id: "a", name: "A", unitPrice: 10 }, { id: "b", name: "B", unitPrice: 20 }],
+                            storage: memoryStorage() });
+    assert.deepEqual(cart.orderLines(), [{ id: "a", quantity: 1 }]);
   });
 });
 
 describe("the stored cart", () => {
-  test("a new cart is saved at once, so its reference survives a reload", () => {
+  test("a new cart is saved at once; quantities are kept between visits", () => {
     const storage = memoryStorage();
-    const cart = new Cart({ usdToKes: 129, storage });
-    assert.equal(stored(storage).reference, cart.reference);
-    assert.deepEqual(stored(storage).items, DEFAULT_ITEMS.map((item) => ({ ...item })));
-    const again = new Cart({ usdToKes: 129, storage });
-    assert.equal(again.reference, cart.reference);
-  });
-
-  test("quantities are kept between visits", () => {
-    const storage = memoryStorage();
-    const cart = new Cart({ usdToKes: 129, storage });
+    const cart = newCart(storage);
+    assert.deepEqual(stored(storage), { quantities: { "dj-booking": 1, "speaker-hire": 1, lighting: 0 }, orderId: null });
     cart.increment("lighting");
     cart.decrement("speaker-hire");
-    const again = new Cart({ usdToKes: 129, storage });
+    const again = newCart(storage);
     assert.equal(again.item("lighting").quantity, 1);
     assert.equal(again.item("speaker-hire").quantity, 0);
   });
 
-  test("a stored cart that is not well formed is replaced by the demo cart", () => {
-    const good = { reference: "CART_ABC234", items: [{ id: "x", name: "Thing", quantity: 2, unitPriceUsd: 5 }] };
+  test("prices always come from the catalogue, never from storage", () => {
+    const storage = memoryStorage({ [STORAGE_KEY]: JSON.stringify({ quantities: { "dj-booking": 2 }, orderId: null,
+                                                                     prices: { "dj-booking": 1 } }) });
+    const cart = newCart(storage);
+    assert.equal(cart.totalKes(), 2 * 9675);
+  });
+
+  test("the order made from the cart is remembered", () => {
+    const storage = memoryStorage();
+    const cart = newCart(storage);
+    cart.rememberOrder(ORDER_ID);
+    assert.equal(storedCartOrder({ storage }), ORDER_ID);
+    assert.equal(newCart(storage).orderId, ORDER_ID);
+  });
+
+  test("a stored cart that is not well formed is replaced by the default cart", () => {
     const bad = [
       "not json",
       "null",
-      JSON.stringify({ ...good, reference: "ORDER_1" }),
-      JSON.stringify({ ...good, reference: "CART_ABCDEFGH" }),
-      JSON.stringify({ ...good, items: [] }),
-      JSON.stringify({ ...good, items: [{ ...good.items[0], quantity: MAX_QUANTITY + 1 }] }),
-      JSON.stringify({ ...good, items: [{ ...good.items[0], quantity: 1.5 }] }),
-      JSON.stringify({ ...good, items: [{ ...good.items[0], unitPriceUsd: -1 }] }),
-      JSON.stringify({ ...good, items: [{ ...good.items[0], id: "<script>" }] }),
-      JSON.stringify({ ...good, items: [{ ...good.items[0], name: " " }] }),
+      JSON.stringify({ quantities: null }),
+      JSON.stringify({ quantities: { "dj-booking": MAX_QUANTITY + 1 } }),
+      JSON.stringify({ quantities: { "dj-booking": 1.5 } }),
+      JSON.stringify({ quantities: { "dj-booking": -1 } }),
+      JSON.stringify({ quantities: { "<script>": 1 } }),
     ];
     for (const raw of bad) {
-      const cart = new Cart({ usdToKes: 129, storage: memoryStorage({ [STORAGE_KEY]: raw }) });
-      assert.deepEqual(cart.items.map((item) => item.id), DEFAULT_ITEMS.map((item) => item.id), raw);
-      assert.notEqual(cart.reference, "CART_ABC234");
+      const cart = newCart(memoryStorage({ [STORAGE_KEY]: raw }));
+      assert.equal(cart.totalKes(), 12900, raw);
     }
-    const kept = new Cart({ usdToKes: 129, storage: memoryStorage({ [STORAGE_KEY]: JSON.stringify(good) }) });
-    assert.equal(kept.reference, "CART_ABC234");
-    assert.equal(kept.totalKes(), 1290);
+    const odd = newCart(memoryStorage({ [STORAGE_KEY]: JSON.stringify({ quantities: {}, orderId: "DROP TABLE" }) }));
+    assert.equal(odd.orderId, null);
   });
 
   test("works without storage, and when storage throws", () => {
-    const none = new Cart({ usdToKes: 129, storage: null });
+    const none = newCart(null);
     none.increment("lighting");
     assert.equal(none.item("lighting").quantity, 1);
     const throwing = { getItem() { throw new Error("denied"); }, setItem() { throw new Error("quota"); } };
-    const cart = new Cart({ usdToKes: 129, storage: throwing });
+    const cart = newCart(throwing);
     cart.increment("lighting");
     assert.equal(cart.totalKes(), 12900 + 5160);
+    assert.equal(storedCartOrder({ storage: throwing }), null);
   });
 
   test("in Node there is no window: the default storage is none", () => {
-    const cart = new Cart({ usdToKes: 129 });
+    const cart = new Cart({ catalogue: CATALOGUE });
     assert.equal(cart.storage, null);
   });
 });
 
 describe("quantities", () => {
   test("stay between 0 and 20, whole, and tell subscribers only of a change", () => {
-    const cart = new Cart({ usdToKes: 129, storage: memoryStorage() });
+    const cart = newCart();
     const heard = [];
     const unsubscribe = cart.subscribe((c) => heard.push(c.item("lighting").quantity));
     cart.decrement("lighting"); // already 0
@@ -137,36 +154,33 @@ describe("quantities", () => {
     assert.equal(heard.length, 3);
   });
 
-  test("reset() brings back the demo items under a new reference", () => {
-    const storage = memoryStorage();
-    const cart = new Cart({ usdToKes: 129, storage });
-    const before = cart.reference;
-    cart.setQuantity("dj-booking", 5);
-    let heard = 0;
-    cart.subscribe(() => { heard += 1; });
-    cart.reset();
-    assert.notEqual(cart.reference, before);
-    assert.equal(cart.item("dj-booking").quantity, 1);
-    assert.equal(stored(storage).reference, cart.reference);
-    assert.equal(heard, 1);
-    assert.equal(DEFAULT_ITEMS[0].quantity, 1, "the defaults themselves are never changed");
+  test("an emptied cart orders nothing", () => {
+    const cart = newCart();
+    cart.setQuantity("dj-booking", 0);
+    cart.setQuantity("speaker-hire", 0);
+    assert.deepEqual(cart.orderLines(), []);
+    assert.equal(cart.totalKes(), 0);
+    assert.equal(itemCountText(cart.itemCount()), "0 items");
+    assert.equal(itemCountText(1), "1 item");
   });
 });
 
 describe("clearPaidCart (the receipt page)", () => {
-  test("removes the stored cart only when it is the order just paid", () => {
+  test("removes the stored cart only when its order is the one just paid", () => {
     const storage = memoryStorage();
-    const cart = new Cart({ usdToKes: 129, storage });
-    assert.equal(clearPaidCart("CART_OTHER1", { storage }), false);
+    const cart = newCart(storage);
+    cart.rememberOrder(ORDER_ID);
+    assert.equal(clearPaidCart("ord_OTHER", { storage }), false);
     assert.notEqual(storage.getItem(STORAGE_KEY), null);
-    assert.equal(clearPaidCart(cart.reference, { storage }), true);
+    assert.equal(clearPaidCart(ORDER_ID, { storage }), true);
     assert.equal(storage.getItem(STORAGE_KEY), null);
   });
 
-  test("nothing stored, something else stored, no reference, no storage: false", () => {
-    assert.equal(clearPaidCart("CART_ABC234", { storage: memoryStorage() }), false);
-    assert.equal(clearPaidCart("CART_ABC234", { storage: memoryStorage({ [STORAGE_KEY]: "{oops" }) }), false);
+  test("nothing stored, something else stored, no order, no storage: false", () => {
+    assert.equal(clearPaidCart(ORDER_ID, { storage: memoryStorage() }), false);
+    assert.equal(clearPaidCart(ORDER_ID, { storage: memoryStorage({ [STORAGE_KEY]: "{oops" }) }), false);
     assert.equal(clearPaidCart("", { storage: memoryStorage() }), false);
-    assert.equal(clearPaidCart("CART_ABC234", { storage: null }), false);
+    assert.equal(clearPaidCart(null, { storage: memoryStorage() }), false);
+    assert.equal(clearPaidCart(ORDER_ID, { storage: null }), false);
   });
 });

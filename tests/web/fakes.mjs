@@ -1,11 +1,13 @@
 // Test doubles for the browser modules under Node's test runner: a scripted fetch, an
 // EventSource the test drives, and a clock stepped with node:test's mock timers.
 
-/** A fetch Response as far as the pages use one: ok, status and json(). */
-export function reply(status, data) {
+/** A fetch Response as far as the pages use one: ok, status, headers.get() and json(). */
+export function reply(status, data, headers = {}) {
+  const lower = new Map(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), String(value)]));
   return {
     ok: status >= 200 && status < 300,
     status,
+    headers: { get: (name) => lower.get(String(name).toLowerCase()) ?? null },
     json: async () => {
       if (data === undefined) throw new SyntaxError("Unexpected token < in JSON"); // an HTML error page
       return structuredClone(data);

@@ -12,6 +12,9 @@ const SHARED = "format.js";
 
 const read = (url) => readFileSync(url, "utf8");
 
+// A page's script: src="{{ static_url('js/x.js') }}" (the versioned URL of web/static/js/x.js).
+const SCRIPT_SRC = /\bsrc="\{\{ static_url\('js\/([\w-]+\.js)'\) \}\}"/;
+
 function pageScripts(template) {
   return [...read(new URL(template, ROOT)).matchAll(/<script\b([^>]*)>/g)]
     .map((match) => match[1])
@@ -21,7 +24,7 @@ function pageScripts(template) {
 /** Every module reached from the pages' scripts: name → source. */
 function pageModules() {
   const modules = new Map();
-  const queue = PAGES.flatMap(pageScripts).map((attrs) => /src="\/static\/js\/([\w-]+\.js)"/.exec(attrs)[1]);
+  const queue = PAGES.flatMap(pageScripts).map((attrs) => SCRIPT_SRC.exec(attrs)[1]);
   while (queue.length) {
     const name = queue.shift();
     if (modules.has(name)) continue;
@@ -49,13 +52,13 @@ const SHARED_ONLY = {
 };
 
 describe("the pages' scripts", () => {
-  test("every script tag of the pay and confirmation pages is a module from this site", () => {
+  test("every script tag of the pay and confirmation pages is a module from this site, at its versioned URL", () => {
     for (const template of PAGES) {
       const scripts = pageScripts(template);
       assert.ok(scripts.length > 0, template);
       for (const attrs of scripts) {
         assert.match(attrs, /\btype="module"/, `${template}: <script${attrs}>`);
-        assert.match(attrs, /\bsrc="\/static\/js\/[\w-]+\.js"/, `${template}: <script${attrs}>`);
+        assert.match(attrs, SCRIPT_SRC, `${template}: <script${attrs}>`);
       }
     }
   });

@@ -10,10 +10,16 @@ import {
   MpesaPaymentManager,
   amountMessage,
   confirmationPageUrl,
+  describeFailure,
+  newIdempotencyKey,
+  orderEventsUrl,
+  orderStatusUrl,
   parseAmount,
+  retryAfterSeconds,
   statusEventsUrl,
   tokenQuery,
   validateCheckout,
+  waitText,
   waitingMessage,
 } from "../../web/static/js/payment.js";
 import { FakeEventSource, advance, flush, reply, scriptedFetch } from "./fakes.mjs";
@@ -24,6 +30,11 @@ const ORDER = { phone: "254708374149", amount: 1500, description: "Demo Shop", a
 const PENDING = { status: "pending", checkoutRequestId: ID };
 const COMPLETED = { status: "completed", checkoutRequestId: ID, MpesaReceiptNumber: "NLJ7RT61SV" };
 
+const ORDER_ID = "ord_AAAAAAAAAAAAAAAAAAAAA1";
+const CREATED = { success: true, orderId: ORDER_ID, amount: 12900, currency: "KES", status: "open",
+                  reference: "DEMO-1A2B3C", items: [{ name: "DJ booking", quantity: 1, unitPrice: 9675, total: 9675 }] };
+const ORDER_PENDING = { success: true, status: "pending", checkoutRequestId: ID, amount: 12900 };
+
 const pushAccepted = (extra = {}) =>
   reply(200, { success: true, checkoutRequestId: ID, paymentToken: TOKEN, message: "Check your phone", ...extra });
 
@@ -32,14 +43,18 @@ const pushAccepted = (extra = {}) =>
  * `push(call)` answers POST /stkpush; `status(call, n)` answers the n-th status poll (1-based).
  */
 function setup(t, { push = () => pushAccepted(), status = () => reply(200, PENDING), eventSource = FakeEventSource,
+                    order = () => reply(201, CREATED), orderStatus = () => reply(200, ORDER_PENDING),
                     ...options } = {}) {
-  t.mock.timers.enable({ apis: ["setTimeout"] });
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const updates = [];
   const navigations = [];
   let polls = 0;
-  const { fetchImpl, calls } = scriptedFetch((call) => {
-    if (call.url === "/stkpush") return push(call);
+  let orderPolls = 0;
+  const { fetchImpl, calls } = scriptedFetch((call, all) => {
+    if (call.url === "/stkpush") return push(call, all);
     if (call.url === "/stkpush/status") return status(call, ++polls);
+    if (call.url === "/catalogue/orders") return order(call, all);
+    if (call.url === `/checkout/${ORDER_ID}/status`) return orderStatus(call, ++orderPolls);
     throw new Error("unexpected URL " + call.url);
   });
   const manager = new MpesaPaymentManager({
@@ -56,6 +71,8 @@ function setup(t, { push = () => pushAccepted(), status = () => reply(200, PENDI
     navigations,
     pushes: () => calls.filter((call) => call.url === "/stkpush"),
     polls: () => calls.filter((call) => call.url === "/stkpush/status"),
+    orders: () => calls.filter((call) => call.url === "/catalogue/orders"),
+    orderPolls: () => calls.filter((call) => call.url === `/checkout/${ORDER_ID}/status`),
     source: () => FakeEventSource.instances.at(-1),
     states: () => updates.map((update) => update.state),
     advance: (ms) => advance(t.mock.timers, ms),
@@ -118,7 +135,7 @@ describe("one push per pay() call", () => {
 });
 
 describe("polling cadence", () => {
-  test("every 3 s, 40 polls in 120 s, then the timeout state and no more polls", async (t) => {
+  test("every 3 s, 40 polls in 120 s (the window), then it keeps watching", async (t) => {
     const page = setup(t); // the defaults: pollIntervalMs 3000, pollTimeoutMs 120000
     assert.equal(page.manager.maxPolls, 40);
     const result = track(page.manager.pay(ORDER));
@@ -134,35 +151,118 @@ describe("polling cadence", () => {
       assert.equal(page.polls().length, n - 1, `no early poll before poll ${n}`);
       await page.advance(50);
       assert.equal(page.polls().length, n, `poll ${n} at ${n * 3} s`);
-      if (n < 40) assert.equal(result.done, false);
+      assert.equal(page.manager.state, n < 40 ? "waiting" : "watching");
     }
     await flush();
-    assert.equal(result.done, true);
-    assert.equal(result.value.state, "timeout");
-    assert.equal(result.value.message, MESSAGES.timeout);
-    // The timeout keeps what the "check this payment" link needs.
-    assert.equal(result.value.checkoutRequestId, ID);
-    assert.equal(result.value.paymentToken, TOKEN);
-    assert.equal(page.updates.at(-1).state, "timeout");
-    assert.equal(page.manager.busy, false);
-    assert.equal(page.source().closed, true);
-    await page.advance(60000);
-    assert.equal(page.polls().length, 40, "nothing after the last poll");
+    // The window is over, but the prompt may still be on the phone: no result yet, no Try Again.
+    assert.equal(result.done, false);
+    assert.equal(page.manager.busy, true);
+    assert.deepEqual(page.updates.at(-1), {
+      state: "watching", message: MESSAGES.watching, checkoutRequestId: ID, paymentToken: TOKEN,
+      amount: ORDER.amount, phone: ORDER.phone,
+    });
+    assert.deepEqual(page.states(), ["sending", "waiting", "watching"]);
     assert.deepEqual(page.navigations, []);
+    page.manager.stop();
   });
 
-  test("the configured cadence: 0.5 s for 30 s is 60 polls", async (t) => {
+  test("after the window: a poll every 15 s until watchLimitMs, then the timeout state and no more polls",
+    async (t) => {
+      const page = setup(t); // slowPollIntervalMs: 5 x 3 s; watchLimitMs: 30 min
+      assert.equal(page.manager.slowPollIntervalMs, 15000);
+      assert.equal(page.manager.maxSlowPolls, 112); // (1,800 s - 120 s) / 15 s
+      const result = track(page.manager.pay(ORDER));
+      await page.advance(120000);
+      assert.equal(page.polls().length, 40);
+      await page.advance(14950);
+      assert.equal(page.polls().length, 40, "no poll sooner than 15 s after the window");
+      await page.advance(50);
+      assert.equal(page.polls().length, 41);
+      await page.advance(15000);
+      assert.equal(page.polls().length, 42);
+      assert.equal(result.done, false);
+      await page.advance(1800000 - 150000 - 50);
+      assert.equal(page.polls().length, 151);
+      assert.equal(result.done, false);
+      await page.advance(50);
+      assert.equal(page.polls().length, 152);
+      assert.equal(result.done, true);
+      assert.equal(result.value.state, "timeout");
+      assert.equal(result.value.message, MESSAGES.timeout);
+      // The timeout keeps what the "check this payment" link needs.
+      assert.equal(result.value.checkoutRequestId, ID);
+      assert.equal(result.value.paymentToken, TOKEN);
+      assert.equal(page.updates.at(-1).state, "timeout");
+      assert.equal(page.manager.busy, false);
+      assert.equal(page.source().closed, true);
+      await page.advance(600000);
+      assert.equal(page.polls().length, 152, "nothing after the last poll");
+      assert.deepEqual(page.navigations, []);
+    });
+
+  test("a success after the window (the prompt paid late) lands on the receipt", async (t) => {
+    const page = setup(t, { status: (call, n) => reply(200, n < 43 ? PENDING : COMPLETED) });
+    const result = track(page.manager.pay(ORDER));
+    await page.advance(120000 + 2 * 15000);
+    assert.equal(page.manager.state, "watching");
+    assert.equal(result.done, false);
+    await page.advance(15000);
+    assert.equal(result.value.state, "completed");
+    assert.deepEqual(page.states(), ["sending", "waiting", "watching", "completed"]);
+    assert.deepEqual(page.navigations, [
+      "/confirmation.html?checkoutRequestId=" + ID + "&paymentToken=" + encodeURIComponent(TOKEN),
+    ]);
+  });
+
+  test("a success on the stream after the window counts too, at once", async (t) => {
+    const page = setup(t, { pollIntervalMs: 500, pollTimeoutMs: 3000 });
+    const result = track(page.manager.pay(ORDER));
+    await page.advance(4000);
+    assert.equal(page.manager.state, "watching");
+    page.source().emitStatus(COMPLETED);
+    await flush();
+    assert.equal(result.value.state, "completed");
+    assert.equal(page.navigations.length, 1);
+  });
+
+  test("a failure after the window: failed, with the reason", async (t) => {
+    const expired = { status: "failed", resultCode: "1037", message: "The phone could not be reached" };
+    const page = setup(t, { pollIntervalMs: 500, pollTimeoutMs: 3000,
+                            status: (call, n) => reply(200, n < 8 ? PENDING : expired) });
+    const result = track(page.manager.pay(ORDER));
+    await page.advance(3000 + 2500 * 2);
+    assert.equal(result.value.state, "failed");
+    assert.equal(result.value.resultCode, "1037");
+    assert.deepEqual(page.states(), ["sending", "waiting", "watching", "failed"]);
+    assert.equal(page.manager.busy, false);
+  });
+
+  test("watchLimitMs no longer than the window: the timeout comes at the window's end", async (t) => {
+    const page = setup(t, { pollIntervalMs: 500, pollTimeoutMs: 3000, watchLimitMs: 3000 });
+    assert.equal(page.manager.maxSlowPolls, 0);
+    const result = track(page.manager.pay(ORDER));
+    await page.advance(3000);
+    assert.equal(page.polls().length, 6);
+    assert.equal(result.value.state, "timeout");
+    assert.deepEqual(page.states(), ["sending", "waiting", "timeout"]);
+  });
+
+  test("the configured cadence: 0.5 s for 30 s is 60 polls, then one every 2.5 s", async (t) => {
     const page = setup(t, { pollIntervalMs: 500, pollTimeoutMs: 30000 });
     assert.equal(page.manager.maxPolls, 60);
     const result = track(page.manager.pay(ORDER));
     await page.advance(29950);
     assert.equal(page.polls().length, 59);
-    assert.equal(result.done, false);
+    assert.equal(page.manager.state, "waiting");
     await page.advance(50);
     assert.equal(page.polls().length, 60);
-    assert.equal(result.value.state, "timeout");
-    await page.advance(5000);
+    assert.equal(page.manager.state, "watching");
+    await page.advance(2450);
     assert.equal(page.polls().length, 60);
+    await page.advance(50);
+    assert.equal(page.polls().length, 61);
+    assert.equal(result.done, false);
+    page.manager.stop();
   });
 
   test("maxPolls is the timeout over the interval, rounded up; interval at least 250 ms, at least one poll", () => {
@@ -412,10 +512,45 @@ describe("the push answer", () => {
     assert.equal(final.httpStatus, 502);
   });
 
-  test("no answer at all: the server could not be reached", async (t) => {
-    const page = setup(t, { push: () => { throw new TypeError("Failed to fetch"); } });
-    const final = await page.manager.pay(ORDER);
-    assert.deepEqual(final, { state: "failed", message: MESSAGES.unreachable });
+  test("no answer at all: sent once more with the same Idempotency-Key, then the server could not be reached",
+    async (t) => {
+      const page = setup(t, { push: () => { throw new TypeError("Failed to fetch"); } });
+      const result = track(page.manager.pay(ORDER));
+      await flush();
+      assert.equal(page.pushes().length, 1);
+      await page.advance(950);
+      assert.equal(page.pushes().length, 1);
+      await page.advance(50);
+      assert.equal(page.pushes().length, 2);
+      assert.deepEqual(result.value, { state: "failed", message: MESSAGES.unreachable });
+      const [first, second] = page.pushes().map((call) => call.init.headers["Idempotency-Key"]);
+      assert.match(first, /^pay-[0-9a-f]{32}$/);
+      assert.equal(second, first);
+    });
+
+  test("an answer lost once: the second send's answer is the answer", async (t) => {
+    const page = setup(t, {
+      push: (call, calls) => {
+        if (calls.filter((c) => c.url === "/stkpush").length === 1) throw new TypeError("Failed to fetch");
+        return pushAccepted();
+      },
+    });
+    const result = track(page.manager.pay(ORDER));
+    await page.advance(1000);
+    assert.equal(page.manager.state, "waiting");
+    assert.equal(page.pushes().length, 2);
+    page.manager.stop();
+    await flush();
+    assert.equal(result.value.state, "idle");
+  });
+
+  test("each pay() has its own Idempotency-Key", async (t) => {
+    const page = setup(t, { push: () => reply(503, { success: false, message: "M-Pesa is busy" }) });
+    await page.manager.pay(ORDER);
+    await page.manager.pay(ORDER);
+    const keys = page.pushes().map((call) => call.init.headers["Idempotency-Key"]);
+    assert.equal(keys.length, 2);
+    assert.notEqual(keys[0], keys[1]);
   });
 
   test("a push that hangs is abandoned after pushTimeoutMs", async (t) => {
@@ -491,6 +626,244 @@ describe("the payment token", () => {
     assert.deepEqual(page.polls()[0].body, { checkoutRequestId: odd });
     assert.equal(result.value.paymentToken, "");
     assert.deepEqual(page.navigations, ["/confirmation.html?checkoutRequestId=ws_CO_1%2F2%3F3"]);
+  });
+});
+
+describe("orders", () => {
+  const BY_ORDER = { phone: "254708374149", orderId: ORDER_ID, amount: 12900 };
+  const receiptOfOrder = "/confirmation.html?checkoutRequestId=" + ID + "&orderId=" + ORDER_ID;
+
+  test("an order's push sends the order and the phone only: the server sets the amount", async (t) => {
+    const page = setup(t, { status: () => reply(200, COMPLETED) });
+    const result = track(page.manager.pay(BY_ORDER));
+    await page.advance(3000);
+    assert.deepEqual(page.pushes()[0].body, { orderId: ORDER_ID, phone: BY_ORDER.phone });
+    assert.match(page.pushes()[0].init.headers["Idempotency-Key"], /^pay-[0-9a-f]{32}$/);
+    assert.equal(result.value.state, "completed");
+    // After a push the page holds the payment's token: the receipt is opened with it.
+    assert.deepEqual(page.navigations, [
+      "/confirmation.html?checkoutRequestId=" + ID + "&paymentToken=" + encodeURIComponent(TOKEN),
+    ]);
+    assert.equal(page.updates[1].orderId, ORDER_ID);
+  });
+
+  test("from the catalogue: the order is created first (its own key), then pushed for", async (t) => {
+    const page = setup(t);
+    const items = [{ id: "dj-booking", quantity: 1 }, { id: "speaker-hire", quantity: 1 }];
+    const done = page.manager.pay({ phone: BY_ORDER.phone, items });
+    await flush();
+    assert.deepEqual(page.orders().map((call) => call.body), [{ items }]);
+    assert.deepEqual(page.pushes()[0].body, { orderId: ORDER_ID, phone: BY_ORDER.phone });
+    const [orderKey, pushKey] = [page.orders()[0], page.pushes()[0]].map((c) => c.init.headers["Idempotency-Key"]);
+    assert.ok(orderKey && pushKey && orderKey !== pushKey);
+    const created = page.updates.find((update) => update.order);
+    assert.deepEqual([created.state, created.orderId, created.amount], ["sending", ORDER_ID, 12900]);
+    assert.equal(page.updates.at(-1).state, "waiting");
+    assert.equal(page.updates.at(-1).message, "Check your phone: enter your M-Pesa PIN to pay KES 12,900");
+    page.manager.stop();
+    await done;
+  });
+
+  test("an order refused (429): limited, with when to try again, and no push", async (t) => {
+    const page = setup(t, {
+      order: () => reply(429, { success: false, message: "Too many orders" }, { "Retry-After": "42" }),
+    });
+    const final = await page.manager.pay({ phone: BY_ORDER.phone, items: [{ id: "dj-booking", quantity: 1 }] });
+    assert.equal(final.state, "limited");
+    assert.equal(final.retryAfterSeconds, 42);
+    assert.equal(final.retryAt, Date.now() + 42000);
+    assert.equal(page.pushes().length, 0);
+    assert.equal(page.manager.busy, false);
+  });
+
+  test("409 'waiting on the phone': follows the order's open payment instead of failing", async (t) => {
+    const page = setup(t, {
+      push: () => reply(409, { success: false, message: "A payment for this order is waiting on the phone",
+                               checkoutRequestId: ID }),
+      orderStatus: (call, n) => reply(200, n < 2 ? ORDER_PENDING : { ...COMPLETED, amount: 12900 }),
+    });
+    const result = track(page.manager.pay(BY_ORDER));
+    await flush();
+    assert.equal(page.source().url, `/checkout/${ORDER_ID}/events`);
+    assert.deepEqual(page.updates.at(-1), {
+      state: "waiting", orderId: ORDER_ID, amount: 12900, phone: BY_ORDER.phone,
+      message: "A payment request for this order is already on your phone: enter your M-Pesa PIN there to pay KES 12,900",
+    });
+    await page.advance(3000);
+    assert.deepEqual(page.orderPolls()[0].body, {});
+    assert.equal(page.orderPolls()[0].init.method, "POST");
+    assert.equal(result.done, false);
+    await page.advance(3000);
+    assert.equal(result.value.state, "completed");
+    assert.equal(page.polls().length, 0, "no token: the payment is followed by its order");
+    assert.deepEqual(page.navigations, [receiptOfOrder]);
+  });
+
+  test("409 'already paid': follows the order to its receipt", async (t) => {
+    const page = setup(t, {
+      push: () => reply(409, { success: false, message: "This order is already paid", orderStatus: "paid" }),
+      orderStatus: () => reply(200, COMPLETED),
+    });
+    const result = track(page.manager.pay(BY_ORDER));
+    await flush();
+    assert.equal(page.updates.at(-1).message, MESSAGES.alreadyPaid);
+    page.source().emitStatus(COMPLETED);
+    await flush();
+    assert.equal(result.value.state, "completed");
+    assert.deepEqual(page.navigations, [receiptOfOrder]);
+  });
+
+  test("a 409 of a payment without an order (free amount) stays a failure with the server's words", async (t) => {
+    const message = "A payment request is already waiting on this phone. Complete or cancel it, then try again in a minute.";
+    const page = setup(t, { push: () => reply(409, { success: false, message, errorCode: "500.001.1001" }) });
+    const final = await page.manager.pay(ORDER);
+    assert.deepEqual([final.state, final.message], ["failed", message]);
+    assert.equal(page.orderPolls().length, 0);
+  });
+
+  test("follow({ orderId }) after a reload: waits, then watches after the window, like a push", async (t) => {
+    const page = setup(t, {
+      pollIntervalMs: 500, pollTimeoutMs: 3000,
+      orderStatus: (call, n) => reply(200, n < 3 ? { success: true, status: "none" } : n < 9 ? ORDER_PENDING : COMPLETED),
+    });
+    const result = track(page.manager.follow({ orderId: ORDER_ID }, { amount: 12900 }));
+    await flush();
+    assert.deepEqual(page.updates[0], { state: "waiting", orderId: ORDER_ID, amount: 12900, phone: undefined,
+                                        message: "Check your phone: enter your M-Pesa PIN to pay KES 12,900" });
+    assert.equal(page.manager.busy, true);
+    const again = track(page.manager.pay(BY_ORDER));
+    await flush();
+    assert.deepEqual(again, { done: true, value: null }, "no push while the order's payment is followed");
+    await page.advance(3000);
+    assert.equal(page.manager.state, "watching");
+    await page.advance(2500 * 3);
+    assert.equal(result.value.state, "completed");
+    assert.deepEqual(page.states(), ["waiting", "watching", "completed"]);
+    assert.deepEqual(page.navigations, [receiptOfOrder]);
+    assert.equal(page.pushes().length, 0);
+  });
+
+  test("504 (the push's answer lost): failed with the server's words, and a success still shows", async (t) => {
+    const message = "We could not confirm the payment request with M-Pesa. Please check your phone before trying again.";
+    const page = setup(t, {
+      push: () => reply(504, { success: false, message }),
+      orderStatus: (call, n) => reply(200, n < 2 ? { success: true, status: "none" } : COMPLETED),
+    });
+    const final = await page.manager.pay(BY_ORDER);
+    assert.deepEqual([final.state, final.message, final.orderId], ["failed", message, ORDER_ID]);
+    assert.equal(final.lateTarget, undefined);
+    assert.equal(page.manager.busy, false);
+    await page.advance(15000);
+    assert.equal(page.orderPolls().length, 1);
+    assert.deepEqual(page.navigations, []);
+    await page.advance(15000);
+    assert.deepEqual(page.navigations, [receiptOfOrder]);
+    assert.equal(page.updates.at(-1).state, "completed");
+    assert.equal(page.updates.at(-1).late, true);
+  });
+});
+
+describe("429: when the customer can try again", () => {
+  test("limited, with Retry-After's seconds and the moment; nothing followed; a later pay() is sent", async (t) => {
+    let n = 0;
+    const page = setup(t, {
+      push: () => (++n === 1
+        ? reply(429, { success: false, message: "Too many payment requests to this phone." }, { "Retry-After": "7" })
+        : pushAccepted()),
+    });
+    const final = await page.manager.pay(ORDER);
+    assert.deepEqual(final, { state: "limited", message: MESSAGES.limited, retryAfterSeconds: 7,
+                              retryAt: Date.now() + 7000, httpStatus: 429 });
+    assert.equal(page.manager.busy, false);
+    assert.equal(FakeEventSource.instances.length, 0);
+    await page.advance(7000);
+    const again = page.manager.pay(ORDER);
+    await flush();
+    assert.equal(page.manager.state, "waiting");
+    page.manager.stop();
+    await again;
+  });
+
+  test("Retry-After as seconds, as a date, or missing", () => {
+    assert.equal(retryAfterSeconds("42"), 42);
+    assert.equal(retryAfterSeconds("0"), 1);
+    assert.equal(retryAfterSeconds(" 5 "), 5);
+    const now = Date.parse("2026-01-01T10:00:00Z");
+    assert.equal(retryAfterSeconds("Thu, 01 Jan 2026 10:01:30 GMT", { now }), 90);
+    assert.equal(retryAfterSeconds(null), 60);
+    assert.equal(retryAfterSeconds("soon", { fallback: 30 }), 30);
+  });
+
+  test("the countdown's words", () => {
+    assert.equal(waitText(42), "42 s");
+    assert.equal(waitText(0.2), "1 s");
+    assert.equal(waitText(0), "0 s");
+    assert.equal(waitText(60), "1:00 min");
+    assert.equal(waitText(125), "2:05 min");
+  });
+});
+
+describe("a failure in the customer's words, with what to do next", () => {
+  const OUTCOMES = {
+    reasons: { 1037: "The payment request has expired", timeout: "The payment request has expired" },
+    next: { 1037: "Check that your phone is on, then tap Try Again.", 1: "Top up, then tap Try Again." },
+    defaultNext: "Tap Try Again.",
+  };
+
+  test("the table replaces a no-answer's reason and adds the next step", async (t) => {
+    const page = setup(t, {
+      outcomes: OUTCOMES,
+      status: () => reply(200, { status: "failed", resultCode: "1037", message: "The phone could not be reached" }),
+    });
+    const result = track(page.manager.pay(ORDER));
+    await page.advance(3000);
+    const final = result.value;
+    assert.equal(final.message, "The payment request has expired");
+    assert.equal(final.next, "Check that your phone is on, then tap Try Again.");
+    assert.equal(final.resultCode, "1037");
+  });
+
+  test("describeFailure: the server's reason when the table has none; the default next step", () => {
+    assert.deepEqual(describeFailure({ status: "failed", resultCode: "1", message: "Insufficient M-Pesa balance" }, OUTCOMES),
+                     { message: "Insufficient M-Pesa balance", next: "Top up, then tap Try Again." });
+    assert.deepEqual(describeFailure({ status: "failed", resultCode: "2001", message: "Wrong PIN" }, OUTCOMES),
+                     { message: "Wrong PIN", next: "Tap Try Again." });
+    assert.deepEqual(describeFailure({ status: "failed", message: "" }, null), { message: MESSAGES.failed, next: "" });
+  });
+
+  test("given up locally ('timeout'): failed, Try Again possible, and a late success still opens the receipt",
+    async (t) => {
+      const page = setup(t, {
+        outcomes: OUTCOMES,
+        status: (call, n) => reply(200, n < 2 ? { status: "failed", resultCode: "timeout", message: "not in time" }
+          : n < 3 ? { status: "failed", resultCode: "timeout", message: "not in time" } : COMPLETED),
+      });
+      const result = track(page.manager.pay(ORDER));
+      await page.advance(3000);
+      const final = result.value;
+      assert.deepEqual([final.state, final.message], ["failed", "The payment request has expired"]);
+      assert.equal(page.manager.busy, false);
+      assert.ok(page.manager.lateWatch, "still watching, quietly");
+      await page.advance(15000);
+      assert.deepEqual(page.navigations, []);
+      await page.advance(15000);
+      assert.equal(page.updates.at(-1).state, "completed");
+      assert.deepEqual(page.navigations, [
+        "/confirmation.html?checkoutRequestId=" + ID + "&paymentToken=" + encodeURIComponent(TOKEN),
+      ]);
+      assert.equal(page.manager.busy, true);
+    });
+
+  test("Try Again (a new pay()) ends the quiet watch of the old payment", async (t) => {
+    const page = setup(t, {
+      status: () => reply(200, { status: "failed", resultCode: "timeout", message: "not in time" }),
+    });
+    track(page.manager.pay(ORDER));
+    await page.advance(3000);
+    assert.ok(page.manager.lateWatch);
+    page.manager.pay(ORDER);
+    assert.equal(page.manager.lateWatch, null);
+    page.manager.stop();
   });
 });
 
@@ -571,6 +944,24 @@ describe("the pure helpers", () => {
     assert.equal(confirmationPageUrl("ws_CO_1&x=1", "t&k"),
                  "/confirmation.html?checkoutRequestId=ws_CO_1%26x%3D1&paymentToken=t%26k");
     assert.equal(confirmationPageUrl("ws_CO_1", undefined), "/confirmation.html?checkoutRequestId=ws_CO_1");
+  });
+
+  test("the order's URLs, and the receipt unlocked by the token or else the order", () => {
+    assert.equal(orderStatusUrl("ord_a/b"), "/checkout/ord_a%2Fb/status");
+    assert.equal(orderEventsUrl("ord_a"), "/checkout/ord_a/events");
+    assert.equal(confirmationPageUrl("ws_CO_1", "", "ord_1"), "/confirmation.html?checkoutRequestId=ws_CO_1&orderId=ord_1");
+    assert.equal(confirmationPageUrl("ws_CO_1", "t", "ord_1"), "/confirmation.html?checkoutRequestId=ws_CO_1&paymentToken=t");
+  });
+
+  test("Idempotency-Keys: 128 random bits, printable", () => {
+    const keys = new Set(Array.from({ length: 50 }, newIdempotencyKey));
+    assert.equal(keys.size, 50);
+    for (const key of keys) assert.match(key, /^pay-[0-9a-f]{32}$/);
+  });
+
+  test("the form checks the amount only for the free-amount form", () => {
+    assert.deepEqual(validateCheckout({ phone: "0712345678", amount: "" }, 150000, { withAmount: false }),
+      { ok: true, phone: "254712345678", amount: null, errors: {} });
   });
 
   test("the waiting message", () => {

@@ -1,106 +1,88 @@
-// The shopping cart: items priced in US dollars, charged in whole Kenya shillings.
-// The cart (items, quantities and its reference) is kept in localStorage between visits.
+// The order on the pay page: the demo catalogue's cart (quantities the customer picks; prices come
+// from the server's catalogue, GET /catalogue, and the server prices the order again), and the
+// read-only lines of an order the shop created (GET /checkout/{orderId}).
+// The cart's quantities (and the order last created from it) are kept in localStorage.
 
-import { formatKes, formatUsd } from "./format.js";
+import { formatKes } from "./format.js";
 
-export const STORAGE_KEY = "checkout.cart.v1";
+export const STORAGE_KEY = "checkout.cart.v2";
 export const MAX_QUANTITY = 20;
-
-export const DEFAULT_ITEMS = Object.freeze([
-  { id: "dj-booking", name: "DJ booking (4-hour set)", quantity: 1, unitPriceUsd: 75 },
-  { id: "speaker-hire", name: "Speaker hire (pair, per day)", quantity: 1, unitPriceUsd: 25 },
-  { id: "lighting", name: "Stage lighting kit", quantity: 0, unitPriceUsd: 40 },
-]);
-
-/** One line's price in whole shillings, rounded up (never charge a fraction, never undercharge). */
-export function lineTotalKes(item, usdToKes) {
-  const exact = item.quantity * item.unitPriceUsd * usdToKes;
-  // toFixed first so that float noise (e.g. 3225.0000000004) does not round a whole amount up.
-  return Math.ceil(Number(exact.toFixed(6)));
-}
-
-/** A short reference for the order, e.g. "CART_K3F9Q2" (Daraja keeps at most 12 characters). */
-export function newReference() {
-  const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-  const bytes = new Uint8Array(6);
-  crypto.getRandomValues(bytes);
-  let id = "";
-  for (const byte of bytes) id += alphabet[byte % alphabet.length];
-  return "CART_" + id;
-}
-
-function cleanItem(raw) {
-  if (!raw || typeof raw !== "object") return null;
-  const { id, name, quantity, unitPriceUsd } = raw;
-  if (typeof id !== "string" || !/^[\w-]{1,40}$/.test(id)) return null;
-  if (typeof name !== "string" || !name.trim() || name.length > 80) return null;
-  if (!Number.isInteger(quantity) || quantity < 0 || quantity > MAX_QUANTITY) return null;
-  if (typeof unitPriceUsd !== "number" || !Number.isFinite(unitPriceUsd) || unitPriceUsd <= 0
-      || unitPriceUsd > 100000) return null;
-  return { id, name: name.trim(), quantity, unitPriceUsd };
-}
-
-function defaultState() {
-  return { reference: newReference(), items: DEFAULT_ITEMS.map((item) => ({ ...item })) };
-}
+// An order longer than this shows its first lines and a "show all" button, so that the Pay
+// button stays on a phone's first screen.
+export const LINES_SHOWN = 3;
 
 function safeStorage() {
   try {
     return window.localStorage;
   } catch {
-    return null; // storage disabled: the cart still works for this visit
+    return null; // storage disabled (or Node): the cart still works for this visit
   }
 }
 
+/** Catalogue items the page can show: { id, name, unitPrice (whole KES), description,
+ *  defaultQuantity (in the cart a first visit starts with) }. */
+export function cleanCatalogue(raw) {
+  const items = Array.isArray(raw?.items) ? raw.items : Array.isArray(raw) ? raw : [];
+  return items.filter((item) => item && typeof item.id === "string" && /^[\w-]{1,40}$/.test(item.id)
+      && typeof item.name === "string" && item.name.trim() && Number.isSafeInteger(item.unitPrice)
+      && item.unitPrice > 0)
+    .map((item) => ({ id: item.id, name: item.name.trim(), unitPrice: item.unitPrice,
+                      description: typeof item.description === "string" ? item.description : "",
+                      defaultQuantity: Number.isInteger(item.defaultQuantity)
+                        ? Math.min(MAX_QUANTITY, Math.max(0, item.defaultQuantity)) : 0 }));
+}
+
+function defaultQuantities(items) {
+  const quantities = {};
+  for (const item of items) quantities[item.id] = item.defaultQuantity;
+  if (items.length && !items.some((item) => quantities[item.id] > 0)) quantities[items[0].id] = 1;
+  return quantities;
+}
+
 export class Cart {
-  constructor({ usdToKes, storage = safeStorage(), key = STORAGE_KEY } = {}) {
-    if (!(usdToKes > 0)) throw new Error("Cart needs a positive usdToKes rate");
-    this.usdToKes = usdToKes;
+  constructor({ catalogue, storage = safeStorage(), key = STORAGE_KEY } = {}) {
     this.storage = storage;
     this.key = key;
     this.listeners = new Set();
+    const items = cleanCatalogue(catalogue);
     const stored = this.#load();
-    const state = stored || defaultState();
-    this.reference = state.reference;
-    this.items = state.items;
-    if (!stored) this.save(); // keep the new cart's reference stable across reloads
+    const quantities = stored?.quantities ?? defaultQuantities(items);
+    this.orderId = stored?.orderId ?? null;
+    this.items = items.map((item) => ({ ...item, quantity: quantities[item.id] ?? 0 }));
+    if (!stored) this.save();
   }
 
   #load() {
-    let raw = null;
     try {
-      raw = this.storage ? this.storage.getItem(this.key) : null;
-    } catch {
-      return null;
-    }
-    if (!raw) return null;
-    try {
-      const data = JSON.parse(raw);
-      if (!data || typeof data.reference !== "string" || !/^CART_[A-Z0-9]{1,7}$/.test(data.reference)) return null;
-      if (!Array.isArray(data.items) || data.items.length === 0 || data.items.length > 50) return null;
-      const items = data.items.map(cleanItem);
-      if (items.some((item) => item === null)) return null;
-      return { reference: data.reference, items };
+      const data = JSON.parse((this.storage && this.storage.getItem(this.key)) || "null");
+      if (!data || typeof data.quantities !== "object" || data.quantities === null) return null;
+      const quantities = {};
+      for (const [id, quantity] of Object.entries(data.quantities)) {
+        if (!/^[\w-]{1,40}$/.test(id) || !Number.isInteger(quantity) || quantity < 0 || quantity > MAX_QUANTITY) {
+          return null;
+        }
+        quantities[id] = quantity;
+      }
+      const orderId = typeof data.orderId === "string" && /^ord_[\w-]{1,64}$/.test(data.orderId) ? data.orderId : null;
+      return { quantities, orderId };
     } catch {
       return null;
     }
   }
 
   save() {
+    const quantities = Object.fromEntries(this.items.map((item) => [item.id, item.quantity]));
     try {
-      this.storage?.setItem(this.key, JSON.stringify({ reference: this.reference, items: this.items }));
+      this.storage?.setItem(this.key, JSON.stringify({ quantities, orderId: this.orderId }));
     } catch {
       // Quota or privacy mode: keep going without persistence.
     }
   }
 
-  /** Back to the demo items under a new reference (after an order has been paid). */
-  reset() {
-    const state = defaultState();
-    this.reference = state.reference;
-    this.items = state.items;
+  /** The order created from this cart (the receipt page empties the cart once it is paid). */
+  rememberOrder(orderId) {
+    this.orderId = orderId;
     this.save();
-    this.#emit();
   }
 
   item(id) {
@@ -128,7 +110,7 @@ export class Cart {
   }
 
   lineTotal(item) {
-    return lineTotalKes(item, this.usdToKes);
+    return item.quantity * item.unitPrice;
   }
 
   totalKes() {
@@ -137,6 +119,11 @@ export class Cart {
 
   itemCount() {
     return this.items.reduce((sum, item) => sum + item.quantity, 0);
+  }
+
+  /** What POST /catalogue/orders takes: the lines with a quantity. */
+  orderLines() {
+    return this.items.filter((item) => item.quantity > 0).map(({ id, quantity }) => ({ id, quantity }));
   }
 
   subscribe(listener) {
@@ -149,12 +136,12 @@ export class Cart {
   }
 }
 
-/** Reset the stored cart if it is the one that was just paid (used by the confirmation page). */
-export function clearPaidCart(accountReference, { storage = safeStorage(), key = STORAGE_KEY } = {}) {
-  if (!storage || !accountReference) return false;
+/** Empty the stored cart if the order just paid was made from it (used by the receipt page). */
+export function clearPaidCart(orderId, { storage = safeStorage(), key = STORAGE_KEY } = {}) {
+  if (!storage || !orderId) return false;
   try {
     const data = JSON.parse(storage.getItem(key) || "null");
-    if (data && data.reference === accountReference) {
+    if (data && data.orderId === orderId) {
       storage.removeItem(key);
       return true;
     }
@@ -162,6 +149,21 @@ export function clearPaidCart(accountReference, { storage = safeStorage(), key =
     // nothing stored, or not ours: leave it
   }
   return false;
+}
+
+/** The order last created from the stored cart, if any (without touching the stored cart). */
+export function storedCartOrder({ storage = safeStorage(), key = STORAGE_KEY } = {}) {
+  try {
+    const data = JSON.parse((storage && storage.getItem(key)) || "null");
+    return data && typeof data.orderId === "string" ? data.orderId : null;
+  } catch {
+    return null;
+  }
+}
+
+/** "1 item", "3 items" */
+export function itemCountText(count) {
+  return count === 1 ? "1 item" : `${count} items`;
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -180,15 +182,15 @@ function el(tag, attrs = {}, ...children) {
  * stepper on each line. Clicks are handled by one delegated listener.
  */
 export class CartView {
-  constructor(cart, { list, totalNode, countNode = null, rateNode = null }) {
+  constructor(cart, { list, totalNode, countNode = null }) {
     this.cart = cart;
     this.list = list;
     this.totalNode = totalNode;
     this.countNode = countNode;
-    this.rateNode = rateNode;
     this.locked = false;
-    this.list.addEventListener("click", (event) => this.#onClick(event));
-    cart.subscribe(() => this.update());
+    this.onClick = (event) => this.#onClick(event);
+    this.list.addEventListener("click", this.onClick);
+    this.unsubscribe = cart.subscribe(() => this.update());
     this.render();
   }
 
@@ -207,6 +209,12 @@ export class CartView {
     this.update();
   }
 
+  /** The order was created: this view gives the list to the order's read-only lines. */
+  detach() {
+    this.list.removeEventListener("click", this.onClick);
+    this.unsubscribe();
+  }
+
   render() {
     this.list.replaceChildren(...this.cart.items.map((item) => this.#line(item)));
     this.update();
@@ -214,17 +222,16 @@ export class CartView {
 
   #line(item) {
     const quantityId = `qty-${item.id}`;
-    return el("li", { className: "cart-line", dataset: { itemId: item.id } },
-      el("div", { className: "cart-line-info" },
-        el("span", { className: "cart-line-name" }, item.name),
-        el("span", { className: "cart-line-unit" }, `${formatUsd(item.unitPriceUsd)} each`)),
+    return el("li", { className: "order-line cart-line", dataset: { itemId: item.id } },
+      el("span", { className: "order-line-name" }, item.name),
+      el("span", { className: "order-line-unit" }, `${formatKes(item.unitPrice)} each`),
       el("div", { className: "stepper", role: "group", "aria-label": `Quantity of ${item.name}` },
         el("button", { type: "button", className: "stepper-button", dataset: { action: "decrease" },
                        "aria-label": `Decrease quantity of ${item.name}`, "aria-controls": quantityId }, "−"),
         el("output", { id: quantityId, className: "stepper-value", "aria-live": "polite" }, ""),
         el("button", { type: "button", className: "stepper-button", dataset: { action: "increase" },
                        "aria-label": `Increase quantity of ${item.name}`, "aria-controls": quantityId }, "+")),
-      el("span", { className: "cart-line-total" }, ""));
+      el("span", { className: "order-line-total" }, ""));
   }
 
   update() {
@@ -233,7 +240,7 @@ export class CartView {
       if (!line) continue;
       line.classList.toggle("is-empty", item.quantity === 0);
       line.querySelector(".stepper-value").textContent = String(item.quantity);
-      line.querySelector(".cart-line-total").textContent = formatKes(this.cart.lineTotal(item));
+      line.querySelector(".order-line-total").textContent = formatKes(this.cart.lineTotal(item));
       // aria-disabled at the bounds (keeps keyboard focus on the button); disabled while locked.
       const decrease = line.querySelector('[data-action="decrease"]');
       const increase = line.querySelector('[data-action="increase"]');
@@ -242,12 +249,47 @@ export class CartView {
       increase.setAttribute("aria-disabled", String(item.quantity >= MAX_QUANTITY));
     }
     this.totalNode.textContent = formatKes(this.cart.totalKes());
-    if (this.countNode) {
-      const count = this.cart.itemCount();
-      this.countNode.textContent = count === 1 ? "1 item" : `${count} items`;
-    }
-    if (this.rateNode) {
-      this.rateNode.textContent = `KES ${this.cart.usdToKes.toLocaleString("en-US")}`;
-    }
+    if (this.countNode) this.countNode.textContent = itemCountText(this.cart.itemCount());
   }
+}
+
+/**
+ * An order's lines, read-only: "2 × KES 1,500" and the line's total. Past LINES_SHOWN + 1 lines,
+ * the first LINES_SHOWN are shown with a button (`moreButton`) that shows the rest.
+ */
+export function renderOrderLines(order, { list, totalNode, countNode = null, moreButton = null }) {
+  const items = Array.isArray(order.items) ? order.items : [];
+  if (items.length === 0) {
+    // An order of an amount alone: one line, its description (or reference), and the amount.
+    const name = order.description || `${order.businessName || "Shop"} order`;
+    list.replaceChildren(el("li", { className: "order-line order-line-single" },
+      el("span", { className: "order-line-name" }, String(name)),
+      el("span", { className: "order-line-total" }, formatKes(order.amount))));
+    if (moreButton) moreButton.hidden = true;
+    totalNode.textContent = formatKes(order.amount);
+    if (countNode) countNode.textContent = "";
+    return;
+  }
+  list.replaceChildren(...items.map((item, index) => {
+    const line = el("li", { className: "order-line", dataset: { index: String(index) } },
+      el("span", { className: "order-line-name" }, String(item.name)),
+      el("span", { className: "order-line-unit" }, `${item.quantity} × ${formatKes(item.unitPrice)}`),
+      el("span", { className: "order-line-total" }, formatKes(item.total ?? item.quantity * item.unitPrice)));
+    return line;
+  }));
+  const collapsible = items.length > LINES_SHOWN + 1;
+  const show = (all) => {
+    for (const line of list.children) line.hidden = !all && Number(line.dataset.index) >= LINES_SHOWN;
+    if (moreButton) {
+      moreButton.hidden = !collapsible;
+      moreButton.setAttribute("aria-expanded", String(all));
+      moreButton.textContent = all ? "Show fewer items" : `Show all ${items.length} items`;
+    }
+  };
+  show(!collapsible);
+  if (moreButton && collapsible) {
+    moreButton.onclick = () => show(moreButton.getAttribute("aria-expanded") !== "true");
+  }
+  totalNode.textContent = formatKes(order.amount);
+  if (countNode) countNode.textContent = itemCountText(items.reduce((sum, item) => sum + (item.quantity || 0), 0));
 }

@@ -17,7 +17,7 @@ const data = readData();
 document.getElementById("print-button")?.addEventListener("click", () => window.print());
 
 if (data && data.status === "completed") {
-  clearPaidCart(data.accountReference); // the order is paid: the next visit starts a new cart
+  clearPaidCart(data.orderId); // the cart's order is paid: the next visit starts a new cart
 }
 
 /**

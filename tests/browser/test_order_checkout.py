@@ -1,0 +1,441 @@
+"""The checkout that never strands a payment (issue 9, item 5), through the real pages in real
+Chromium against the real app: orders priced on the server, the Pay button on a phone's first
+screen, "M-Pesa" on one line, watching after the window, following an order after a reload or a
+409, Try Again only when no prompt can be paid, a no-answer in the phone's words, a next step for
+every failure, the 429 countdown, the receipt's items, and the static files compressed and cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.browser.conftest import checkout_link, create_order, screenshot_path
+
+pytestmark = pytest.mark.browser
+
+# The receipt, unlocked by the push's token (this tab pushed) or by the order's id (it followed the order).
+ORDER_RECEIPT = re.compile(r".*/confirmation\.html\?checkoutRequestId=ws_CO_\w+"
+                           r"&(paymentToken=[\w-]{43}|orderId=ord_[\w-]+)$")
+PHONE_SIZE = {"width": 375, "height": 667}
+EXPIRED = "The payment request has expired"
+
+
+async def wait_state(page: Any, state: str, timeout: float = 15_000) -> str:
+    await page.wait_for_selector(f"#payment-status[data-state={state}]", timeout=timeout)
+    return (await page.inner_text("#payment-status-text")).strip()
+
+
+async def open_phone(page: Any, msisdn: str) -> Any:
+    phone = await page.context.new_page()
+    await phone.goto(f"/simulator/phone/{msisdn}")
+    return phone
+
+
+async def enter_pin(phone: Any, pin: str = "12345") -> None:
+    await phone.wait_for_selector("#prompt", state="visible")
+    await phone.fill("#pin", pin)
+    await phone.click("#pin-ok")
+
+
+def order_id_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["orderId"][0]
+
+
+async def receipt_lines(page: Any) -> list[str]:
+    return [" ".join(t.split()) for t in await page.locator("#receipt-items li").all_inner_texts()]
+
+
+# ---- on a 375 px phone ----------------------------------------------------------------------------
+
+async def pay_button_box(page: Any) -> dict[str, float]:
+    box = await page.locator("#pay-button").bounding_box()
+    assert box is not None, "the Pay button is not shown"
+    return dict(box)
+
+
+async def test_catalogue_pay_button_shows_the_amount_on_a_phones_first_screen(shop):
+    running, page, _ = await shop()
+    await page.set_viewport_size(PHONE_SIZE)
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#order-items li")
+    assert (await page.inner_text("#pay-button")).strip() == "Pay KES 12,900"
+    order_box = await page.locator("#order").bounding_box()
+    pay = await pay_button_box(page)
+    assert pay["y"] >= order_box["y"] + order_box["height"], "the Pay button comes after the order"
+    assert pay["y"] + pay["height"] <= PHONE_SIZE["height"], f"the Pay button is below the fold: {pay}"
+    assert await page.evaluate("window.scrollY") == 0
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE_SIZE["width"]
+    await page.screenshot(path=screenshot_path("pay-phone.png"))
+    # The label follows the cart.
+    await page.click("[data-item-id=lighting] [data-action=increase]")
+    assert (await page.inner_text("#pay-button")).strip() == "Pay KES 18,060"
+    assert (await page.inner_text("#order-total")).strip() == "KES 18,060"
+
+
+async def test_a_long_order_keeps_the_pay_button_on_the_first_screen(shop):
+    running, page, _ = await shop()
+    items = [{"name": f"Kitenge print {n}", "quantity": n, "unitPrice": 1500} for n in range(1, 9)]
+    order = await create_order(running, items=items)
+    await page.set_viewport_size(PHONE_SIZE)
+    await page.goto(checkout_link(order))
+    await page.wait_for_selector("#order-items li")
+    assert (await page.inner_text("#pay-button")).strip() == f"Pay KES {order['amount']:,}"
+    pay = await pay_button_box(page)
+    assert pay["y"] + pay["height"] <= PHONE_SIZE["height"], f"the Pay button is below the fold: {pay}"
+    # The order stays readable: the first lines, the total, and every line one tap away.
+    assert await page.locator("#order-items li:visible").count() == 3
+    assert (await page.inner_text("#order-more")).strip() == "Show all 8 items"
+    assert (await page.inner_text("#order-total")).strip() == f"KES {order['amount']:,}"
+    await page.click("#order-more")
+    assert await page.locator("#order-items li:visible").count() == 8
+
+
+MPESA_LAYOUT = """() => {
+  const found = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || !parent.getClientRects().length) continue;  // not rendered
+    let at = node.data.indexOf("M-Pesa");
+    while (at !== -1) {
+      const range = document.createRange();
+      range.setStart(node, at);
+      range.setEnd(node, at + 6);
+      const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+      found.push({ text: parent.textContent.trim().slice(0, 60), whiteSpace: getComputedStyle(parent).whiteSpace,
+                   lines: lines.size });
+      at = node.data.indexOf("M-Pesa", at + 6);
+    }
+  }
+  return found;
+}"""
+
+
+async def check_mpesa_on_one_line(page: Any) -> int:
+    found = await page.evaluate(MPESA_LAYOUT)
+    for occurrence in found:
+        assert occurrence["whiteSpace"] == "nowrap", occurrence
+        assert occurrence["lines"] == 1, occurrence
+    return len(found)
+
+
+async def test_mpesa_never_breaks_at_its_hyphen(shop):
+    running, page, _ = await shop()
+    await page.set_viewport_size({"width": 320, "height": 640})
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#order-items li")
+    assert await check_mpesa_on_one_line(page) >= 5  # header, heading, label, explainer, panel, footer
+    # Texts written by the script: a failure with what to do next (its reason names M-Pesa).
+    await page.fill("#phone", "0700000001")
+    await page.click("#pay-button")
+    assert await wait_state(page, "failed") == "Insufficient M-Pesa balance"
+    assert await check_mpesa_on_one_line(page) >= 6
+    # The receipt.
+    order = await create_order(running, amount=100)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0700000000")
+    await page.click("#pay-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert await check_mpesa_on_one_line(page) >= 3
+
+
+# ---- orders: the catalogue's and the shop's --------------------------------------------------------
+
+async def test_catalogue_order_is_priced_on_the_server_and_its_receipt_lists_the_items(shop):
+    running, page, _ = await shop()
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#order-items li")
+    await page.click("[data-item-id=lighting] [data-action=increase]")
+    requests: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: requests.append((r.url, r.post_data)) if r.method == "POST" else None)
+    await page.fill("#phone", "0700000000")
+    await page.click("#pay-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    # The browser sent item ids and quantities, then the order's id and the phone: never an amount.
+    posted = [(urlsplit(url).path, body) for url, body in requests if not url.endswith("/status")]
+    assert [path for path, _ in posted][:2] == ["/catalogue/orders", "/stkpush"]
+    assert "amount" not in (posted[0][1] or "") and "amount" not in (posted[1][1] or "")
+    tx = await running.payments.get(parse_qs(urlsplit(page.url).query)["checkoutRequestId"][0])
+    assert (tx.status, tx.amount) == ("completed", 18060)
+    row = await running.payments.store.fetch_one("SELECT status, amount FROM orders WHERE order_id = ?",
+                                                 (tx.order_id,))
+    assert tuple(row) == ("paid", 18060)
+    assert await receipt_lines(page) == [
+        "DJ booking (4-hour set) 1 × KES 9,675 KES 9,675",
+        "Speaker hire (pair, per day) 1 × KES 3,225 KES 3,225",
+        "Stage lighting kit 1 × KES 5,160 KES 5,160",
+    ]
+    assert (await page.inner_text("#receipt-items-total")).strip() == "KES 18,060"
+    assert (await page.inner_text("#receipt-amount")).strip() == "KES 18,060"
+    await page.screenshot(path=screenshot_path("confirmation-items.png"), full_page=True)
+    # The paid cart is emptied: the next visit starts the default cart again.
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#order-items li")
+    assert (await page.inner_text("#pay-button")).strip() == "Pay KES 12,900"
+
+
+async def test_checkout_link_shows_the_order_read_only_and_pays_exactly_it(shop):
+    running, page, _ = await shop()
+    order = await create_order(running, items=[{"name": "Kitenge", "quantity": 2, "unitPrice": 1500},
+                                               {"name": "Kikoi", "quantity": 1, "unitPrice": 850}])
+    await page.goto(checkout_link(order))
+    await page.wait_for_selector("#order-items li")
+    assert [" ".join(t.split()) for t in await page.locator("#order-items li").all_inner_texts()] == [
+        "Kitenge 2 × KES 1,500 KES 3,000", "Kikoi 1 × KES 850 KES 850"]
+    assert await page.locator("#order-items button").count() == 0, "the shop's order cannot be changed here"
+    assert await page.locator("#amount").count() == 0
+    assert (await page.inner_text("#order-reference")).strip() == "INV-1042"
+    assert (await page.inner_text("#pay-button")).strip() == "Pay KES 3,850"
+    await page.fill("#phone", "0700000000")
+    await page.click("#pay-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    tx = await running.payments.get(parse_qs(urlsplit(page.url).query)["checkoutRequestId"][0])
+    assert (tx.amount, tx.order_id, tx.status) == (3850, order["orderId"], "completed")
+    assert await receipt_lines(page) == ["Kitenge 2 × KES 1,500 KES 3,000", "Kikoi 1 × KES 850 KES 850"]
+    assert (await page.inner_text("#receipt-reference")).strip() == "INV-1042"
+    # The link of a paid order says so, and leads to its receipt; it offers no second payment.
+    await page.goto(checkout_link(order))
+    await page.wait_for_selector("#page-notice:not([hidden])")
+    assert (await page.inner_text("#page-notice-heading")).strip() == "This order is paid"
+    assert not await page.is_visible("#pay-button")
+    await page.click("#page-notice-link")
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert await receipt_lines(page) == ["Kitenge 2 × KES 1,500 KES 3,000", "Kikoi 1 × KES 850 KES 850"]
+
+
+async def test_a_link_to_no_order_says_so_and_offers_no_payment(shop):
+    running, page, errors = await shop()
+    errors.expect("status of 404")
+    await page.goto("/pay.html?orderId=ord_AAAAAAAAAAAAAAAAAAAAAA")
+    await page.wait_for_selector("#page-notice:not([hidden])")
+    assert (await page.inner_text("#page-notice-heading")).strip() == "This payment link is not valid"
+    assert not await page.is_visible("#pay-form")
+
+
+async def test_without_catalogue_or_free_amounts_the_page_asks_for_the_shops_link(shop):
+    running, page, _ = await shop(DEMO_CATALOGUE="0", FREE_AMOUNT_PUSHES="0")
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#page-notice:not([hidden])")
+    assert "payment link" in await page.inner_text("#page-notice")
+    assert not await page.is_visible("#pay-form")
+
+
+async def test_the_free_amount_form_stays_without_a_catalogue(shop):
+    running, page, _ = await shop(DEMO_CATALOGUE="0")
+    await page.goto("/pay.html")
+    assert await page.locator("#order").count() == 0
+    await page.fill("#phone", "0700000000")
+    await page.fill("#amount", "250")
+    assert (await page.inner_text("#pay-button")).strip() == "Pay KES 250"
+    await page.click("#pay-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert (await page.inner_text("#receipt-amount")).strip() == "KES 250"
+
+
+# ---- following a payment ----------------------------------------------------------------------------
+
+async def test_reload_during_a_pending_payment_follows_it_to_the_receipt(shop):
+    running, page, errors = await shop()
+    order = await create_order(running, amount=420)
+    phone = errors.watch(await open_phone(page, "254708374149"))
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0708374149")
+    await page.click("#pay-button")
+    await wait_state(page, "waiting")
+    pushes: list[str] = []
+    page.on("request", lambda r: pushes.append(r.url) if urlsplit(r.url).path == "/stkpush" else None)
+    await page.reload()
+    # The token went with the reload; the page follows the order's open payment instead.
+    assert "already" not in await wait_state(page, "waiting")
+    assert not await page.is_visible("#retry-button")
+    assert await page.is_disabled("#pay-button")
+    await enter_pin(phone)
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert pushes == [], "the reload sent no second push"
+    assert "orderId=" + order["orderId"] in page.url
+    assert (await page.inner_text("#receipt-amount")).strip() == "KES 420"
+    assert await running.payments.store.count() == 1
+
+
+async def test_the_same_link_in_another_tab_follows_the_open_payment(shop):
+    running, page, errors = await shop()
+    order = await create_order(running, amount=75)
+    phone = errors.watch(await open_phone(page, "254708374149"))
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0708374149")
+    await page.click("#pay-button")
+    await wait_state(page, "waiting")
+    other = errors.watch(await page.context.new_page())
+    await other.goto(checkout_link(order))
+    await wait_state(other, "waiting")  # it found the open payment on load: no Pay button to press
+    assert await other.is_disabled("#pay-button")
+    await enter_pin(phone)
+    for tab in (page, other):
+        await tab.wait_for_url(ORDER_RECEIPT)
+    assert await running.payments.store.count() == 1
+
+
+async def test_a_push_refused_with_409_follows_the_open_prompt(shop):
+    running, page, errors = await shop()
+    errors.expect("status of 409 (Conflict)")
+    order = await create_order(running, amount=75)
+    phone = errors.watch(await open_phone(page, "254708374149"))
+    await page.goto(checkout_link(order))  # loaded before any payment: idle, with a Pay button
+    await page.fill("#phone", "0708374149")
+    resp = await running.client.post("/stkpush", json={"orderId": order["orderId"], "phone": "0708374149"})
+    assert resp.status == 200  # meanwhile another device pushed for this order
+    await page.click("#pay-button")
+    text = await wait_state(page, "waiting")
+    assert text == ("A payment request for this order is already on your phone: "
+                    "enter your M-Pesa PIN there to pay KES 75")
+    await enter_pin(phone)
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert await running.payments.store.count() == 1
+
+
+async def test_after_the_window_it_keeps_watching_and_shows_a_late_success(shop):
+    running, page, errors = await shop(CHECKOUT_POLL_TIMEOUT_SECONDS="2", SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    order = await create_order(running, amount=60)
+    phone = errors.watch(await open_phone(page, "254708374149"))
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0708374149")
+    await page.click("#pay-button")
+    await wait_state(page, "waiting")
+    text = await wait_state(page, "watching", timeout=10_000)
+    assert text.startswith("Still waiting for M-Pesa")
+    # The prompt can still be paid: no Try Again, no second push.
+    assert not await page.is_visible("#retry-button")
+    assert await page.is_disabled("#pay-button")
+    await asyncio.sleep(1.5)
+    assert await page.get_attribute("#payment-status", "data-state") == "watching"
+    await page.screenshot(path=screenshot_path("pay-watching.png"), full_page=True)
+    await enter_pin(phone)
+    await page.wait_for_url(ORDER_RECEIPT, timeout=10_000)
+    assert await page.is_visible("#confirmation-completed")
+
+
+# ---- failures ---------------------------------------------------------------------------------------
+
+async def test_try_again_is_one_action_that_sends_a_new_push(shop):
+    running, page, _ = await shop()
+    order = await create_order(running, amount=30)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0700000002")  # cancels
+    await page.click("#pay-button")
+    assert await wait_state(page, "failed") == "User cancelled transaction"
+    assert await page.is_visible("#retry-button")
+    assert not await page.is_visible("#pay-button"), "one action after a failure"
+    # The customer changes the number and taps Try Again: that sends the new push.
+    await page.fill("#phone", "0700000000")
+    await page.click("#retry-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert len(running.sim.prompts) == 2
+
+
+@pytest.mark.parametrize("phone, reason, next_step", [
+    ("0700000001", "Insufficient M-Pesa balance", "Top up your M-Pesa account or enter another number"),
+    ("0700000002", "User cancelled transaction", "Tap Try Again when you are ready to pay"),
+    ("0700000003", "Wrong M-Pesa PIN entered", "enter your M-Pesa PIN carefully"),
+    ("0700000004", EXPIRED, "Check that your phone is on and has signal"),
+    ("0700000005", EXPIRED, "Keep your phone unlocked and nearby"),
+])
+async def test_every_failure_says_what_to_do_next(shop, phone, reason, next_step):
+    running, page, _ = await shop(SIMULATOR_PROMPT_LIFETIME_SECONDS="2")
+    order = await create_order(running, amount=30)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", phone)
+    await page.click("#pay-button")
+    assert await wait_state(page, "failed") == reason
+    assert next_step in await page.inner_text("#payment-next")
+    assert await page.is_visible("#retry-button")
+    # The receipt page of the failed payment says the same, with a way back to this order.
+    tx = (await running.payments.store.fetch_all("SELECT checkout_request_id FROM transactions"))[0][0]
+    await page.goto(f"/confirmation.html?checkoutRequestId={tx}&orderId={order['orderId']}")
+    assert (await page.inner_text("#failure-message")).strip() == reason
+    assert next_step in await page.inner_text("#failure-next")
+    assert await page.get_attribute("#back-to-pay", "href") == checkout_link(order)
+
+
+async def test_a_no_answer_reads_as_the_phone_says_it(shop):
+    running, page, errors = await shop(SIMULATOR_PROMPT_LIFETIME_SECONDS="3")
+    order = await create_order(running, amount=10)
+    phone = errors.watch(await open_phone(page, "254712345672"))
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0712345672")
+    await page.click("#pay-button")
+    await phone.wait_for_selector("#prompt", state="visible")
+    sms = phone.locator("#sms .sms-text").first
+    await sms.wait_for(timeout=10_000)
+    assert (await sms.inner_text()).strip() == EXPIRED + "."
+    assert await wait_state(page, "failed") == EXPIRED
+
+
+async def test_the_gateways_own_time_out_reads_the_same(shop):
+    # Daraja never answers in time (the prompt outlives PAYMENT_TIMEOUT_SECONDS): the gateway gives
+    # up locally. The page says what the phone says of a no-answer, and that a late PIN still counts.
+    running, page, errors = await shop(PAYMENT_TIMEOUT_SECONDS="2", SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    order = await create_order(running, amount=10)
+    phone = errors.watch(await open_phone(page, "254712345673"))
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0712345673")
+    await page.click("#pay-button")
+    assert await wait_state(page, "failed", timeout=20_000) == EXPIRED
+    tx = (await running.payments.store.fetch_all("SELECT result_code FROM transactions"))[0][0]
+    assert tx == "timeout"
+    assert "may still come through" in await page.inner_text("#payment-next")
+    # The prompt was still open after all: paid late, and the page shows it.
+    await enter_pin(phone)
+    await page.wait_for_url(ORDER_RECEIPT, timeout=20_000)
+    assert await page.is_visible("#confirmation-completed")
+
+
+async def test_a_429_counts_down_to_when_the_customer_can_try_again(shop):
+    running, page, errors = await shop(PUSH_LIMIT_PER_PHONE="1", PUSH_LIMIT_WINDOW_SECONDS="4")
+    errors.expect("status of 429 (Too Many Requests)")
+    order = await create_order(running, amount=30)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0700000001")  # insufficient funds: fails at once
+    await page.click("#pay-button")
+    await wait_state(page, "failed")
+    await page.click("#retry-button")  # the second push to this phone in the window
+    await wait_state(page, "limited")
+    assert await page.is_disabled("#retry-button")
+    first = int(await page.get_attribute("#retry-countdown", "data-seconds"))
+    assert 1 <= first <= 4
+    assert f"You can try again in {first} s." == (await page.inner_text("#retry-countdown")).strip()
+    await page.wait_for_function(
+        "n => Number(document.querySelector('#retry-countdown').dataset.seconds) < n", arg=first)
+    await page.screenshot(path=screenshot_path("pay-limited.png"), full_page=True)
+    await page.wait_for_selector("#retry-button:enabled", timeout=10_000)
+    assert (await page.inner_text("#retry-countdown")).strip() == "You can try again now."
+    await page.click("#retry-button")
+    assert await wait_state(page, "failed") == "Insufficient M-Pesa balance"
+    assert len(running.sim.prompts) == 2
+
+
+# ---- static files -----------------------------------------------------------------------------------
+
+async def test_static_files_are_versioned_compressed_and_cached(shop):
+    running, page, _ = await shop()
+    responses: list[Any] = []
+    page.on("response", lambda r: responses.append(r) if "/static/" in r.url else None)
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#order-items li")  # the scripts ran: the CSP let them
+    names = sorted(urlsplit(r.url).path.rsplit("/", 1)[1] for r in responses)
+    assert names == ["cart.js", "checkout-page.js", "format.js", "payment.js", "site.css"]
+    for response in responses:
+        assert re.search(r"\?v=[\w%-]{40,}$", response.url), f"{response.url} is not versioned"
+        headers = await response.all_headers()
+        assert headers.get("content-encoding") == "gzip", response.url
+        assert headers.get("cache-control") == "public, max-age=31536000, immutable", response.url
+        assert "accept-encoding" in headers.get("vary", "").lower()
+    # An unversioned URL is revalidated, not kept for a year.
+    resp = await running.client.get("/static/css/site.css", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["Cache-Control"] == "public, no-cache"
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
