@@ -3,6 +3,8 @@
     python run.py                      the gateway, the pages and (in simulator mode) the simulator
     python run.py simulator --port N   the Daraja simulator alone, Daraja's paths at its root
     python run.py sim COMMAND …        drive a running simulator (prompts, pin, cancel, faults, clock …)
+    python run.py payments COMMAND …   the operator's view from the database (list, show, unmatched, lost,
+                                       late, webhooks, resend, export …; see `run.py payments --help`)
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def build_app(settings: Settings, simulator: SimulatorSettings | None = None) ->
     (Daraja's paths under /daraja, its pages and control API under /simulator), configured by
     `simulator` (from `load`)."""
     from gateway.app import add_callback_route, create_app
+    from web.admin import setup_admin
     from web.routes import setup_web
 
     mounted = simulator if settings.simulator_mounted else None
@@ -71,6 +74,7 @@ def build_app(settings: Settings, simulator: SimulatorSettings | None = None) ->
         raise ValueError("simulator mode needs the simulator's settings: build_app(*load(env))")
     app = create_app(settings)
     setup_web(app, simulator_pin=mounted.pin if mounted else None)
+    setup_admin(app)  # the operator's pages under /admin, only when ADMIN_TOKEN is set
     if mounted is not None:
         from simulator.app import mount_simulator
         mount_simulator(app, mounted)
@@ -84,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         load_dotenv()
         from simulator.cli import main as sim_main
         return sim_main(argv[1:])
+    if argv[:1] == ["payments"]:
+        load_dotenv()  # DATABASE_URL, as the server reads it
+        from gateway.payments_cli import main as payments_main
+        return payments_main(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="M-Pesa payment server and Daraja simulator")
-    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "simulator", "sim"),
-                        help="serve (default), simulator (standalone), or sim … (see `run.py sim --help`)")
+    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "simulator", "sim", "payments"),
+                        help="serve (default), simulator (standalone), sim … (see `run.py sim --help`), "
+                             "or payments … (see `run.py payments --help`)")
     parser.add_argument("--port", type=int, help="override PORT")
     parser.add_argument("--host", help="override HOST")
     args = parser.parse_args(argv)

@@ -1,0 +1,411 @@
+"""The operator's pages (/admin) over real HTTP through the real app: payments made through the
+simulator's test numbers, orders through the shop's API, callbacks through the callback URL, webhooks
+to a real receiver. What each page shows is checked against what the store holds."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from gateway.reports import today
+from tests.conftest import Running
+from tests.daraja_http import eventually
+from tests.gateway.test_callback_trust import final_outcomes, post_callback, success
+from tests.gateway.test_webhooks import Receiver, hooked
+from web.admin import ADMIN, REALM
+
+TOKEN = "operator-token-for-tests-0123456789"
+API_KEY = "shop-api-key-for-tests-0123456789abcdef"
+PAYS, CANCELS = "0700000000", "0700000002"
+INTERACTIVE = "254712345678"  # a prompt that waits for the customer
+LOST = "254711222333"  # another waiting customer: the push whose answer is lost
+FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
+
+
+def basic(password: str, user: str = "operator") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def admin_app(start_app: Any, **overrides: str) -> Running:
+    """The app with the operator's pages and the shop's API; prompts stay open a minute."""
+    settings = {"ADMIN_TOKEN": TOKEN, "SHOP_API_KEY": API_KEY, "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60"}
+    return await start_app(**{**settings, **overrides})
+
+
+async def page(running: Running, path: str, *, password: str = TOKEN, status: int = 200) -> str:
+    resp = await running.client.get(path, headers=basic(password), allow_redirects=False)
+    text = await resp.text()
+    assert resp.status == status, (path, resp.status, text[:500])
+    assert TOKEN not in text
+    return text
+
+
+async def create_order(running: Running, reference: str = "INV-1042", **body: Any) -> dict[str, Any]:
+    order = {"items": [{"name": "Kitenge", "quantity": 2, "unitPrice": 1500}], "reference": reference, **body}
+    resp = await running.client.post("/orders", json=order, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+async def push_for_order(running: Running, order_id: str, phone: str) -> dict[str, Any]:
+    resp = await running.client.post("/stkpush", json={"orderId": order_id, "phone": phone})
+    body = await resp.json()
+    assert resp.status == 200, body
+    return dict(body)
+
+
+async def paid_cancelled_and_ordered(running: Running) -> dict[str, Any]:
+    """Three real payments: KES 100 paid, KES 50 cancelled by the customer, and an order's KES 3,000 paid."""
+    paid = await running.push(PAYS, 100, accountReference="SHOP-7")
+    cancelled = await running.push(CANCELS, 50, accountReference="SHOP-8")
+    order = await create_order(running)
+    done = await running.wait_status(paid["checkoutRequestId"], "completed")
+    await running.wait_status(cancelled["checkoutRequestId"], "failed")
+    ordered = await push_for_order(running, order["orderId"], PAYS)  # (one prompt per phone at a time)
+    order_done = await running.wait_status(ordered["checkoutRequestId"], "completed")
+    return {"paid": paid["checkoutRequestId"], "receipt": done["transaction_id"],
+            "cancelled": cancelled["checkoutRequestId"], "order": order, "ordered": ordered["checkoutRequestId"],
+            "order_receipt": order_done["transaction_id"]}
+
+
+async def trouble(running: Running) -> dict[str, Any]:
+    """A forged callback (unverified), a stray genuine callback (unknown) and a push whose answer
+    was lost, each made the way it happens: over HTTP, through the simulator."""
+    pushed = await running.push(INTERACTIVE, 100)
+    forged_for = pushed["checkoutRequestId"]
+    await post_callback(running, success(forged_for, running.sim.prompts[forged_for].merchant_request_id, amount=1))
+    assert await final_outcomes(running, forged_for) == ["unverified"]
+
+    resp = await running.client.post("/simulator/api/trigger", json={
+        "msisdn": "254700000000", "amount": 77, "callbackUrl": running.settings.callback_url})
+    stray = (await resp.json())["checkoutRequestId"]
+    assert await final_outcomes(running, stray) == ["unknown"]
+
+    await running.client.post("/simulator/api/faults", json={"push": "timeout", "delay": 1, "msisdn": LOST})
+    lost = await running.push(LOST, 30, accountReference="LOST-1")
+    assert lost["http"] == 504
+    assert (await running.payments.store.attempt_counts()).get("unknown") == 1
+    return {"forged_for": forged_for, "stray": stray}
+
+
+# -- who may see it --------------------------------------------------------------------------------
+
+async def test_without_admin_token_there_are_no_admin_pages(start_app):
+    running = await start_app()
+    for path in ("/admin", "/admin/", "/admin/payments.csv", "/admin/attention", "/admin/webhooks"):
+        resp = await running.client.get(path, headers=basic("anything-at-all-123"))
+        assert resp.status == 404, path
+        assert "WWW-Authenticate" not in resp.headers
+    resp = await running.client.post("/admin/webhooks/evt_x/resend", data={"form_token": "x"})
+    assert resp.status == 404
+
+
+async def test_the_pages_ask_for_the_token_as_the_basic_password(start_app, caplog):
+    caplog.set_level(logging.DEBUG)
+    running = await admin_app(start_app)
+    for headers in ({}, basic("wrong-password-123456"), basic(TOKEN[:-1]), {"Authorization": f"Bearer {TOKEN}"},
+                    {"Authorization": "Basic not-base64!"}, {"Authorization": "Basic " + base64.b64encode(
+                        TOKEN.encode()).decode()}):  # no "user:" part
+        for path in ("/admin", "/admin/payments.csv", "/admin/api/webhooks/evt_x"):
+            resp = await running.client.get(path, headers=headers)
+            assert resp.status == 401, (path, headers)
+            assert resp.headers["WWW-Authenticate"] == REALM == 'Basic realm="M-Pesa gateway operator"'
+            assert TOKEN not in await resp.text()
+    resp = await running.client.post("/admin/webhooks/evt_x/resend", data={"form_token": "x"})
+    assert resp.status == 401
+    # Any user name, the token as the password.
+    for user in ("operator", "", "someone else"):
+        resp = await running.client.get("/admin", headers=basic(TOKEN, user))
+        assert resp.status == 200
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert "noindex" in resp.headers["X-Robots-Tag"]
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert TOKEN not in await resp.text()
+    assert TOKEN not in caplog.text
+    assert "wrong password" in caplog.text
+
+
+async def test_a_client_guessing_the_password_is_stopped_for_a_while(start_app):
+    running = await admin_app(start_app)
+    for _ in range(20):
+        assert (await running.client.get("/admin", headers=basic("guess-guess-guess-1"))).status == 401
+    resp = await running.client.get("/admin", headers=basic("guess-guess-guess-2"))
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    # Not even the right password gets in from there for a while: a guesser cannot tell it guessed right.
+    assert (await running.client.get("/admin", headers=basic(TOKEN))).status == 429
+    # Asking without a password (a browser's first visit) is not a guess: it is asked to sign in.
+    assert (await running.client.get("/admin")).status == 401
+
+
+# -- payments: search, filters, totals, detail, CSV -----------------------------------------------
+
+async def test_payments_are_found_by_phone_receipt_reference_and_id(start_app):
+    running = await admin_app(start_app)
+    made = await paid_cancelled_and_ordered(running)
+    everything = await page(running, "/admin")
+    assert all(made[k] in everything for k in ("paid", "cancelled", "ordered"))
+    assert "All payments (3)" in everything
+
+    def found(html: str) -> set[str]:
+        return {k for k in ("paid", "cancelled", "ordered") if made[k] in html}
+
+    for phone in ("0700000000", "+254 700 000 000", "254700000000", "700000000"):
+        assert found(await page(running, f"/admin?q={phone.replace('+', '%2B')}")) == {"paid", "ordered"}, phone
+    assert found(await page(running, "/admin?q=0700000002")) == {"cancelled"}
+    html = await page(running, f"/admin?q={made['receipt']}")
+    assert found(html) == {"paid"} and "1 payment found" in html
+    assert found(await page(running, f"/admin?q={made['receipt'].lower()}")) == {"paid"}
+    assert found(await page(running, "/admin?q=INV-1042")) == {"ordered"}  # the order's reference
+    assert found(await page(running, "/admin?q=shop-8")) == {"cancelled"}  # the reference sent with a free push
+    assert found(await page(running, f"/admin?q={made['order']['orderId']}")) == {"ordered"}
+    assert found(await page(running, f"/admin?q={made['cancelled']}")) == {"cancelled"}
+    html = await page(running, "/admin?q=NOSUCHTHING")
+    assert found(html) == set() and "0 payments found" in html
+
+
+async def test_payments_are_filtered_by_status_and_day_with_totals_per_day(start_app):
+    running = await admin_app(start_app)
+    made = await paid_cancelled_and_ordered(running)
+    day = today().isoformat()
+    html = await page(running, "/admin?status=failed")
+    assert made["cancelled"] in html and made["paid"] not in html and made["ordered"] not in html
+    html = await page(running, "/admin?status=completed")
+    assert made["paid"] in html and made["ordered"] in html and made["cancelled"] not in html
+
+    # Totals per Nairobi day: 3 payments, 2 paid for KES 3,100, 1 failed, none waiting.
+    html = await page(running, f"/admin?from={day}&to={day}")
+    totals = re.search(r'<table class="rows" id="totals">.*?</table>', html, re.S)
+    assert totals is not None
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", totals.group(0), re.S)]
+    assert cells == [day, "3", "2", "KES 3,100", "1", "0"]
+    assert all(made[k] in html for k in ("paid", "cancelled", "ordered"))
+    yesterday = (today() - timedelta(days=1)).isoformat()
+    html = await page(running, f"/admin?from={yesterday}&to={yesterday}")
+    assert "0 payments found" in html and made["paid"] not in html and day not in html
+    html = await page(running, f"/admin?status=completed&from={day}")
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(
+        r"<td[^>]*>(.*?)</td>", re.search(r'id="totals">.*?</table>', html, re.S).group(0), re.S)]
+    assert cells == [day, "2", "2", "KES 3,100", "0", "0"]
+
+    for bad, says in (("from=2026-13-01", "from is not a day"), ("to=yesterday", "to must be a day"),
+                      (f"from={day}&to={yesterday}", "from must not be after to"), ("status=paid", "status must be"),
+                      ("q=" + "x" * 101, "at most 100"), ("offset=-1", "offset must be")):
+        html = await page(running, f"/admin?{bad}", status=400)
+        assert says in html, bad
+
+
+async def test_a_payment_and_an_order_have_pages_of_their_own(start_app):
+    running = await admin_app(start_app)
+    made = await paid_cancelled_and_ordered(running)
+    html = await page(running, f"/admin/payments/{made['paid']}")
+    assert made["receipt"] in html and "254700000000" in html and "applied" in html  # its callback
+    assert made["paid"] in await page(running, f"/admin/payments/{made['receipt']}")  # by receipt too
+    html = await page(running, f"/admin/payments/{made['cancelled']}")
+    assert "1032" in html and "User cancelled transaction" in html
+    await page(running, "/admin/payments/ws_CO_nothing", status=404)
+
+    order_id = made["order"]["orderId"]
+    html = await page(running, f"/admin/orders/{order_id}")
+    assert "INV-1042" in html and "Kitenge" in html and "KES 3,000" in html and made["ordered"] in html
+    assert "pill-paid" in html
+    html = await page(running, "/admin/orders?q=INV-1042")
+    assert order_id in html and "1 order found" in html
+    assert order_id in await page(running, f"/admin/orders?q={made['order_receipt']}")
+    assert order_id not in await page(running, "/admin/orders?status=open")
+    await page(running, "/admin/orders/ord_nothing", status=404)
+
+
+async def test_the_csv_export_holds_the_filtered_payments(start_app):
+    running = await admin_app(start_app)
+    made = await paid_cancelled_and_ordered(running)
+    formula = await running.push(CANCELS, 20, description="=1+2", accountReference="@SUM(A1)")
+    await running.wait_status(formula["checkoutRequestId"], "failed")
+
+    resp = await running.client.get("/admin/payments.csv", headers=basic(TOKEN))
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="payments.csv"'
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert [r["checkout_request_id"] for r in rows] == [
+        formula["checkoutRequestId"], made["ordered"], made["cancelled"], made["paid"]]
+    for row in rows:
+        stored = await running.payments.get(row["checkout_request_id"])
+        assert (row["status"], int(row["amount"]), row["phone"], row["receipt"] or None, row["created_at"]) == (
+            stored.status, stored.amount, stored.phone, stored.receipt, stored.created_at)
+    by_id = {r["checkout_request_id"]: r for r in rows}
+    assert by_id[made["ordered"]]["order_reference"] == "INV-1042"
+    assert by_id[made["ordered"]]["order_id"] == made["order"]["orderId"]
+    assert by_id[made["cancelled"]]["result_code"] == "1032"
+    # A spreadsheet does not run what a customer's browser sent as a formula.
+    assert (by_id[formula["checkoutRequestId"]]["description"],
+            by_id[formula["checkoutRequestId"]]["account_reference"]) == ("'=1+2", "'@SUM(A1)")
+
+    day = today().isoformat()
+    resp = await running.client.get(f"/admin/payments.csv?status=completed&from={day}&to={day}", headers=basic(TOKEN))
+    assert resp.headers["Content-Disposition"] == f'attachment; filename="payments-{day}-{day}.csv"'
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert {r["checkout_request_id"] for r in rows} == {made["paid"], made["ordered"]}
+    resp = await running.client.get("/admin/payments.csv?from=nonsense", headers=basic(TOKEN))
+    assert resp.status == 400
+
+
+# -- what went wrong ---------------------------------------------------------------------------
+
+async def test_unverified_and_unknown_callbacks_and_lost_answers_need_attention(start_app):
+    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS="0.3")
+    clean = await page(running, "/admin/attention")
+    assert clean.count("<p>None.</p>") == 5
+    seen = await trouble(running)
+    html = await page(running, "/admin/attention")
+    unverified = html[html.index('id="unverified"'):html.index('id="unknown"')]
+    assert seen["forged_for"] in unverified and "Amount 1 is not the KES 100 asked" in unverified
+    unknown = html[html.index('id="unknown"'):html.index('id="lost"')]
+    assert seen["stray"] in unknown and "77" in unknown and "<strong>paid</strong>" in unknown
+    assert "no payment or push attempt matches this callback" in unknown
+    lost = html[html.index('id="lost"'):html.index('id="late"')]
+    assert LOST in lost and "KES 30" in lost and "LOST-1" in lost
+    # The navigation counts them: 1 unverified + 1 unknown + 1 lost.
+    assert '<span class="badge" aria-label="3 to look at">3</span>' in html
+
+
+async def late_and_double(running: Running, reference: str = "INV-2001") -> dict[str, Any]:
+    """A payment given up at the gateway's time-out (PAYMENT_TIMEOUT_SECONDS=1), the order paid by a
+    second one, then M-Pesa's late success for the first: the order is paid twice."""
+    order = await create_order(running, reference)
+    await running.client.post("/simulator/api/faults", json={"callback": "late", "callback_delay": 3,
+                                                             "query": "error"})
+    first = await push_for_order(running, order["orderId"], "0700000000")
+    await running.wait_status(first["checkoutRequestId"], "failed", timeout=5)  # given up locally
+    second = await push_for_order(running, order["orderId"], "0700000008")
+    await running.wait_status(second["checkoutRequestId"], "completed")
+    await running.wait_status(first["checkoutRequestId"], "completed", timeout=8)  # the late success
+    return {"order": order, "first": first["checkoutRequestId"], "second": second["checkoutRequestId"]}
+
+
+async def test_late_successes_and_double_payments_of_an_order_need_attention(start_app):
+    """Both payments are kept, and the operator sees both."""
+    running = await admin_app(start_app, PAYMENT_TIMEOUT_SECONDS="1")
+    made = await late_and_double(running)
+    first, second = made["first"], made["second"]
+    html = await page(running, "/admin/attention")
+    late = html[html.index('id="late"'):html.index('id="doubles"')]
+    assert first in late and second not in late
+    doubles = html[html.index('id="doubles"'):]
+    assert "INV-2001" in doubles and "paid 2 times" in doubles
+    assert first in doubles and second in doubles
+    html = await page(running, f"/admin/orders/{made['order']['orderId']}")
+    assert "Paid 2 times" in html
+    assert "paid 2 times" in await page(running, "/admin/orders")
+    html = await page(running, f"/admin/payments/{first}")
+    assert "pill-late" in html and "after the gateway had given up" in html
+
+
+# -- webhooks and Resend -------------------------------------------------------------------------
+
+@pytest.fixture
+async def receiver(aiohttp_server: Any) -> Receiver:
+    shop = Receiver()
+    server = await aiohttp_server(shop.app(), host="127.0.0.1")
+    shop.url = str(server.make_url("/hooks/shop"))
+    return shop
+
+
+async def failed_event(start_app: Any, receiver: Receiver) -> tuple[Running, str]:
+    """A payment.completed event the shop's endpoint refused until the retry window closed."""
+    receiver.default = 503
+    running = await admin_app(start_app, **hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="0.5", WEBHOOK_RETRY_SECONDS="1"))
+    await running.push(PAYS, 100)
+    [first] = await receiver.wait_for("payment.completed")
+    event_id = first.event["id"]
+
+    async def failed() -> bool:
+        row = await running.payments.store.fetch_one("SELECT state FROM webhook_events WHERE event_id = ?",
+                                                     (event_id,))
+        return row is not None and row[0] == "failed"
+
+    await eventually(failed, 6, "the event failed")
+    return running, event_id
+
+
+async def test_failed_webhooks_are_listed_and_resend_delivers_them(start_app, receiver):
+    running, event_id = await failed_event(start_app, receiver)
+    html = await page(running, "/admin/webhooks?state=failed")
+    assert event_id in html and "HTTP 503: receiver says no" in html and "1 event failed" in html
+    assert event_id not in await page(running, "/admin/webhooks?state=delivered")
+    assert '<span class="badge" aria-label="1 failed">1</span>' in html
+    html = await page(running, f"/admin/webhooks/{event_id}")
+    tried = len(receiver.deliveries)
+    assert html.count("HTTP 503: receiver says no") >= tried  # one row per attempt (and the last answer)
+    token = FORM_TOKEN.search(html).group(1)
+    origin = str(running.client.make_url("")).rstrip("/")
+
+    receiver.default = 200
+    resp = await running.client.post(f"/admin/webhooks/{event_id}/resend", data={"form_token": token},
+                                     headers={**basic(TOKEN), "Origin": origin}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == f"/admin/webhooks/{event_id}?resent=1"
+    await receiver.wait_for("payment.completed", tried + 1)
+    assert receiver.deliveries[-1].headers["Mpesa-Event-Id"] == event_id
+
+    async def delivered() -> bool:
+        state = await running.client.get(f"/admin/api/webhooks/{event_id}", headers=basic(TOKEN))
+        return (await state.json())["state"] == "delivered"
+
+    await eventually(delivered, 5, "delivered after the resend")
+    html = await page(running, f"/admin/webhooks/{event_id}")
+    assert "pill-delivered" in html and "HTTP 200" in html
+    assert event_id in await page(running, "/admin/webhooks?state=delivered")
+    assert event_id in await page(running, f"/admin/webhooks?q={event_id}")
+    # The payment's page lists the events sent about it.
+    cid = receiver.deliveries[-1].event["data"]["checkoutRequestId"]
+    assert event_id in await page(running, f"/admin/payments/{cid}")
+    assert event_id in await page(running, f"/admin/webhooks?q={cid}")
+
+
+async def test_resend_refuses_cross_site_requests_and_forms_without_a_valid_token(start_app, receiver):
+    running, event_id = await failed_event(start_app, receiver)
+    html = await page(running, f"/admin/webhooks/{event_id}")
+    token = FORM_TOKEN.search(html).group(1)
+    origin = str(running.client.make_url("")).rstrip("/")
+    stale = running.app[ADMIN].form_token(now=0)  # issued long ago
+    other = "sixteen-chars-or-more-but-not-the-token"
+    refused = [
+        ({"form_token": token}, {"Origin": "https://evil.example"}),
+        ({"form_token": token}, {"Origin": "null"}),
+        ({"form_token": token}, {"Sec-Fetch-Site": "cross-site"}),
+        ({"form_token": token}, {"Referer": "https://evil.example/page"}),
+        ({}, {"Origin": origin}),
+        ({"form_token": "1700000000.deadbeef"}, {"Origin": origin}),
+        ({"form_token": stale}, {"Origin": origin}),
+        ({"form_token": token[:-1] + ("0" if token[-1] != "0" else "1")}, {"Origin": origin}),
+    ]
+    for data, headers in refused:
+        resp = await running.client.post(f"/admin/webhooks/{event_id}/resend", data=data,
+                                         headers={**basic(TOKEN), **headers}, allow_redirects=False)
+        assert resp.status == 403, (data, headers)
+    # A token of another ADMIN_TOKEN is no good here either.
+    from web.admin import AdminState
+    resp = await running.client.post(f"/admin/webhooks/{event_id}/resend",
+                                     data={"form_token": AdminState(other).form_token()},
+                                     headers={**basic(TOKEN), "Origin": origin}, allow_redirects=False)
+    assert resp.status == 403
+    resp = await running.client.post(f"/admin/webhooks/{event_id}/resend", json={"form_token": token},
+                                     headers={**basic(TOKEN), "Origin": origin}, allow_redirects=False)
+    assert resp.status == 415
+    await asyncio.sleep(1.5)  # the worker looks at the table every second: nothing was queued
+    row = await running.payments.store.fetch_one("SELECT state FROM webhook_events WHERE event_id = ?", (event_id,))
+    assert row[0] == "failed"
+    # The same form from this site's own page works; an unknown event is 404.
+    resp = await running.client.post(f"/admin/webhooks/{event_id}/resend", data={"form_token": token},
+                                     headers={**basic(TOKEN), "Sec-Fetch-Site": "same-origin"}, allow_redirects=False)
+    assert resp.status == 303
+    resp = await running.client.post("/admin/webhooks/evt_nothing/resend", data={"form_token": token},
+                                     headers={**basic(TOKEN), "Origin": origin}, allow_redirects=False)
+    assert resp.status == 404
