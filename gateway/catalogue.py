@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .checkout import is_clean_text
+
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
@@ -30,26 +32,48 @@ class CatalogueItem:
                 "defaultQuantity": self.default_quantity}
 
 
+MAX_NAME = 80  # the longest name of an item, here and in any order's line
+MAX_DESCRIPTION = 200
+MAX_QUANTITY = 1000  # the most of one item, here and in any order's line
+
+
+def _whole(value: Any, low: int, high: int | None = None) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
+            and (high is None or value <= high))
+
+
+def _text(value: Any, longest: int, *, blank: bool = False) -> bool:
+    return (isinstance(value, str) and (blank or bool(value.strip())) and len(value) <= longest
+            and is_clean_text(value))
+
+
 def _item(raw: Any) -> CatalogueItem:
-    if not isinstance(raw, dict):
-        raise ValueError("a catalogue item must be an object")
+    if not isinstance(raw, dict) or not {"id", "name", "unitPrice"} <= set(raw):
+        raise ValueError(f"catalogue item {raw!r} must be an object with id, name and unitPrice")
     item = CatalogueItem(id=raw["id"], name=raw["name"], unit_price=raw["unitPrice"],
                          description=raw.get("description", ""), default_quantity=raw.get("defaultQuantity", 0))
-    whole = (isinstance(item.unit_price, int) and not isinstance(item.unit_price, bool) and item.unit_price > 0
-             and isinstance(item.default_quantity, int) and item.default_quantity >= 0)
-    if not (isinstance(item.id, str) and _ID.fullmatch(item.id) and isinstance(item.name, str)
-            and 0 < len(item.name) <= 80 and isinstance(item.description, str) and whole):
-        raise ValueError(f"catalogue item {raw!r} is not valid")
+    if not (isinstance(item.id, str) and _ID.fullmatch(item.id) and _text(item.name, MAX_NAME)
+            and _text(item.description, MAX_DESCRIPTION, blank=True) and _whole(item.unit_price, 1)
+            and _whole(item.default_quantity, 0, MAX_QUANTITY)):
+        raise ValueError(f"catalogue item {raw!r} is not valid: id of a-z, 0-9 and -, name of 1 to {MAX_NAME} "
+                         f"characters, unitPrice a whole number of KES, defaultQuantity 0 to {MAX_QUANTITY}")
     return item
 
 
 @cache
 def load_catalogue(path: Path = CATALOGUE_FILE) -> tuple[CatalogueItem, ...]:
-    """The catalogue's items, in order (read once; a broken file fails loudly at start-up)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    items = tuple(_item(raw) for raw in data["items"])
+    """The catalogue's items, in order (read once; a broken file fails loudly at start-up, with a
+    ValueError naming the file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        raw_items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(raw_items, list) or not raw_items:
+            raise ValueError('the file must be a JSON object with a non-empty list "items"')
+        items = tuple(_item(raw) for raw in raw_items)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"demo catalogue {path}: {exc}") from exc
     if len({item.id for item in items}) != len(items):
-        raise ValueError(f"{path}: item ids must differ")
+        raise ValueError(f"demo catalogue {path}: item ids must differ")
     return items
 
 

@@ -29,6 +29,7 @@ import logging
 import re
 import secrets
 import sqlite3
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from .catalogue import catalogue_by_id, load_catalogue
-from .checkout import Checkout, CheckoutError, is_clean_text, normalise_phone, parse_amount
+from .catalogue import MAX_NAME, MAX_QUANTITY, catalogue_by_id, load_catalogue
+from .checkout import Checkout, CheckoutError, is_clean_text, mask_phone, normalise_phone, parse_amount
 from .clients import client_address
 from .config import Settings
 from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
@@ -52,11 +53,16 @@ log = logging.getLogger("gateway.orders")
 CURRENCY = "KES"
 ORDER_ID = re.compile(r"ord_[A-Za-z0-9_-]{22}")
 MAX_LINES = 50
-MAX_NAME = 80
-MAX_QUANTITY = 1000
 MAX_REFERENCE = 64
 MAX_DESCRIPTION = 200
 MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 5  # metadata itself is level 1: {"customer": {"address": {...}}} is 3
+# Invisible characters that change how the text around them reads (bidi overrides, zero-width
+# spaces, the BOM, …: Unicode's "format" category) and line or paragraph separators: refused in
+# what the customer reads on the page and the phone, and the shop searches for. Joiners stay:
+# emoji sequences and some scripts need them.
+_JOINERS = frozenset("\u200c\u200d")
+_HIDDEN = frozenset(("Cf", "Co", "Zl", "Zp"))
 ORDER_FIELDS = ("items", "amount", "reference", "description", "metadata", "currency")
 LINE_FIELDS = ("name", "quantity", "unitPrice")
 DEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read out over the phone
@@ -64,6 +70,7 @@ DEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read out over
 NO_KEY = "Orders need SHOP_API_KEY"
 BAD_KEY = "Invalid API key"
 NOT_FOUND = "Order not found"
+TOO_MANY_LOOKUPS = "Too many order lookups from your connection. Please wait and try again."
 NO_CATALOGUE = "There is no demo catalogue here (DEMO_CATALOGUE is off)"
 
 
@@ -122,9 +129,14 @@ def _text(body: Mapping[str, Any], name: str, longest: int, *, required: bool, l
     if not isinstance(raw, str) or not 0 < len(raw.strip()) <= longest:
         need = f"1 to {longest} characters" if required else f"at most {longest} characters"
         raise CheckoutError(f"{label} must be text of {need}", label)
-    if not is_clean_text(raw):
+    if not is_clean_text(raw) or not _visible(raw):
         raise CheckoutError(f"{label} has characters that cannot be stored or sent to M-Pesa", label)
     return raw.strip()
+
+
+def _visible(text: str) -> bool:
+    """No invisible formatting (a right-to-left override would show "INV-1042" as something else)."""
+    return not any(unicodedata.category(c) in _HIDDEN and c not in _JOINERS for c in text)
 
 
 def _unknown(body: Mapping[str, Any], allowed: tuple[str, ...], where: str, hint: str) -> None:
@@ -171,12 +183,37 @@ def _items_list(raw: Any) -> list[Any]:
 
 
 def _metadata(raw: Any) -> dict[str, Any] | None:
+    """The shop's own data, kept and shown back as it was sent: a JSON object of at most
+    MAX_METADATA_BYTES (as stored) and MAX_METADATA_DEPTH levels, in text that can be stored."""
     if raw is None:
         return None
-    size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()) if isinstance(raw, dict) else 0
-    if not isinstance(raw, dict) or size > MAX_METADATA_BYTES:
-        raise CheckoutError(f"metadata must be a JSON object of at most {MAX_METADATA_BYTES // 1024} KiB", "metadata")
+    message = (f"metadata must be a JSON object of at most {MAX_METADATA_BYTES // 1024} KiB and "
+               f"{MAX_METADATA_DEPTH} levels")
+    if not isinstance(raw, dict) or _depth(raw) > MAX_METADATA_DEPTH:
+        raise CheckoutError(message, "metadata")
+    try:
+        size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no UTF-8 for it, in keys or values
+        raise CheckoutError("metadata has characters that cannot be stored", "metadata") from None
+    if size > MAX_METADATA_BYTES:
+        raise CheckoutError(message, "metadata")
     return raw
+
+
+def _depth(value: Any) -> int:
+    """How deep a JSON value nests (a scalar: 0), without recursion: the body parser allows far
+    deeper nesting than a recursive walk (or json.dumps) could take."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def parse_order(body: Mapping[str, Any], max_amount: int) -> NewOrder:
@@ -327,6 +364,22 @@ async def shown_payment(store: SqliteTransactionStore, order: Order) -> Transact
     return await store.get(row[0]) if row is not None else None
 
 
+UNCONFIRMED = {
+    "sending": "Being sent to M-Pesa",
+    "unknown": "M-Pesa's answer to this push was lost: the customer may have been prompted, and if they pay, "
+               "the payment appears under payments",
+}
+
+
+async def unconfirmed_pushes(store: SqliteTransactionStore, order_id: str) -> list[dict[str, Any]]:
+    """The order's pushes that are not (yet) payments: under way, or whose answer was lost (the
+    prompt may be on the phone; a callback adopted later makes it a payment). Newest first."""
+    rows = await store.fetch_all("SELECT state, amount, phone, created_at FROM push_attempts WHERE order_id = ? AND "
+                                 "state IN ('sending', 'unknown') ORDER BY created_epoch DESC, id DESC", (order_id,))
+    return [{"state": row["state"], "amount": row["amount"], "phoneMasked": mask_phone(row["phone"]),
+             "message": UNCONFIRMED[row["state"]], "createdAt": row["created_at"]} for row in rows]
+
+
 def payment_view(tx: Transaction) -> dict[str, Any]:
     return {"checkoutRequestId": tx.checkout_request_id, "status": tx.status, "amount": tx.amount,
             "receipt": tx.receipt, "resultCode": tx.result_code, "message": status_body(tx)["message"],
@@ -412,7 +465,8 @@ async def get_order(request: web.Request) -> web.Response:
     if order is None:
         return failure(NOT_FOUND, 404)
     payments = [payment_view(tx) for tx in await order_payments(store, order.order_id)]
-    return web.json_response({**order.view(request.app[SETTINGS]), "payments": payments})
+    return web.json_response({**order.view(request.app[SETTINGS]), "payments": payments,
+                              "unconfirmedPushes": await unconfirmed_pushes(store, order.order_id)})
 
 
 # -- the checkout's view (the orderId is the capability) ---------------------------------------
@@ -424,7 +478,9 @@ async def find_order(request: web.Request, order_id: str) -> Order:
     client = client_address(request)
     wait = limiter.acquire(client)  # counted as a miss first, given back on a hit (see find_payment)
     if wait:
-        raise too_many("Too many lookups of orders that do not exist. Please wait and try again.", wait)
+        # Lookups still under way count too, so a crowd of requests at once from one address can
+        # reach this with ids that exist: the message does not say they do not.
+        raise too_many(TOO_MANY_LOOKUPS, wait)
     order = await load_order(request.app[PAYMENTS].store, order_id.strip())
     if order is None:
         raise BadRequest(NOT_FOUND, 404)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.catalogue import load_catalogue
 from gateway.config import load_settings
 from tests.conftest import Running
 from tests.daraja_http import Sim, eventually
@@ -103,6 +104,7 @@ async def test_the_largest_order_is_the_largest_amount(shop):
 
 
 LINE = {"name": "Kitenge", "quantity": 1, "unitPrice": 100}
+META = "metadata must be a JSON object of at most 4 KiB and 5 levels"
 
 
 @pytest.mark.parametrize("body, message, field", [
@@ -159,10 +161,56 @@ LINE = {"name": "Kitenge", "quantity": 1, "unitPrice": 100}
      "description must be text of at most 200 characters", "description"),
     ({"amount": 100, "reference": "R", "description": 5}, "description must be text of at most 200 characters",
      "description"),
-    ({"amount": 100, "reference": "R", "metadata": ["a"]}, "metadata must be a JSON object of at most 4 KiB",
-     "metadata"),
-    ({"amount": 100, "reference": "R", "metadata": {"note": "x" * 4100}},
-     "metadata must be a JSON object of at most 4 KiB", "metadata"),
+    ({"amount": 100, "reference": "R", "metadata": ["a"]}, META, "metadata"),
+    ({"amount": 100, "reference": "R", "metadata": "customer 77"}, META, "metadata"),
+    ({"amount": 100, "reference": "R", "metadata": {"note": "x" * 4100}}, META, "metadata"),
+    ({"amount": 100, "reference": "R", "metadata": {"note": "ü" * 2100}}, META, "metadata"),  # 4,200 bytes
+    ({"amount": 100, "reference": "R", "metadata": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}}, META, "metadata"),
+    ({"amount": 100, "reference": "R", "metadata": {"a": [[[[[1]]]]]}}, META, "metadata"),
+    # Absurd numbers: never a 5xx, never a line or an order past the limits.
+    ({"items": [{**LINE, "quantity": 10 ** 400}], "reference": "R"},
+     "items[0].quantity must be a whole number from 1 to 1,000", "items[0].quantity"),
+    ({"items": [{**LINE, "quantity": 1e300}], "reference": "R"},
+     "items[0].quantity must be a whole number from 1 to 1,000", "items[0].quantity"),
+    ({"items": [{**LINE, "quantity": -1}], "reference": "R"},
+     "items[0].quantity must be a whole number from 1 to 1,000", "items[0].quantity"),
+    ({"items": [{**LINE, "quantity": "999999999999999"}], "reference": "R"},
+     "items[0].quantity must be a whole number from 1 to 1,000", "items[0].quantity"),
+    ({"items": [{**LINE, "quantity": "9" * 16}], "reference": "R"},
+     "items[0].quantity must be a whole number from 1 to 1,000", "items[0].quantity"),
+    ({"items": [{**LINE, "quantity": "١٢"}], "reference": "R"},  # Arabic-Indic digits: not ASCII
+     "items[0].quantity must be a whole number from 1 to 1,000", "items[0].quantity"),
+    ({"items": [{**LINE, "unitPrice": -100}], "reference": "R"},
+     "items[0].unitPrice must be a whole number of KES from 1 to 150,000", "items[0].unitPrice"),
+    ({"items": [{**LINE, "unitPrice": 2 ** 63}], "reference": "R"},
+     "items[0].unitPrice must be a whole number of KES from 1 to 150,000", "items[0].unitPrice"),
+    ({"items": [{**LINE, "unitPrice": None}], "reference": "R"},
+     "items[0].unitPrice must be a whole number of KES from 1 to 150,000", "items[0].unitPrice"),
+    ({"items": [{**LINE, "quantity": 1000, "unitPrice": 150_000}], "reference": "R"},
+     "items[0] comes to KES 150,000,000: a line may come to at most KES 150,000", "items[0]"),
+    ({"items": [{**LINE, "quantity": 1000, "unitPrice": 150}] * 50, "reference": "R"},
+     "The order comes to KES 7,500,000: an order may come to at most KES 150,000", "items"),
+    ({"amount": -1, "reference": "R"}, "Amount must be between 1 and 150,000", "amount"),
+    ({"amount": 10 ** 30, "reference": "R"}, "Amount must be between 1 and 150,000", "amount"),
+    ({"amount": "NaN", "reference": "R"}, "Amount must be between 1 and 150,000", "amount"),
+    ({"amount": [100], "reference": "R"}, "Amount must be between 1 and 150,000", "amount"),
+    # Unicode junk: what the customer reads on the page and the phone, and the shop searches for.
+    ({"amount": 100, "reference": "INV-\u202e2401"}, "reference has characters that cannot be stored or sent to "
+     "M-Pesa", "reference"),  # a right-to-left override: shows as INV-1042
+    ({"amount": 100, "reference": "INV\u200b1"}, "reference has characters that cannot be stored or sent to M-Pesa",
+     "reference"),
+    ({"amount": 100, "reference": "INV\u20281"}, "reference has characters that cannot be stored or sent to M-Pesa",
+     "reference"),
+    ({"amount": 100, "reference": "\ufeffINV-1"}, "reference has characters that cannot be stored or sent to "
+     "M-Pesa", "reference"),
+    ({"amount": 100, "reference": "R", "description": "Two \u2066kitenge\u2069"},
+     "description has characters that cannot be stored or sent to M-Pesa", "description"),
+    ({"items": [{**LINE, "name": "\ue000"}], "reference": "R"},  # private use
+     "items[0].name has characters that cannot be stored or sent to M-Pesa", "items[0].name"),
+    ({"items": [{**LINE, "name": "\u200b"}], "reference": "R"},
+     "items[0].name has characters that cannot be stored or sent to M-Pesa", "items[0].name"),
+    ({"items": [{**LINE, "name": "\u3000"}], "reference": "R"},  # an ideographic space is still blank
+     "items[0].name must be text of 1 to 80 characters", "items[0].name"),
     ({"amount": 100, "reference": "R", "currency": "USD"}, "currency must be KES", "currency"),
     ({"amount": 100, "reference": "R", "phone": "0700000000"},
      'The order has an unknown field "phone" (an order takes items or amount, reference, description and '
@@ -174,16 +222,56 @@ async def test_every_bad_order_is_a_clear_400_and_creates_nothing(shop, body, me
     assert await order_count(shop) == 0
 
 
+def _nested(depth: int) -> bytes:
+    return b'{"amount": 100, "reference": "R", "metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+
+
 @pytest.mark.parametrize("data, content_type, status, message", [
     (b"{", "application/json", 400, "Request body must be valid JSON"),
     (b"[1, 2]", "application/json", 400, "Request body must be a JSON object"),
     (b'{"amount": NaN, "reference": "R"}', "application/json", 400, "Request body must be valid JSON"),
+    (b'{"amount": Infinity, "reference": "R"}', "application/json", 400, "Request body must be valid JSON"),
+    (b'{"amount": 1e999, "reference": "R"}', "application/json", 400, "Request body must be valid JSON"),
+    (b'{"amount": 1' + b"0" * 5000 + b', "reference": "R"}', "application/json", 400,
+     "Request body must be valid JSON"),  # more digits than Python turns into an int
+    (b'{"amount": 100, "reference": "\xff"}', "application/json", 400, "Request body must be valid JSON"),
     (b'{"amount": 100, "reference": "R"}', "text/plain", 415, "Content-Type must be application/json"),
+    (b'{"amount": 100, "reference": "R", "metadata": {"n": "' + b"x" * 70_000 + b'"}}', "application/json", 413,
+     "Request body is too large"),
+    # Nesting: too deep for the parser (400 as bad JSON), or parsed but too deep for metadata.
+    (_nested(20_000), "application/json", 400, "Request body must be valid JSON"),
+    (_nested(900), "application/json", 400, META),
+    (_nested(5), "application/json", 400, META),
+    # A lone surrogate can be written in JSON but not stored as UTF-8: in text, and in metadata
+    # (keys and values), where it once gave a 500.
+    (b'{"amount": 100, "reference": "\\ud800"}', "application/json", 400,
+     "reference has characters that cannot be stored or sent to M-Pesa"),
+    (b'{"amount": 100, "reference": "R", "metadata": {"a": "\\udfff"}}', "application/json", 400,
+     "metadata has characters that cannot be stored"),
+    (b'{"amount": 100, "reference": "R", "metadata": {"\\ud800": 1}}', "application/json", 400,
+     "metadata has characters that cannot be stored"),
 ])
 async def test_a_body_that_is_not_a_json_object_is_refused(shop, data, content_type, status, message):
     resp = await shop.client.post("/orders", data=data, headers={**AUTH, "Content-Type": content_type})
-    assert (resp.status, await resp.json()) == (status, {"success": False, "message": message})
+    answer = await resp.json()
+    assert (resp.status, answer["success"], answer["message"]) == (status, False, message)
     assert await order_count(shop) == 0
+
+
+async def test_what_an_order_may_hold_is_kept_and_shown_back_as_sent(shop):
+    """The limits are not tighter than they say: 4 KiB and 5 levels of metadata, emoji (with their
+    joiners) and any script in names, and text the shop may write in several forms."""
+    metadata = {"customer": {"id": 77, "address": {"lines": [["Moi Avenue"]]}}, "note": "x" * 3900,
+                "nothing": None, "ok": True, "ratio": 0.5}
+    body = {"items": [{"name": "Familia 👨‍👩‍👧 kikapu", "quantity": "2", "unitPrice": 1500.0},
+                      {"name": "ካባ · 長袍 · Ζώνη", "quantity": 1000, "unitPrice": 147}],
+            "reference": "  INV-1042  ", "description": "Kanga na kitenge", "metadata": metadata}
+    status, order = await create(shop, body)
+    assert status == 201, order
+    assert (order["amount"], order["reference"], order["metadata"]) == (150_000, "INV-1042", metadata)
+    assert [line["name"] for line in order["items"]] == ["Familia 👨‍👩‍👧 kikapu", "ካባ · 長袍 · Ζώνη"]
+    resp = await shop.client.get(f"/orders/{order['orderId']}", headers=AUTH)
+    assert (await resp.json())["metadata"] == metadata
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-key-0123456789abcdefghijk", f"Bearer {KEY}x",
@@ -199,6 +287,20 @@ async def test_orders_need_the_api_key(shop, authorization, caplog):
         assert KEY not in text
     assert await order_count(shop) == 1
     assert KEY not in caplog.text
+
+
+async def test_the_api_key_is_never_logged_nor_echoed_when_it_is_right(shop, caplog):
+    with caplog.at_level(logging.DEBUG):
+        status, order = await create(shop, KITENGE)
+        resp = await shop.client.get(f"/orders/{order['orderId']}", headers=AUTH)
+        text = await resp.text()
+        again = await shop.client.post("/orders", json=KITENGE, headers={**AUTH, "Idempotency-Key": "k-1"})
+        replay = await shop.client.post("/orders", json=KITENGE, headers={**AUTH, "Idempotency-Key": "k-1"})
+    assert (status, resp.status, again.status, replay.status) == (201, 200, 201, 201)
+    assert KEY not in text + json.dumps(order) + await again.text() + await replay.text()
+    assert caplog.records and KEY not in caplog.text
+    rows = await shop.payments.store.fetch_all("SELECT scope FROM idempotency_keys")
+    assert KEY not in json.dumps([r[0] for r in rows])
 
 
 async def test_orders_answer_503_until_the_shop_has_an_api_key(running):
@@ -219,7 +321,7 @@ async def test_an_order_shows_its_payments_newest_first(start_app):
     order = await new_order(shop)
     oid = order["orderId"]
     resp = await shop.client.get(f"/orders/{oid}", headers=AUTH)
-    assert (resp.status, await resp.json()) == (200, {**order, "payments": []})
+    assert (resp.status, await resp.json()) == (200, {**order, "payments": [], "unconfirmedPushes": []})
 
     status, first = await push(shop, {"orderId": oid, "phone": CANCELS})
     assert status == 200
@@ -375,14 +477,58 @@ async def test_an_order_whose_payment_is_open_answers_409_with_that_payment(shop
     assert status == 200 and len(shop.sim.prompts) == 2
 
 
-async def test_pushes_for_one_order_sent_at_once_make_one_prompt(shop):
+async def test_pushes_for_one_order_sent_at_once_make_one_prompt(start_app):
+    """Two hundred pushes for one order in flight at once (every one a different phone and a
+    different Idempotency-Key or none, as from many tabs and devices): one prompt, one payment;
+    every other answer is the 409 that names it."""
+    shop = await start_app(SHOP_API_KEY=KEY, LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0")
     order = await new_order(shop)
-    phones = [f"07000001{i:02d}" for i in range(10)]
-    answers = await asyncio.gather(*(push(shop, {"orderId": order["orderId"], "phone": p}) for p in phones))
+    phones = [f"0700{i:06d}" for i in range(100, 300)]
+
+    async def one(i: int, phone: str) -> tuple[int, dict[str, Any]]:
+        return await push(shop, {"orderId": order["orderId"], "phone": phone},
+                          **({"Idempotency-Key": f"tab-{i}"} if i % 2 else {}))
+
+    answers = await asyncio.gather(*(one(i, p) for i, p in enumerate(phones)))
     [winner] = [body for status, body in answers if status == 200]
-    assert sorted(status for status, _ in answers) == [200] + [409] * 9
+    assert sorted(status for status, _ in answers) == [200] + [409] * 199
     assert {body["checkoutRequestId"] for status, body in answers if status == 409} == {winner["checkoutRequestId"]}
     assert list(shop.sim.prompts) == [winner["checkoutRequestId"]]
+    rows = await shop.payments.store.fetch_all("SELECT state FROM push_attempts")
+    assert [r[0] for r in rows] == ["accepted"]  # one push went out, not one per request
+
+
+async def test_pushes_racing_the_payment_of_their_order_find_it_paid(shop):
+    """Pushes sent while the order's payment completes: none reaches Daraja once the order is paid."""
+    order = await new_order(shop)
+    status, first = await push(shop, {"orderId": order["orderId"], "phone": PAYS})  # pays after 0.2 s
+    assert status == 200
+    answers: list[tuple[int, dict[str, Any]]] = []
+    after_paid = 0
+    deadline = asyncio.get_running_loop().time() + 10
+    while after_paid < 5:  # before, while and after the payment completes
+        assert asyncio.get_running_loop().time() < deadline, "the order was never paid"
+        answers += await asyncio.gather(*(push(shop, {"orderId": order["orderId"], "phone": f"07000002{i:02d}"})
+                                          for i in range(5)))
+        if (await order_row(shop, order["orderId"]))["status"] == "paid":
+            after_paid += 1
+        await asyncio.sleep(0.02)
+    assert {status for status, _ in answers} == {409}
+    assert {body["checkoutRequestId"] for _, body in answers} == {first["checkoutRequestId"]}
+    assert {body["message"] for _, body in answers} == {"A payment for this order is waiting on the phone",
+                                                        "This order is already paid"}
+    assert list(shop.sim.prompts) == [first["checkoutRequestId"]]
+
+
+async def test_a_crowd_of_lookups_from_one_address_is_limited_without_saying_the_order_does_not_exist(start_app):
+    shop = await start_app(SHOP_API_KEY=KEY, LOOKUP_LIMIT_PER_CLIENT="5")
+    order = await new_order(shop)
+    answers = await asyncio.gather(*(push(shop, {"orderId": order["orderId"], "phone": f"07000003{i:02d}"})
+                                     for i in range(30)))
+    limited = [body for status, body in answers if status == 429]
+    assert limited and {body["message"] for body in limited} == {
+        "Too many order lookups from your connection. Please wait and try again."}
+    assert len(shop.sim.prompts) == 1
 
 
 # -- the order is paid in the transaction of its payment ---------------------------------------
@@ -471,19 +617,40 @@ async def test_a_push_whose_answer_was_lost_still_pays_its_order_when_its_callba
     assert status == 504  # the prompt reached the phone all the same, and the customer pays it
     attempt = await shop.payments.store.fetch_one("SELECT order_id FROM push_attempts")
     assert attempt is not None and attempt[0] == order["orderId"]
+    # Meanwhile the shop sees that a push went out and its answer was lost: no payment yet.
+    resp = await shop.client.get(f"/orders/{order['orderId']}", headers=AUTH)
+    seen = await resp.json()
+    assert (seen["status"], seen["payments"]) == ("open", [])
+    [unconfirmed] = seen["unconfirmedPushes"]
+    assert unconfirmed == {"state": "unknown", "amount": 3450, "phoneMasked": "2547****0000",
+                           "message": "M-Pesa's answer to this push was lost: the customer may have been prompted, "
+                                      "and if they pay, the payment appears under payments",
+                           "createdAt": unconfirmed["createdAt"]}
+    assert ISO.match(unconfirmed["createdAt"])
     [cid] = list(shop.sim.prompts)
     row = await wait_order(shop, order["orderId"], "paid")
     assert row["checkout_request_id"] == cid
     assert (await shop.payments.get(cid)).order_id == order["orderId"]
+    resp = await shop.client.get(f"/orders/{order['orderId']}", headers=AUTH)
+    seen = await resp.json()  # adopted: now a payment, no longer unconfirmed
+    assert ([p["checkoutRequestId"] for p in seen["payments"]], seen["unconfirmedPushes"]) == ([cid], [])
 
 
 # -- free-amount pushes ------------------------------------------------------------------------
 
 async def test_free_amount_pushes_are_refused_when_switched_off(start_app):
-    app = await start_app(FREE_AMOUNT_PUSHES="false")
-    status, body = await push(app, {"phone": PAYS, "amount": 100})
-    assert (status, body) == (400, {"success": False, "message": "orderId is required", "field": "orderId"})
+    app = await start_app(FREE_AMOUNT_PUSHES="false", SHOP_API_KEY=KEY)
+    for body in ({"phone": PAYS, "amount": 100}, {"phone": PAYS, "amount": 100, "orderId": None},
+                 {"phone": PAYS, "amount": 100, "accountReference": "INV-1042"}):
+        status, answer = await push(app, body)
+        assert (status, answer) == (400, {"success": False, "message": "orderId is required", "field": "orderId"})
     assert app.sim.prompts == {}
+    # Orders are paid as ever, at the order's amount only.
+    order = await new_order(app)
+    status, answer = await push(app, {"orderId": order["orderId"], "phone": PAYS, "amount": 1})
+    assert (status, answer["message"]) == (400, "The order sets the amount") and app.sim.prompts == {}
+    status, answer = await push(app, {"orderId": order["orderId"], "phone": PAYS})
+    assert status == 200 and app.sim.prompts[answer["checkoutRequestId"]].amount == 3450
 
 
 async def test_free_amount_pushes_are_allowed_by_default_in_simulator_mode(running):
@@ -550,6 +717,35 @@ async def test_a_catalogue_order_takes_ids_and_quantities_only(start_app, items,
     resp = await app.client.post("/catalogue/orders", json={"items": items})
     assert (resp.status, await resp.json()) == (400, {"success": False, "message": message, "field": field})
     assert await order_count(app) == 0
+
+
+def test_the_shipped_catalogue_is_valid_and_a_broken_one_is_refused_clearly(tmp_path):
+    assert [item.id for item in load_catalogue()] == ["dj-booking", "speaker-hire", "lighting"]
+    good = {"id": "tent", "name": "Tent", "unitPrice": 100}
+    broken: list[tuple[Any, str]] = [
+        ("not json", "demo catalogue .*: Expecting value"),
+        ([good], 'non-empty list "items"'),
+        ({"items": []}, 'non-empty list "items"'),
+        ({"items": [{"id": "tent", "name": "Tent"}]}, "must be an object with id, name and unitPrice"),
+        ({"items": ["tent"]}, "must be an object with id, name and unitPrice"),
+        ({"items": [{**good, "unitPrice": 0}]}, "is not valid"),
+        ({"items": [{**good, "unitPrice": 99.5}]}, "is not valid"),
+        ({"items": [{**good, "unitPrice": True}]}, "is not valid"),
+        ({"items": [{**good, "name": " "}]}, "is not valid"),
+        ({"items": [{**good, "name": "Tent\n"}]}, "is not valid"),
+        ({"items": [{**good, "name": "T" * 81}]}, "is not valid"),
+        ({"items": [{**good, "id": "Tent"}]}, "is not valid"),
+        ({"items": [{**good, "defaultQuantity": 1001}]}, "is not valid"),
+        ({"items": [{**good, "description": 5}]}, "is not valid"),
+        ({"items": [good, good]}, "item ids must differ"),
+    ]
+    for i, (content, message) in enumerate(broken):
+        path = tmp_path / f"catalogue-{i}.json"
+        path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            load_catalogue(path)
+    with pytest.raises(ValueError, match="demo catalogue .*missing.json"):
+        load_catalogue(tmp_path / "missing.json")
 
 
 async def test_catalogue_orders_are_limited_per_client(start_app):
