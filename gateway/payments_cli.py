@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import fields
@@ -81,6 +82,11 @@ def write_table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[Any
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
+def _shown(ident: str) -> str:
+    """An id as the operator typed it, for a message (never a screenful)."""
+    return repr(ident if len(ident) <= reports.MAX_SEARCH else ident[:reports.MAX_SEARCH] + "…")
+
+
 def _kes(amount: Any) -> str:
     return f"KES {int(amount):,}"
 
@@ -135,7 +141,7 @@ async def cmd_totals(store: SqliteTransactionStore, args: argparse.Namespace, ou
 async def _show_payment(store: SqliteTransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.payment(store, ident)
     if found is None:
-        out.write(f"No payment, order or webhook event has the id {ident!r}.\n")
+        out.write(f"No payment, order or webhook event has the id {_shown(ident)}.\n")
         return 1
     callbacks = await reports.callbacks_of(store, found.checkout_request_id)
     events = await reports.events_about(store, found.checkout_request_id)
@@ -173,7 +179,7 @@ def _event_table(out: TextIO, events: Sequence[reports.WebhookEvent]) -> None:
 async def _show_order(store: SqliteTransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.order(store, ident)
     if found is None:
-        out.write(f"No order has the id {ident!r}.\n")
+        out.write(f"No order has the id {_shown(ident)}.\n")
         return 1
     paid = await reports.order_payments(store, found.order_id)
     events = await reports.events_about(store, found.order_id)
@@ -197,7 +203,7 @@ async def _show_order(store: SqliteTransactionStore, ident: str, args: argparse.
 async def _show_event(store: SqliteTransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
     event = await reports.webhook_event(store, ident)
     if event is None:
-        out.write(f"No webhook event has the id {ident!r}.\n")
+        out.write(f"No webhook event has the id {_shown(ident)}.\n")
         return 1
     if args.json:
         write_json(out, {"event": event, "body": json.loads(event.body)})
@@ -215,7 +221,7 @@ async def _show_event(store: SqliteTransactionStore, ident: str, args: argparse.
 
 
 async def cmd_show(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
-    ident = args.id.strip()
+    ident = reports.usable_text(args.id).strip()
     if ident.startswith("ord_"):
         return await _show_order(store, ident, args, out)
     if ident.startswith("evt_"):
@@ -313,10 +319,11 @@ async def cmd_webhooks(store: SqliteTransactionStore, args: argparse.Namespace, 
 
 
 async def cmd_resend(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
-    if not await resend_event(store, args.id.strip()):
-        out.write(f"No webhook event has the id {args.id!r}.\n")
+    ident = reports.usable_text(args.id).strip()
+    if not ident or len(ident) > reports.MAX_SEARCH or not await resend_event(store, ident):
+        out.write(f"No webhook event has the id {_shown(ident)}.\n")
         return 1
-    out.write(f"Queued {args.id} again (same id, same body): a running gateway sends it within a second.\n")
+    out.write(f"Queued {ident} again (same id, same body): a running gateway sends it within a second.\n")
     return 0
 
 
@@ -327,7 +334,11 @@ async def cmd_export(store: SqliteTransactionStore, args: argparse.Namespace, ou
             out.write(chunk)
         return 0
     count = -1  # the header
-    with open(args.output, "w", encoding="utf-8", newline="") as target:
+    try:
+        target = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise Usage(f"-o: cannot write {args.output}: {exc.strerror or exc}") from None
+    with target:
         async for chunk in reports.payments_csv(store, filters):
             target.write(chunk)
             count += chunk.count("\r\n")
@@ -337,15 +348,19 @@ async def cmd_export(store: SqliteTransactionStore, args: argparse.Namespace, ou
 
 # -- the command line ----------------------------------------------------------------------------
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # "²".isdigit() is True, and int("²") fails
+
+
 def _positive(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= reports.MAX_PAGE_SIZE:
+    if not _digits(text) or len(text) > 9 or not 1 <= int(text) <= reports.MAX_PAGE_SIZE:
         raise argparse.ArgumentTypeError(f"a whole number from 1 to {reports.MAX_PAGE_SIZE}")
     return int(text)
 
 
 def _whole(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError("a whole number")
+    if not _digits(text) or len(text) > 9 or int(text) > reports.MAX_OFFSET:
+        raise argparse.ArgumentTypeError(f"a whole number from 0 to {reports.MAX_OFFSET}")
     return int(text)
 
 
@@ -398,12 +413,15 @@ async def run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
     if not path.is_file():
         raise Usage(f"No database at {path} (DATABASE_URL): set DATABASE_URL to the gateway's, or start it once")
     store = SqliteTransactionStore(path)
-    await store.open()
     try:
-        command: Command = args.run
-        return await command(store, args, out)
-    finally:
-        await store.close()
+        await store.open()
+        try:
+            command: Command = args.run
+            return await command(store, args, out)
+        finally:
+            await store.close()
+    except sqlite3.DatabaseError as exc:
+        raise Usage(f"{path} cannot be read as the gateway's database ({exc})") from None
 
 
 def main(argv: Sequence[str], env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:

@@ -38,9 +38,11 @@ UNMATCHED_OUTCOMES = ("unknown", "unverified")
 MAX_SEARCH = 100
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_OFFSET = 999_999_999  # rows skipped at most (a page past the end is an empty page, never an error)
 NAIROBI_SHIFT = "+3 hours"  # SQLite's date() of a UTC time, in Nairobi (EAT has no summer time)
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-PHONE_LIKE = re.compile(r"\+?[\d\s-]+")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits only (\d would take "٢٠٢٦")
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)  # the days a filter may name
+PHONE_LIKE = re.compile(r"\+?[0-9\s-]+", re.ASCII)
 LIKE_ESCAPE = "\\"
 
 
@@ -88,16 +90,26 @@ def today() -> date:
     return datetime.now(NAIROBI).date()
 
 
+def usable_text(value: Any) -> str:
+    """`value` as text the database can be asked about: a lone surrogate (from a command line's
+    undecodable bytes, or a URL's broken escapes) becomes U+FFFD instead of an encoding error."""
+    text = "" if value is None else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+
+
 def _day(raw: str | None, name: str) -> date | None:
-    raw = (raw or "").strip()
+    raw = usable_text(raw).strip()
     if not raw:
         return None
     if not DAY.fullmatch(raw):
         raise ReportError(f"{name} must be a day written YYYY-MM-DD (got {raw[:20]!r})", name)
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise ReportError(f"{name} is not a day of the calendar ({raw})", name) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ReportError(f"{name} must be a day from {FIRST_DAY} to {LAST_DAY} (got {raw})", name)
+    return day
 
 
 # -- filters -------------------------------------------------------------------------------------
@@ -115,10 +127,10 @@ class Filters:
     @classmethod
     def parse(cls, values: Mapping[str, Any], statuses: tuple[str, ...] = PAYMENT_STATUSES) -> Filters:
         """From a query string or the command line: `q`, `status`, `from`, `to`. Raises ReportError."""
-        search = str(values.get("q") or "").strip()
+        search = usable_text(values.get("q")).strip()
         if len(search) > MAX_SEARCH:
             raise ReportError(f"q must be at most {MAX_SEARCH} characters", "q")
-        status = str(values.get("status") or "").strip().lower()
+        status = usable_text(values.get("status")).strip().lower()
         if status and status not in statuses:
             raise ReportError(f"status must be one of {', '.join(statuses)}", "status")
         since, until = _day(values.get("from"), "from"), _day(values.get("to"), "to")
@@ -265,7 +277,7 @@ class Page:
 
 
 def _bounds(limit: int, offset: int) -> tuple[int, int]:
-    return max(1, min(limit, MAX_PAGE_SIZE)), max(0, offset)
+    return max(1, min(limit, MAX_PAGE_SIZE)), max(0, min(offset, MAX_OFFSET))
 
 
 async def payments(store: Reader, filters: Filters = Filters(), *, limit: int = PAGE_SIZE,
@@ -282,7 +294,7 @@ async def payments(store: Reader, filters: Filters = Filters(), *, limit: int = 
 
 async def payment(store: Reader, ident: str) -> Payment | None:
     """One payment by CheckoutRequestID, or by its M-Pesa receipt."""
-    ident = ident.strip()
+    ident = usable_text(ident).strip()
     if not ident or len(ident) > MAX_SEARCH:
         return None
     row = await store.fetch_one(f"{PAYMENT_SELECT} WHERE t.checkout_request_id = ? OR t.receipt = ? LIMIT 1",
@@ -463,7 +475,10 @@ async def orders(store: Reader, filters: Filters = Filters(), *, limit: int = PA
 
 
 async def order(store: Reader, order_id: str) -> OrderRow | None:
-    row = await store.fetch_one(f"{ORDER_SELECT} WHERE o.order_id = ?", (order_id.strip(),))
+    order_id = usable_text(order_id).strip()
+    if not order_id or len(order_id) > MAX_SEARCH:
+        return None
+    row = await store.fetch_one(f"{ORDER_SELECT} WHERE o.order_id = ?", (order_id,))
     return _order(row) if row else None
 
 
@@ -678,6 +693,7 @@ async def webhook_events(store: Reader, *, state: str = "", search: str = "", li
                          offset: int = 0) -> Page:
     """Events in the outbox, newest first: `state` pending, delivered or failed; `search` an event
     id, or a payment's or order's id or receipt found in the body."""
+    state, search = usable_text(state), usable_text(search)
     if state and state not in WEBHOOK_STATES:
         raise ReportError(f"state must be one of {', '.join(WEBHOOK_STATES)}", "state")
     if len(search) > MAX_SEARCH:
@@ -700,7 +716,10 @@ async def webhook_events(store: Reader, *, state: str = "", search: str = "", li
 
 async def webhook_event(store: Reader, event_id: str) -> WebhookEvent | None:
     """One event, with every attempt to deliver it (oldest first)."""
-    row = await store.fetch_one(f"{EVENT_SELECT} WHERE event_id = ?", (event_id.strip(),))
+    event_id = usable_text(event_id).strip()
+    if not event_id or len(event_id) > MAX_SEARCH:
+        return None
+    row = await store.fetch_one(f"{EVENT_SELECT} WHERE event_id = ?", (event_id,))
     if row is None:
         return None
     tries = await store.fetch_all("SELECT at, status, error, duration_ms FROM webhook_attempts WHERE event_id = ? "

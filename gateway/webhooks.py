@@ -24,9 +24,11 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
+import re
 import secrets
 import time
 import weakref
@@ -37,8 +39,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .handlers import status_body
 from .keys import PAYMENTS, SETTINGS
 from .payments import iso
@@ -57,6 +60,9 @@ LEASE_SLACK = 5.0  # a claimed event is due again this long after its attempt's 
 POLL_EVERY = 1.0  # seconds: the table is looked at at least this often (a resend by another process)
 CONCURRENT_DELIVERIES = 8
 ERROR_CAP = 300  # characters of an error (or the receiver's answer) kept with an attempt
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # no line breaks or escapes in logs
+SECRET_MIN = 8  # a path or query shorter than this is not taken for a secret (it would garble answers)
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
 def enabled(settings: Settings) -> bool:
@@ -79,6 +85,37 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def new_event_id() -> str:
     return "evt_" + secrets.token_urlsafe(18)
+
+
+def shown_url(url: str) -> str:
+    """What logs and the attempts table say of the receiver: its scheme, host and port only. Its
+    user name and password, path and query may be secrets of the shop's (a token in the path)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The parts of the receiver's URL that must not be repeated in a log line or an attempt's error,
+    longest first (a library's error message may quote the URL, in any of its spellings)."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    found = {url, yarl_url(url), parts.password or ""} | {p for p in (path, parts.query) if len(p) >= SECRET_MIN}
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def yarl_url(url: str) -> str:
+    """The URL as aiohttp spells it (its errors quote it so)."""
+    try:
+        return str(URL(url))
+    except (TypeError, ValueError):
+        return url
 
 
 # -- the events --------------------------------------------------------------------------------
@@ -188,8 +225,8 @@ class Deliveries:
         self.clock = clock
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        host = urlsplit(settings.webhook_url)
-        self._where = f"{host.scheme}://{host.netloc}"  # for logs: the URL's path may be a secret of the shop's
+        self._where = shown_url(settings.webhook_url)  # for logs: never the URL's credentials, path or query
+        self._secrets = _url_secrets(settings.webhook_url)
 
     def wake(self) -> None:
         self._wake.set()
@@ -285,8 +322,15 @@ class Deliveries:
             status, error = None, f"{type(exc).__name__}: {exc}"
         duration_ms = (time.monotonic() - started) * 1000
         if error is not None:
-            error = error.replace(self.settings.webhook_url, self._where + "/…")[:ERROR_CAP]
+            error = self._clean(error)
         return _Outcome(status, error, round(duration_ms, 1))
+
+    def _clean(self, error: str) -> str:
+        """An error (or the receiver's answer) fit for a log line and the operator's page: without the
+        URL's secrets, on one line, and short."""
+        for secret in self._secrets:
+            error = error.replace(secret, "…")
+        return UNPRINTABLE.sub(" ", error).strip()[:ERROR_CAP]
 
     async def _record(self, event: _Claimed, outcome: _Outcome, *, retry_at: float | None = None) -> None:
         now = self.clock()
@@ -373,7 +417,9 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     store.listen("payment", on_payment)
     store.listen("order", on_order)
     connector = aiohttp.TCPConnector(limit=CONCURRENT_DELIVERIES)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # No cookie jar: every delivery stands alone, and a receiver cannot fill the gateway's memory
+    # with cookies. (Redirects are not followed, and an answer's body is read at most ERROR_CAP bytes.)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
         deliveries = Deliveries(store, settings, session)
         holder.append(deliveries)
         _WORKERS[store] = deliveries
@@ -388,8 +434,39 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
             _WORKERS.pop(store, None)
 
 
+def _is_this_gateway(settings: Settings) -> bool:
+    """Whether MERCHANT_WEBHOOK_URL is the gateway's own listening address, or its CALLBACK_URL.
+    Events sent there would only come back as malformed callbacks or refused requests, retried for
+    WEBHOOK_RETRY_SECONDS, and the shop would hear of nothing."""
+    target = urlsplit(settings.webhook_url)
+    callback = urlsplit(settings.callback_url)
+    if (target.scheme, target.netloc.lower(), target.path.rstrip("/")) == (
+            callback.scheme, callback.netloc.lower(), callback.path.rstrip("/")):
+        return True
+    host = (target.hostname or "").lower()
+    try:
+        port = target.port or (443 if target.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if port != settings.port:
+        return False
+    if host in LOOPBACK_NAMES or host == settings.host.lower():
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
 def install_webhooks(app: web.Application) -> None:
     """Write an event for every change the shop hears of, and deliver them, signed, until they land.
-    Only when MERCHANT_WEBHOOK_URL and MERCHANT_WEBHOOK_SECRET are set: otherwise nothing is written."""
-    if enabled(app[SETTINGS]):
-        app.cleanup_ctx.append(webhooks_ctx)
+    Only when MERCHANT_WEBHOOK_URL and MERCHANT_WEBHOOK_SECRET are set: otherwise nothing is written.
+    Refused (ConfigError) when MERCHANT_WEBHOOK_URL is this gateway itself."""
+    settings = app[SETTINGS]
+    if not enabled(settings):
+        return
+    if _is_this_gateway(settings):
+        raise ConfigError(f"MERCHANT_WEBHOOK_URL ({shown_url(settings.webhook_url)}/…) is this gateway itself: "
+                          "set it to the shop's backend, which receives the events")
+    app.cleanup_ctx.append(webhooks_ctx)

@@ -5,7 +5,8 @@ successes, double payments) and the webhooks to the shop (deliveries, failures, 
 Only when ADMIN_TOKEN is set: otherwise no route exists (404). Every page asks for HTTP Basic
 credentials: any user name, the token as the password, compared in constant time; a wrong password
 is 401 with `WWW-Authenticate: Basic realm="M-Pesa gateway operator"`, and a client that keeps
-guessing is stopped for a while (429). The token is never written into a page or a log line.
+guessing (an address; an IPv6 client by its /64) is stopped for a while (429). The token is never
+written into a page or a log line.
 
 The one action, Resend (a POST), is refused unless it comes from these pages: its Origin (or
 Sec-Fetch-Site, or Referer) must be this site, and the form must carry a token signed with a key
@@ -22,9 +23,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -71,6 +73,7 @@ FORM_TOKEN_SKEW = 60.0
 WRONG_PASSWORDS = 20  # per client and window, then 429
 WRONG_PASSWORDS_WINDOW = 300.0
 MAX_ID = 100
+MAX_OFFSET_DIGITS = 9
 SIGN_IN = "The operator's pages need the operator's password (ADMIN_TOKEN)."
 NO_STORE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
 
@@ -82,6 +85,7 @@ class AdminState:
 
     def __init__(self, token: str) -> None:
         self.token = token.encode()
+        self.token_digest = hashlib.sha256(self.token).digest()
         self.form_key = hmac.new(self.token, b"mpesa-gateway operator forms", hashlib.sha256).digest()
         self.wrong_passwords = SlidingWindowLimiter(WRONG_PASSWORDS, WRONG_PASSWORDS_WINDOW)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -96,9 +100,14 @@ class AdminState:
         issued = str(int(time.time() if now is None else now))
         return issued + "." + hmac.new(self.form_key, issued.encode(), hashlib.sha256).hexdigest()
 
+    def password_ok(self, password: bytes) -> bool:
+        """Whether `password` is the token, in constant time (both hashed first, so that not even
+        the token's length shows in the time taken)."""
+        return hmac.compare_digest(hashlib.sha256(password).digest(), self.token_digest)
+
     def form_token_ok(self, value: str, now: float | None = None) -> bool:
         issued, _, signature = value.partition(".")
-        if not issued.isdigit() or len(issued) > 12:
+        if not (issued.isascii() and issued.isdigit()) or len(issued) > 12:  # "²".isdigit() is True
             return False
         expected = hmac.new(self.form_key, issued.encode(), hashlib.sha256).hexdigest()
         age = (time.time() if now is None else now) - int(issued)
@@ -124,6 +133,22 @@ def basic_password(request: web.Request) -> bytes | None:
     return password if colon else None
 
 
+def client_key(request: web.Request) -> str:
+    """Whom the wrong-password limit counts: the client's address (behind TRUSTED_PROXIES, the one
+    the proxy saw), an IPv6 client by its /64 (one subscriber's addresses: a guesser must not get
+    20 more tries from each of its 2**64 addresses)."""
+    remote = request.remote or "unknown"
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def _text_answer(text: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(text=text, status=status, headers={**NO_STORE, **(headers or {})})
 
@@ -133,7 +158,7 @@ def guarded(handler: Handler) -> Handler:
 
     async def check(request: web.Request) -> web.StreamResponse:
         state = request.app[ADMIN]
-        client = request.remote or "unknown"
+        client = client_key(request)
         password = basic_password(request)
         if password is None:  # a browser's first visit: ask for the password
             return _text_answer(SIGN_IN, 401, {"WWW-Authenticate": REALM})
@@ -141,7 +166,7 @@ def guarded(handler: Handler) -> Handler:
         if wait:  # even the right password: a guesser must not learn that it guessed right
             return _text_answer("Too many wrong passwords. Try again later.", 429,
                                 {"Retry-After": str(max(1, round(wait)))})
-        if not hmac.compare_digest(password, state.token):
+        if not state.password_ok(password):
             state.wrong_passwords.record(client)
             log.warning("operator pages: wrong password from %s", client)
             return _text_answer(SIGN_IN, 401, {"WWW-Authenticate": REALM})
@@ -197,7 +222,7 @@ async def problem(request: web.Request, status: int, title: str, message: str) -
 
 def _offset(request: web.Request) -> int:
     raw = request.query.get("offset", "0").strip() or "0"
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_OFFSET_DIGITS:
         raise ReportError("offset must be a whole number", "offset")
     return int(raw)
 
@@ -231,14 +256,28 @@ async def payments_export(request: web.Request) -> web.StreamResponse:
     except ReportError as exc:
         return _text_answer(exc.message, 400)
     name = "payments" + "".join(f"-{v}" for v in (filters.since, filters.until) if v) + ".csv"
+    chunks = payments_csv(operator_store(request.app), filters)
+    # The header and the first rows are read before anything is sent: a query that fails is then a
+    # plain error answer, not a 200 cut off after its headers.
+    first = [chunk async for chunk in _take(chunks, 2)]
     response = web.StreamResponse(headers={
         "Content-Type": "text/csv; charset=utf-8", "Content-Disposition": f'attachment; filename="{name}"',
         **NO_STORE})
     await response.prepare(request)
-    async for chunk in payments_csv(operator_store(request.app), filters):
+    for chunk in first:
+        await response.write(chunk.encode("utf-8"))
+    async for chunk in chunks:
         await response.write(chunk.encode("utf-8"))
     await response.write_eof()
     return response
+
+
+async def _take(chunks: AsyncIterator[str], count: int) -> AsyncIterator[str]:
+    for _ in range(count):
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 async def payment_page(request: web.Request) -> web.Response:
@@ -324,7 +363,7 @@ async def webhook_state(request: web.Request) -> web.Response:
 async def webhook_resend(request: web.Request) -> web.Response:
     event_id = _ident(request, "event_id")
     if not same_origin(request):
-        log.warning("operator pages: a cross-site Resend of %s was refused", event_id)
+        log.warning("operator pages: a cross-site Resend of %r was refused", event_id)
         return await problem(request, 403, "Refused", "This request did not come from the operator's pages.")
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return await problem(request, 415, "Not a form", "Resend is sent by the button on the operator's pages.")
@@ -335,7 +374,7 @@ async def webhook_resend(request: web.Request) -> web.Response:
                              "Go back, reload the page, and press Resend again.")
     if not await resend_webhook(request.app, event_id):
         return await problem(request, 404, "No such webhook event", "No event in the outbox has this id.")
-    log.info("operator resent webhook event %s", event_id)
+    log.info("operator resent webhook event %r", event_id)
     raise web.HTTPSeeOther(f"/admin/webhooks/{event_id}?resent=1", headers=NO_STORE)
 
 

@@ -18,7 +18,9 @@ from tests.daraja_http import eventually
 from tests.gateway.test_admin import (
     API_KEY,
     LOST,
+    MARKUP,
     TOKEN,
+    hostile,
     paid_cancelled_and_ordered,
     receiver,  # noqa: F401 - the fixture
     trouble,
@@ -223,3 +225,25 @@ async def test_without_the_right_password_chromium_gets_no_page(start_app, brows
     text = await page.content()
     assert "operator's password" in text and "Payments" not in text and TOKEN not in text
     await context.close()
+
+
+async def test_markup_from_callbacks_orders_and_pushes_is_shown_as_text_and_never_runs(start_app, browser):
+    running = await start_app(**{**BROWSER_ENV, "ADMIN_TOKEN": TOKEN, "SHOP_API_KEY": API_KEY,
+                                 "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60"})
+    made = await hostile(running)
+    errors = ConsoleErrors()
+    page = await operator_page(browser, running, errors, LAPTOP)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    for path, where in (("/admin/attention", "#unknown"), ("/admin/attention", "#unverified"),
+                        (f"/admin/orders/{made['order']}", "main"), ("/admin/orders", "main"),
+                        (f"/admin/payments/{made['paid']}", "main"), (f"/admin/payments/{made['forged_for']}", "main"),
+                        ("/admin", "main")):
+        response = await page.goto(path)
+        assert response.status == 200, path
+        assert MARKUP in await page.locator(where).inner_text(), (path, where)  # the text, as it came
+        assert await page.locator("img[src=x], main script, b:has-text('SHOP9')").count() == 0, path
+    assert '"><b>SHOP9' in await page.locator("main").inner_text()
+    assert dialogs == []
+    await page.context.close()
+    assert errors.unexpected() == []  # not even a blocked inline script (the CSP would report it)

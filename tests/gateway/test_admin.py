@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import hmac
 import io
 import logging
 import re
 from datetime import timedelta
 from typing import Any
+from unittest import mock
+from urllib.parse import urlencode
 
 import pytest
 
@@ -409,3 +412,219 @@ async def test_resend_refuses_cross_site_requests_and_forms_without_a_valid_toke
     resp = await running.client.post("/admin/webhooks/evt_nothing/resend", data={"form_token": token},
                                      headers={**basic(TOKEN), "Origin": origin}, allow_redirects=False)
     assert resp.status == 404
+
+
+# -- what an attacker can put in front of the operator --------------------------------------------
+
+MARKUP = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+MARKUP_SHOWN = "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(2)&lt;/script&gt;"
+
+
+async def hostile(running: Running) -> dict[str, Any]:
+    """Markup everywhere a stranger or a customer can put text: a callback that matched nothing (its
+    CheckoutRequestID, MerchantRequestID and ResultDesc), one that could not be verified (its
+    ResultDesc), an order (reference, description, an item's name) paid through the simulator, and a
+    free push's reference and description (as short as Daraja allows)."""
+    stray = success(MARKUP, MARKUP)
+    stray["Body"]["stkCallback"]["ResultDesc"] = MARKUP
+    await post_callback(running, stray)
+    assert await final_outcomes(running, MARKUP) == ["unknown"]
+
+    pushed = await running.push(INTERACTIVE, 100)
+    cid = pushed["checkoutRequestId"]
+    forged = success(cid, running.sim.prompts[cid].merchant_request_id, amount=1)
+    forged["Body"]["stkCallback"]["ResultDesc"] = MARKUP
+    await post_callback(running, forged)
+    assert await final_outcomes(running, cid) == ["unverified"]
+
+    order = await create_order(running, MARKUP, description=MARKUP,
+                               items=[{"name": MARKUP, "quantity": 1, "unitPrice": 10}])
+    paid = await push_for_order(running, order["orderId"], PAYS)
+    await running.wait_status(paid["checkoutRequestId"], "completed")
+    free = await running.push(CANCELS, 20, accountReference='"><b>SHOP9', description="<script>x")
+    await running.wait_status(free["checkoutRequestId"], "failed")
+    return {"forged_for": cid, "order": order["orderId"], "paid": paid["checkoutRequestId"],
+            "free": free["checkoutRequestId"]}
+
+
+async def test_every_page_escapes_what_callbacks_orders_and_pushes_carry(start_app):
+    running = await admin_app(start_app)
+    made = await hostile(running)
+    pages = {"/admin": ("&#34;&gt;&lt;b&gt;SHOP9", MARKUP_SHOWN), "/admin/attention": (MARKUP_SHOWN,),
+             "/admin/orders": (MARKUP_SHOWN,), f"/admin/orders/{made['order']}": (MARKUP_SHOWN,),
+             f"/admin/payments/{made['forged_for']}": (MARKUP_SHOWN,),
+             f"/admin/payments/{made['free']}": ("&#34;&gt;&lt;b&gt;SHOP9", "&lt;script&gt;x"),
+             f"/admin/payments/{made['paid']}": (MARKUP_SHOWN,),
+             f"/admin?q={made['paid']}": (MARKUP_SHOWN,)}
+    for path, shown in pages.items():
+        html = await page(running, path)
+        for text in shown:
+            assert text in html, (path, text)  # shown, as text
+        assert "<img src=x" not in html and "<script>alert" not in html and "<b>SHOP9" not in html, path
+        assert "<script>x" not in html, path
+        assert len(re.findall(r"<script\b", html)) == 1, path  # only the page's own module
+    # The attention page shows the stray callback's fields as they came.
+    html = await page(running, "/admin/attention")
+    unknown = html[html.index('id="unknown"'):html.index('id="lost"')]
+    assert unknown.count(MARKUP_SHOWN) == 2  # its CheckoutRequestID and its ResultDesc
+
+
+async def test_a_csv_cell_never_starts_as_a_formula(start_app):
+    running = await admin_app(start_app)
+    order = await create_order(running, "+SUM(A1:A9)", description="-2+3+cmd|' /C calc'!A0",
+                               items=[{"name": "Kitenge", "quantity": 1, "unitPrice": 10}])
+    paid = await push_for_order(running, order["orderId"], PAYS)
+    await running.wait_status(paid["checkoutRequestId"], "completed")
+    free = await running.push(CANCELS, 20, accountReference="-SUM(A1)", description="@cmd")
+    await running.wait_status(free["checkoutRequestId"], "failed")
+    resp = await running.client.get("/admin/payments.csv", headers=basic(TOKEN))
+    rows = {r["checkout_request_id"]: r for r in csv.DictReader(io.StringIO(await resp.text()))}
+    ordered, pushed = rows[paid["checkoutRequestId"]], rows[free["checkoutRequestId"]]
+    assert ordered["order_reference"] == "'+SUM(A1:A9)"
+    assert ordered["account_reference"].startswith("'+SUM(")
+    assert (pushed["account_reference"], pushed["description"]) == ("'-SUM(A1)", "'@cmd"), pushed
+    for row in rows.values():
+        for name, cell in row.items():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (name, cell)
+
+
+async def test_search_takes_wildcards_and_quotes_as_plain_text(start_app):
+    running = await admin_app(start_app)
+    made = await paid_cancelled_and_ordered(running)  # references SHOP-7, SHOP-8 and INV-1042
+    everything = (await page(running, "/admin")).count('data-label="Payment"')
+    assert everything == 3
+    for search, want in (("HOP-7", {"paid"}), ("%", set()), ("_", set()), ("SHOP_7", set()), ("SHOP%", set()),
+                         ("\\", set()), ("' OR '1'='1", set()), ('" OR 1=1 --', set()), ("%' --", set())):
+        html = await page(running, "/admin?" + urlencode({"q": search}))
+        assert {k for k in ("paid", "cancelled", "ordered") if made[k] in html} == want, search
+        html = await page(running, "/admin/orders?" + urlencode({"q": search}))
+        assert (made["order"]["orderId"] in html) is False, search
+    html = await page(running, "/admin/orders?" + urlencode({"q": "NV-104"}))
+    assert made["order"]["orderId"] in html
+
+
+async def test_absurd_query_parameters_are_a_4xx_or_a_sane_page_never_a_5xx(start_app, caplog):
+    caplog.set_level(logging.ERROR)
+    running = await admin_app(start_app)
+    made = await paid_cancelled_and_ordered(running)
+    refused = {  # → 400, saying which field is wrong
+        "/admin?offset=%C2%B2": "offset must be", "/admin?offset=-1": "offset must be",
+        "/admin?offset=1e3": "offset must be", "/admin?offset=1234567890": "offset must be",
+        "/admin?offset=%D9%A1": "offset must be",
+        "/admin?from=2026-13-45": "from is not a day", "/admin?from=2026-02-30": "from is not a day",
+        "/admin?to=9999-12-31": "to must be a day from 2000-01-01 to 2999-12-31",
+        "/admin?from=0001-01-01": "from must be a day from", "/admin?from=0000-01-01": "from is not a day",
+        "/admin?from=%D9%A2%D9%A0%D9%A2%D9%A6-01-01": "from must be a day written",
+        "/admin?from=%2B2026-01-01": "from must be a day written", "/admin?to=2026-1-1": "to must be a day written",
+        "/admin?status=%00": "status must be", "/admin?status=completed%00": "status must be",
+        "/admin?q=" + "x" * 5000: "at most 100", "/admin?q=%F0%9F%98%80" * 30: "at most 100",
+        "/admin/orders?to=9999-12-31": "to must be a day from", "/admin/orders?offset=%C2%B2": "offset must be",
+        "/admin/orders?status=completed": "status must be one of open, paid",
+        "/admin/webhooks?offset=%C2%B2": "offset must be", "/admin/webhooks?state=%00": "state must be",
+        "/admin/webhooks?q=" + "y" * 101: "at most 100",
+    }
+    for path, says in refused.items():
+        html = await page(running, path, status=400)
+        assert says in html, (path, html[:300])
+    for path in ("/admin/payments.csv?to=9999-12-31", "/admin/payments.csv?from=0001-01-01",
+                 "/admin/payments.csv?from=2026-13-45", "/admin/payments.csv?q=" + "z" * 200):
+        resp = await running.client.get(path, headers=basic(TOKEN))
+        assert resp.status == 400, path  # refused before a byte of CSV: not a 200 cut short
+    fine = ("/admin?q=%00", "/admin?q=%ED%A0%80", "/admin?q=%F0%9F%98%80", "/admin?q=%E2%80%AE%00%0A",
+            "/admin?offset=999999999", "/admin?offset=0000", "/admin?from=2000-01-01&to=2999-12-31",
+            "/admin?status=COMPLETED", "/admin?q=&status=&from=&to=&offset=", "/admin?q=a&q=b&offset=1&offset=x",
+            "/admin?nonsense=1", "/admin/orders?q=%00&offset=999999999", "/admin/webhooks?q=%ED%A0%80",
+            "/admin/webhooks?offset=999999999")
+    for path in fine:
+        html = await page(running, path)
+        assert "<h1>" in html, path
+    for path, first in (("/admin?offset=999999999", "/admin?"), ("/admin/orders?q=INV&offset=999999999",
+                                                                  "/admin/orders?q=INV"),
+                        ("/admin/webhooks?offset=999999999", "/admin/webhooks?")):
+        html = await page(running, path)  # past the end: an empty page, and the way back to the first
+        assert "<p>None.</p>" in html and f'<a href="{first}" rel="first">First page</a>' in html, path
+    html = await page(running, "/admin?from=2000-01-01&to=2999-12-31")
+    assert all(made[k] in html for k in ("paid", "cancelled", "ordered"))
+    for path in ("/admin/payments/%00", "/admin/payments/" + "x" * 3000, "/admin/payments/%ED%A0%80",
+                 "/admin/orders/%00", "/admin/orders/" + "o" * 3000, "/admin/webhooks/%ED%A0%80",
+                 "/admin/webhooks/..%2F..%2Fadmin"):
+        await page(running, path, status=404)
+    resp = await running.client.get("/admin/api/webhooks/%00", headers=basic(TOKEN))
+    assert resp.status == 404 and (await resp.json())["success"] is False
+    origin = str(running.client.make_url("")).rstrip("/")
+    for token in ("\u00b2.abc", "\u0661\u0662.abc", "9" * 13 + ".x", "", ".", "1.", "-1.x"):
+        resp = await running.client.post("/admin/webhooks/evt_x/resend", data={"form_token": token},
+                                         headers={**basic(TOKEN), "Origin": origin}, allow_redirects=False)
+        assert resp.status == 403, token
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_pages_are_bounded_and_paged(start_app):
+    running = await admin_app(start_app)
+    made = []
+    for i in range(53):  # waiting customers: each push stays pending
+        pushed = await running.push(f"2547123460{i:02d}", 10 + i)
+        assert pushed["http"] == 200, pushed
+        made.append(pushed["checkoutRequestId"])
+    html = await page(running, "/admin")
+    assert html.count('data-label="Payment"') == 50 and "1–50 of 53" in html
+    assert made[-1] in html and made[0] not in html  # newest first
+    older = re.search(r'href="/admin\?offset=(\d+)" rel="next"', html)
+    assert older is not None and older.group(1) == "50"
+    html = await page(running, "/admin?offset=50")
+    assert html.count('data-label="Payment"') == 3 and "51–53 of 53" in html and 'rel="next"' not in html
+    assert made[0] in html and 'href="/admin?offset=0" rel="prev"' in html
+    html = await page(running, "/admin?status=pending&offset=50")
+    assert 'href="/admin?status=pending&amp;offset=0" rel="prev"' in html  # the filters are kept
+
+
+async def test_the_password_is_compared_in_constant_time(start_app, monkeypatch):
+    """Through hmac.compare_digest, on digests of one length: neither where the first wrong byte is
+    nor how long the token is shows in the time a refusal takes."""
+    compared: list[tuple[int, int]] = []
+    real = hmac.compare_digest
+
+    def recording(a: Any, b: Any) -> bool:
+        compared.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr("web.admin.hmac.compare_digest", recording)
+    running = await admin_app(start_app)
+    for password, status in (("x", 401), (TOKEN[:-1], 401), (TOKEN + "x" * 100, 401), (TOKEN, 200)):
+        compared.clear()
+        resp = await running.client.get("/admin", headers=basic(password))
+        assert resp.status == status
+        assert compared and compared[0] == (32, 32), password
+
+
+def test_wrong_passwords_are_counted_per_address_and_per_ipv6_64():
+    from aiohttp.test_utils import make_mocked_request
+
+    from web.admin import client_key
+
+    def key(address: str) -> str:
+        transport = mock.Mock()
+        transport.get_extra_info.return_value = (address, 4000, 0, 0)
+        return client_key(make_mocked_request("GET", "/admin", transport=transport))
+
+    assert key("203.0.113.7") == "203.0.113.7" != key("203.0.113.8")
+    assert key("2001:db8:1:2:aaaa::1") == key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
+    assert key("::ffff:203.0.113.7") == "203.0.113.7"
+
+
+async def test_a_csv_export_whose_query_fails_is_a_clean_error_not_a_cut_off_download(start_app, monkeypatch, caplog):
+    """The header and the first rows are read before the answer starts: a database error is a plain
+    500, not a "200 OK" download that stops short (which a spreadsheet would open as complete)."""
+    import sqlite3
+
+    async def failing(store: Any, filters: Any) -> Any:
+        yield "checkout_request_id,created_at\r\n"
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr("web.admin.payments_csv", failing)
+    running = await admin_app(start_app)
+    resp = await running.client.get("/admin/payments.csv", headers=basic(TOKEN))
+    assert resp.status == 500
+    assert (await resp.json())["message"] == "Internal server error"
+    assert "Content-Disposition" not in resp.headers

@@ -33,7 +33,7 @@ from tests.gateway.test_restart_durability import gateway_env, start_server, sto
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def payments_cli(database_url: str | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def payments_cli(database_url: str | None, *args: str | bytes, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     if database_url is not None:
         base["DATABASE_URL"] = database_url
@@ -72,6 +72,9 @@ async def test_list_searches_filters_and_totals_per_day(start_app):
     day = today().isoformat()
     assert await ids("--from", day, "--to", day) == {made["paid"], made["cancelled"], made["ordered"]}
     assert await ids("--to", "2000-01-01") == set()
+    for literal in ("%", "_", "SHOP_7", "' OR '1'='1"):  # wildcards and quotes are text to look for
+        assert await ids("-q", literal) == set(), literal
+    assert await ids("-q", "HOP-7") == {made["paid"]}
     body = await cli_json(running, "list", "--limit", "2")
     assert (body["total"], len(body["payments"])) == (3, 2)
     stored = await running.payments.get(made["cancelled"])
@@ -225,3 +228,45 @@ def test_bad_arguments_and_a_missing_database_are_refused_clearly(tmp_path):
     assert done.returncode == 2 and "No database" in done.stderr
     done = payments_cli(url, "list")
     assert (done.returncode, done.stdout) == (0, "No payments.\n")
+
+
+def test_absurd_arguments_are_refused_or_answered_never_a_traceback(tmp_path):
+    database = tmp_path / "db.sqlite3"
+    created = subprocess.run([sys.executable, "-c", "import asyncio, sys; from gateway.storage import "
+                              "SqliteTransactionStore as S; s = S(sys.argv[1]); asyncio.run(s.open()); "
+                              "asyncio.run(s.close())", str(database)], cwd=ROOT, capture_output=True, timeout=30)
+    assert created.returncode == 0, created.stderr
+    url = f"sqlite:///{database}"
+    refused = [
+        (("list", "--offset", "99999999999999999999"), "a whole number from 0 to 999999999"),
+        (("webhooks", "--offset", "99999999999999999999"), "a whole number from 0 to 999999999"),
+        (("list", "--offset", "\u00b2"), "a whole number"), (("list", "--limit", "\u0661\u0660"), "a whole number"),
+        (("list", "--to", "9999-12-31"), "--to: to must be a day from 2000-01-01 to 2999-12-31"),
+        (("list", "--from", "0001-01-01"), "--from: from must be a day from"),
+        (("totals", "--to", "9999-12-31"), "to must be a day from"),
+        (("orders", "--from", "0001-01-01"), "from must be a day from"),
+        (("export", "--to", "9999-12-31"), "to must be a day from"),
+        (("list", "--from", "\u0662\u0660\u0662\u0666-01-01"), "from must be a day written YYYY-MM-DD"),
+        (("list", "-q", "x" * 101), "at most 100 characters"),
+        (("export", "-o", str(tmp_path / "no" / "such" / "dir.csv")), "-o: cannot write"),
+    ]
+    for args, says in refused:
+        done = payments_cli(url, *args)
+        assert (done.returncode, says in done.stderr, "Traceback" in done.stderr) == (2, True, False), (
+            args, done.stderr)
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("not a database\n" * 100)
+    done = payments_cli(f"sqlite:///{not_a_database}", "list")
+    assert done.returncode == 2 and "cannot be read as the gateway's database" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    # Bytes a terminal could not decode, and ids of any length: not found, said briefly.
+    for args, code, says in (((b"list", b"-q", b"\xff\xfe07"), 0, "No payments."),
+                             ((b"show", b"\xff"), 1, "No payment, order or webhook event"),
+                             ((b"show", b"evt_\xff"), 1, "No webhook event"),
+                             ((b"resend", b"\xff"), 1, "No webhook event"),
+                             (("show", "x" * 5000), 1, "No payment, order or webhook event"),
+                             (("show", "ord_" + "x" * 5000), 1, "No order"),
+                             (("resend", "evt_" + "x" * 5000), 1, "No webhook event")):
+        done = payments_cli(url, *args)
+        assert (done.returncode, says in done.stdout) == (code, True), (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stdout) < 300, args

@@ -14,6 +14,7 @@ import logging
 import runpy
 import sqlite3
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -539,3 +540,200 @@ async def test_the_readmes_node_verification_accepts_a_real_delivery_and_rejects
                                    input=stdin, capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [want for *_, want in cases]
+
+
+# -- a receiver that misbehaves, and a URL that must not leak ------------------------------------
+
+async def test_a_redirect_is_an_answer_not_a_new_address(start_app, aiohttp_server):
+    """A 3xx is recorded and tried again later at the same URL: the event (and its signature) is
+    never sent wherever a Location header says."""
+    elsewhere: list[bytes] = []
+    answers = [307, 301, 200]
+
+    async def hooks(request: web.Request) -> web.Response:
+        status = answers.pop(0)
+        location = "/elsewhere" if status == 307 else "http://127.0.0.2:9/elsewhere"
+        return web.Response(status=status, headers={"Location": location} if status < 400 and status != 200 else {})
+
+    async def other(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.Response(text="thanks")
+
+    app = web.Application()
+    app.router.add_post("/hooks/shop", hooks)
+    app.router.add_post("/elsewhere", other)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    running = await start_app(MERCHANT_WEBHOOK_URL=str(server.make_url("/hooks/shop")), MERCHANT_WEBHOOK_SECRET=SECRET,
+                              WEBHOOK_TIMEOUT_SECONDS="1")
+    await running.push("0700000000", 100)
+    await eventually(lambda: _first_state_is(running, "delivered"), 8, "delivered at the third attempt")
+    [event] = await events(running)
+    tried = await attempts(running, event["event_id"])
+    assert [(a["status"], a["error"]) for a in tried] == [(307, "HTTP 307"), (301, "HTTP 301"), (200, None)]
+    assert elsewhere == []
+
+
+async def _first_state_is(running: Any, state: str) -> bool:
+    found = await events(running)
+    return bool(found) and found[0]["state"] == state
+
+
+async def test_an_endless_answer_is_not_read(start_app, aiohttp_server):
+    """A receiver cannot hold a delivery or fill the gateway's memory with its answer: of a refusal
+    only the first ERROR_CAP bytes are read, of a 2xx nothing; both are over at once."""
+    statuses = [500, 200]
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=statuses.pop(0), headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:  # until the gateway hangs up
+                await response.write(b"<flood>" * 10_000)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hooks/shop", endless)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    running = await start_app(MERCHANT_WEBHOOK_URL=str(server.make_url("/hooks/shop")), MERCHANT_WEBHOOK_SECRET=SECRET,
+                              WEBHOOK_TIMEOUT_SECONDS="3")
+    await running.push("0700000000", 100)
+    await eventually(lambda: _first_state_is(running, "delivered"), 10, "delivered at the second attempt")
+    [event] = await events(running)
+    refused, delivered = await attempts(running, event["event_id"])
+    assert refused["status"] == 500 and refused["error"].startswith("HTTP 500: <flood><flood>")
+    assert len(refused["error"]) <= 300
+    assert (delivered["status"], delivered["error"]) == (200, None)
+    assert refused["duration_ms"] < 1500 and delivered["duration_ms"] < 1500  # not the 3 s time-out
+
+
+async def test_the_receiver_cannot_set_cookies_for_later_deliveries(start_app, aiohttp_server):
+    seen: list[dict[str, str]] = []
+
+    async def hooks(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        answer = web.Response(status=500 if len(seen) == 1 else 200, text="no")
+        answer.set_cookie("session", "x" * 3000)
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/hooks/shop", hooks)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    # By name: a cookie jar would keep a cookie from a host name (it ignores those of bare IP addresses).
+    running = await start_app(MERCHANT_WEBHOOK_URL=f"http://localhost:{server.port}/hooks/shop",
+                              MERCHANT_WEBHOOK_SECRET=SECRET, WEBHOOK_TIMEOUT_SECONDS="1")
+    await running.push("0700000000", 100)
+    await running.push("0700000002", 100)
+    await eventually(lambda: len(seen) >= 3, 8, "three deliveries")
+    assert all("Cookie" not in headers for headers in seen)
+
+
+async def test_the_urls_password_path_and_query_stay_out_of_logs_and_the_outbox(start_app, aiohttp_server, caplog):
+    """A shop may put a password in MERCHANT_WEBHOOK_URL (aiohttp sends it as Basic auth) or a token
+    in its path or query. Logs and the attempts the operator sees name the scheme, host and port only;
+    a receiver's answer is kept on one line (it cannot forge log lines)."""
+    caplog.set_level(logging.DEBUG)
+    password, path_token, query_token = "pw-Zq8Xv3Lr5Tn2", "hook-Kd93jfQm27xLp0", "qk-Wm4Ns8Rt2Yb6"
+    received: list[dict[str, str]] = []
+
+    async def hooks(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        if len(received) == 1:
+            return web.Response(status=500, text="no\nCRITICAL forged log line\r\n\x1b[2J\u2028done")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post(f"/hooks/{path_token}", hooks)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    url = f"http://shop:{password}@127.0.0.1:{server.port}/hooks/{path_token}?key={query_token}"
+    running = await start_app(MERCHANT_WEBHOOK_URL=url, MERCHANT_WEBHOOK_SECRET=SECRET, WEBHOOK_TIMEOUT_SECONDS="1")
+    await running.push("0700000000", 100)
+    await eventually(lambda: _first_state_is(running, "delivered"), 8, "delivered")
+    assert received[0]["Authorization"] == "Basic " + base64.b64encode(f"shop:{password}".encode()).decode()
+    [event] = await events(running)
+    tried = await attempts(running, event["event_id"])
+    assert tried[0]["error"] == "HTTP 500: no CRITICAL forged log line [2J done"
+    stored = json.dumps([event, *tried])
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")  # (the receiver's)
+    for secret in (password, path_token, query_token, SECRET):
+        assert secret not in logged and secret not in stored, secret
+    webhook_lines = [r.getMessage() for r in caplog.records if r.name == "gateway.webhooks"]
+    assert any(f"to http://127.0.0.1:{server.port} failed" in line for line in webhook_lines), webhook_lines
+    assert all("\n" not in line and "\x1b" not in line for line in webhook_lines)
+
+
+def test_a_webhook_url_that_is_the_gateway_itself_is_refused_at_start(tmp_path):
+    """Sent to itself, every event would come back as a malformed callback or a refused request,
+    retried for days, and the shop would hear of nothing: a configuration error instead."""
+    from gateway.config import ConfigError
+    from run import build_app, load
+    from tests.conftest import app_env
+
+    port = free_port()
+    for url in (f"http://127.0.0.1:{port}/hooks", f"http://localhost:{port}/", f"http://[::1]:{port}/x",
+                f"http://0.0.0.0:{port}/x", f"http://127.0.0.1:{port}/mpesa/callback"):
+        env = app_env(tmp_path, PORT=str(port), MERCHANT_WEBHOOK_URL=url, MERCHANT_WEBHOOK_SECRET=SECRET)
+        with pytest.raises(ConfigError, match="is this gateway itself"):
+            build_app(*load(env))
+    env = app_env(tmp_path, CALLBACK_URL="https://pay.example.com/mpesa/callback/k3y",
+                  MERCHANT_WEBHOOK_URL="https://pay.example.com/mpesa/callback/k3y", MERCHANT_WEBHOOK_SECRET=SECRET)
+    with pytest.raises(ConfigError, match="is this gateway itself"):
+        build_app(*load(env))
+    # Another port of this machine, or another path of the same public host, is the shop's.
+    for url in (f"http://127.0.0.1:{free_port()}/hooks", "https://pay.example.com/shop/hooks"):
+        build_app(*load(app_env(tmp_path, PORT=str(port), CALLBACK_URL="https://pay.example.com/mpesa/callback/k3y",
+                                MERCHANT_WEBHOOK_URL=url, MERCHANT_WEBHOOK_SECRET=SECRET)))
+
+    env = {**gateway_env(tmp_path), "MERCHANT_WEBHOOK_SECRET": SECRET}
+    env["MERCHANT_WEBHOOK_URL"] = f"http://localhost:{env['PORT']}/hooks"
+    done = subprocess.run([sys.executable, "run.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"Configuration error: MERCHANT_WEBHOOK_URL (http://localhost:{env['PORT']}/…) is "
+                                   "this gateway itself: set it to the shop's backend, which receives the events")
+
+
+async def test_by_default_an_event_is_retried_for_three_days_backing_off_to_an_hour(tmp_path, receiver):
+    """The default WEBHOOK_RETRY_SECONDS is at least a day (three): with a receiver that always
+    refuses, attempts come 5 s, 10 s, 20 s … apart, then hourly, the last one exactly when the window
+    closes; then the event is failed. (A clock of the test's own: three days in a moment.)"""
+    import aiohttp
+
+    from gateway.config import load_settings
+    from gateway.webhooks import Deliveries, write_event
+
+    receiver.default = 503
+    settings = load_settings({"MERCHANT_WEBHOOK_URL": receiver.url, "MERCHANT_WEBHOOK_SECRET": SECRET})
+    assert settings.webhook_retry_for == 3 * 86_400 >= 86_400
+    assert settings.webhook_timeout == 10
+    store = SqliteTransactionStore(tmp_path / "outbox.sqlite3")
+    await store.open()
+    now = [1_795_670_446.0]
+    try:
+        async with store.transaction() as t:
+            event_id = await write_event(t, "payment.completed", {"checkoutRequestId": "ws_CO_1"}, now[0])
+        created = now[0]
+        async with aiohttp.ClientSession() as session:
+            worker = Deliveries(store, settings, session, clock=lambda: now[0])
+            tried_at: list[float] = []
+            while True:
+                row = await store.fetch_one("SELECT state, next_attempt_at FROM webhook_events WHERE event_id = ?",
+                                            (event_id,))
+                if row["state"] != "pending":
+                    break
+                now[0] = max(now[0], row["next_attempt_at"])
+                assert await worker.deliver_due() == 1
+                await asyncio.gather(*list(worker._in_flight.values()))
+                tried_at.append(now[0] - created)
+                assert len(tried_at) < 200
+        row = await store.fetch_one("SELECT state, attempts, last_status FROM webhook_events WHERE event_id = ?",
+                                    (event_id,))
+    finally:
+        await store.close()
+    assert (row["state"], row["attempts"], row["last_status"]) == ("failed", len(tried_at), 503)
+    assert len(receiver.deliveries) == len(tried_at)
+    gaps = [round(b - a, 3) for a, b in zip(tried_at, tried_at[1:], strict=False)]
+    assert gaps[:11] == [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600]
+    assert set(gaps[11:-1]) == {3600} and 0 < gaps[-1] <= 3600
+    assert tried_at[0] == 0 and tried_at[-1] == 3 * 86_400  # the last attempt when the window closes
+    assert sum(1 for t in tried_at if t > 86_400) > 40  # still trying on the second and third days
+    assert all(signature_ok(d, tolerance=10**9) for d in receiver.deliveries)
