@@ -85,9 +85,16 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/health", health),
         app.router.add_get("/stkpush/{checkout_request_id}/events", stk_events),
     ]
+    # A pay page served from FRONTEND_URL: it sends Idempotency-Key and reads Retry-After (429s).
+    # /orders is not here: the shop's backend calls it, never a browser.
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
-        allow_headers=("Content-Type",), allow_methods=("GET", "POST"), max_age=600)})
+        allow_headers=("Content-Type", "Idempotency-Key"), expose_headers=("Retry-After", "Idempotent-Replayed"),
+        allow_methods=("GET", "POST"), max_age=600)})
     for route in api:
+        cors.add(route)
+    browser_routes = [route for resource in app.router.resources()  # the order routes (gateway/orders.py)
+                      if resource.canonical.startswith(("/checkout/", "/catalogue")) for route in resource]
+    for route in browser_routes:
         cors.add(route)
     return app
 

@@ -101,6 +101,27 @@ async def test_json_apis_accept_the_sites_own_origin_and_the_front_end(start_app
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
 
 
+async def test_a_pay_page_on_the_front_end_may_send_idempotency_keys_and_read_retry_after(start_app):
+    running = await start_app(FRONTEND_URL="https://shop.example.com")
+    for path, method in (("/stkpush", "POST"), ("/catalogue/orders", "POST"), ("/catalogue", "GET"),
+                         ("/checkout/ord_x", "GET"), ("/checkout/ord_x/status", "POST"),
+                         ("/checkout/ord_x/events", "GET")):
+        preflight = await running.client.options(path, headers={
+            "Origin": "https://shop.example.com", "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "content-type, idempotency-key"})
+        assert preflight.status == 200, path
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example.com", path
+        assert "IDEMPOTENCY-KEY" in preflight.headers["Access-Control-Allow-Headers"].upper(), path
+    resp = await running.client.post("/stkpush", json={"phone": "0700000000", "amount": 10},
+                                     headers={"Origin": "https://shop.example.com", "Idempotency-Key": "k-1"})
+    assert resp.status == 200
+    assert "RETRY-AFTER" in resp.headers["Access-Control-Expose-Headers"].upper()
+    # The shop's own backend calls /orders with its API key: no browser may, from any origin.
+    refused = await running.client.options("/orders", headers={
+        "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+
 async def test_live_update_streams_are_capped_per_client(start_app):
     running = await start_app(STREAM_LIMIT_PER_CLIENT="2")
     cid = (await running.push(INTERACTIVE, 10))["checkoutRequestId"]
