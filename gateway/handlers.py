@@ -55,9 +55,29 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def loads_json(raw: bytes | str) -> Any:
-    """JSON as the standard defines it: no NaN or Infinity, no number too big for a float."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+class DuplicateField(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f'Request body has the field "{name[:40]}" more than once')
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose fields are each named once: {"amount": 1, "amount": 200} means two things,
+    and a proxy or a log that reads the first would disagree with us reading the last."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateField(name)
+            seen.add(name)
+    return body
+
+
+def loads_json(raw: bytes | str, *, unique_fields: bool = False) -> Any:
+    """JSON as the standard defines it: no NaN or Infinity, no number too big for a float; with
+    `unique_fields`, no object naming a field twice (`DuplicateField`)."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float,
+                      object_pairs_hook=_unique_fields if unique_fields else None)
 
 
 def _origin_allowed(request: web.Request, settings: Settings) -> bool:
@@ -92,7 +112,9 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     check_json_request(request)
     raw = await read_body(request)  # read once: an idempotency check before may have read it already
     try:
-        body = loads_json(raw)
+        body = loads_json(raw, unique_fields=True)
+    except DuplicateField as exc:
+        raise BadRequest(str(exc)) from None
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadRequest("Request body must be valid JSON") from None
     if not isinstance(body, dict):

@@ -361,3 +361,26 @@ async def test_absurd_amounts_on_stkpush_are_a_clean_400(running, data):
     resp = await running.client.post("/stkpush", data=data, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert running.sim.prompts == {}
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"phone": "0712345678", "amount": 1, "amount": 200}',
+    b'{"phone": "0712345678", "phone": "0799999999", "amount": 10}',
+    b'{"phone": "0712345678", "amount": 10, "description": {"x": 1, "x": 2}}',
+])
+async def test_a_field_named_twice_is_refused_not_guessed(running, raw):
+    """Readers disagree on which of two same-named fields counts (first or last): refuse both."""
+    resp = await running.client.post("/stkpush", data=raw, headers={"Content-Type": "application/json"})
+    body = await resp.json()
+    assert resp.status == 400 and "more than once" in body["message"], body
+    assert running.sim.prompts == {}
+
+
+async def test_a_field_named_twice_in_an_order_is_refused(start_app):
+    running = await start_app(SHOP_API_KEY="k" * 32)
+    resp = await running.client.post(
+        "/orders", data=b'{"reference": "INV-1", "amount": 100, "amount": 1}',
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + "k" * 32})
+    assert resp.status == 400 and "more than once" in (await resp.json())["message"]
+    row = await running.payments.store.fetch_one("SELECT COUNT(*) FROM orders")
+    assert row is not None and row[0] == 0
