@@ -6,6 +6,7 @@ The messages here are part of the public contract (clients match on them); keep 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +54,22 @@ def parse_amount(raw: Any, max_amount: int) -> int:
     return value
 
 
+# Invisible characters that change how the text around them reads (bidi overrides, zero-width
+# spaces, the BOM, …: Unicode's "format" category) and line or paragraph separators: refused in
+# what the customer reads on the page and the phone, and the shop searches for. Joiners stay:
+# emoji sequences and some scripts need them.
+_JOINERS = frozenset("\u200c\u200d")
+_HIDDEN = frozenset(("Cf", "Co", "Zl", "Zp"))
+
+
 def is_clean_text(text: str) -> bool:
     """Text that can be stored and sent as UTF-8, without control characters."""
     return encodable(text) and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def is_visible_text(text: str) -> bool:
+    """No invisible formatting (a right-to-left override would show "INV-1042" as something else)."""
+    return not any(unicodedata.category(c) in _HIDDEN and c not in _JOINERS for c in text)
 
 
 def _optional_text(body: dict[str, Any], name: str, default: str, limit: int) -> str:
@@ -64,7 +78,7 @@ def _optional_text(body: dict[str, Any], name: str, default: str, limit: int) ->
         return default
     if not isinstance(value, str):
         raise CheckoutError(f"{name} must be a string", name)
-    if not is_clean_text(value):
+    if not is_clean_text(value) or not is_visible_text(value):
         raise CheckoutError(f"{name} has characters that cannot be sent to M-Pesa", name)
     # Daraja's limits: trimmed rather than rejected, so a long cart reference still pays.
     return trim(value, limit) or default

@@ -29,7 +29,6 @@ import logging
 import re
 import secrets
 import sqlite3
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .catalogue import MAX_NAME, MAX_QUANTITY, catalogue_by_id, load_catalogue
-from .checkout import Checkout, CheckoutError, is_clean_text, mask_phone, normalise_phone, parse_amount
+from .checkout import Checkout, CheckoutError, is_clean_text, is_visible_text, mask_phone, normalise_phone, parse_amount
 from .clients import client_address
 from .config import Settings
 from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
@@ -57,12 +56,6 @@ MAX_REFERENCE = 64
 MAX_DESCRIPTION = 200
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 5  # metadata itself is level 1: {"customer": {"address": {...}}} is 3
-# Invisible characters that change how the text around them reads (bidi overrides, zero-width
-# spaces, the BOM, …: Unicode's "format" category) and line or paragraph separators: refused in
-# what the customer reads on the page and the phone, and the shop searches for. Joiners stay:
-# emoji sequences and some scripts need them.
-_JOINERS = frozenset("\u200c\u200d")
-_HIDDEN = frozenset(("Cf", "Co", "Zl", "Zp"))
 ORDER_FIELDS = ("items", "amount", "reference", "description", "metadata", "currency")
 LINE_FIELDS = ("name", "quantity", "unitPrice")
 DEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read out over the phone
@@ -129,14 +122,9 @@ def _text(body: Mapping[str, Any], name: str, longest: int, *, required: bool, l
     if not isinstance(raw, str) or not 0 < len(raw.strip()) <= longest:
         need = f"1 to {longest} characters" if required else f"at most {longest} characters"
         raise CheckoutError(f"{label} must be text of {need}", label)
-    if not is_clean_text(raw) or not _visible(raw):
+    if not is_clean_text(raw) or not is_visible_text(raw):
         raise CheckoutError(f"{label} has characters that cannot be stored or sent to M-Pesa", label)
     return raw.strip()
-
-
-def _visible(text: str) -> bool:
-    """No invisible formatting (a right-to-left override would show "INV-1042" as something else)."""
-    return not any(unicodedata.category(c) in _HIDDEN and c not in _JOINERS for c in text)
 
 
 def _unknown(body: Mapping[str, Any], allowed: tuple[str, ...], where: str, hint: str) -> None:

@@ -384,3 +384,18 @@ async def test_a_field_named_twice_in_an_order_is_refused(start_app):
     assert resp.status == 400 and "more than once" in (await resp.json())["message"]
     row = await running.payments.store.fetch_one("SELECT COUNT(*) FROM orders")
     assert row is not None and row[0] == 0
+
+
+@pytest.mark.parametrize("text", ["INV\u202e2401", "INV\u200b1042", "\ufeffINV-1", "A\u2028B"])
+@pytest.mark.parametrize("field", ["accountReference", "description"])
+async def test_free_amount_text_with_invisible_formatting_is_refused(running, field, text):
+    """A right-to-left override or a zero-width space makes a reference read as another one."""
+    resp = await running.client.post("/stkpush", json={"phone": "0712345678", "amount": 10, field: text})
+    assert (resp.status, (await resp.json())["field"]) == (400, field)
+    assert running.sim.prompts == {}
+
+
+async def test_emoji_sequences_with_joiners_are_still_accepted(running):
+    resp = await running.client.post("/stkpush", json={"phone": "0700000000", "amount": 10,
+                                                       "description": "Family \U0001F468\u200d\U0001F469"})
+    assert resp.status == 200
