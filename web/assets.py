@@ -7,8 +7,14 @@ At start the files of web/static are copied into a directory of this process, wh
 - every text file gets a gzip sibling (`site.css.gz`), which aiohttp's file response sends to
   browsers that accept gzip (`Content-Encoding: gzip`, `Vary: Accept-Encoding`).
 Templates link files with `static_url("css/site.css")` (aiohttp's `url_for` with
-`append_version`): `?v=` + the SHA-256 of the served content. A versioned URL is cached for a year
-(`immutable`: a new content is a new URL); an unversioned one is revalidated every time (ETag).
+`append_version`): `?v=` + the SHA-256 of the served content. A URL whose `v` is that hash is cached
+for a year (`immutable`: a new content is a new URL); any other (no `v`, an old or a made-up one) is
+revalidated every time (ETag), so that a junk or stale `v` never pins today's content for a year.
+
+Only the files of the build are served, looked up by their exact name: a path that is not one of
+them (`..`, a name too long for the file system, a directory, a `.gz` sibling) is a 404 and never
+reaches the file system. The gzip sibling goes only to a client that accepts gzip (`gzip;q=0` is a
+refusal), and both variants carry `Vary: Accept-Encoding`.
 Edits to web/static take effect at the next start.
 """
 
@@ -21,7 +27,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from yarl import URL
 
 from .keys import STATIC_BUILD
 
@@ -44,6 +51,9 @@ class StaticBuild:
         self.directory = Path(self._dir.name)
         self.resource: web.StaticResource | None = None
         self._urls: dict[str, str] = {}
+        self.files: dict[str, Path] = {}  # every served name ("css/site.css") → its file in the copy
+        self.versions: dict[str, str] = {}  # its `v` (the SHA-256 of its content, as url_for writes it)
+        self.compressed: set[str] = set()  # the names with a gzip sibling
 
     def url(self, name: str) -> str:
         """The versioned URL of a file, e.g. "/static/js/format.js?v=…"."""
@@ -62,6 +72,13 @@ class StaticBuild:
             self._copy(name, done, ())
         for name in names:
             self._compress(name)
+            self.files[name] = self.directory / name
+            self.versions[name] = URL(self.url(name)).query.get(web.StaticResource.VERSION_KEY, "")
+
+    def version_matches(self, name: str, version: str | None) -> bool:
+        """Whether `?v=version` is the current content's hash (only then is it cached for a year)."""
+        expected = self.versions.get(name)
+        return bool(expected) and version == expected
 
     def _copy(self, name: str, done: set[str], chain: tuple[str, ...]) -> None:
         if name in done:
@@ -100,9 +117,63 @@ class StaticBuild:
         sibling = target.with_name(target.name + ".gz")
         sibling.write_bytes(packed)
         shutil.copystat(target, sibling)
+        self.compressed.add(name)
 
     def cleanup(self) -> None:
         self._dir.cleanup()
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110 12.5.3): `gzip` or `x-gzip` with a
+    weight above 0, or else `*` with a weight above 0. `gzip;q=0` refuses it; no header is identity."""
+    named: float | None = None
+    star: float | None = None
+    for part in header.lower().split(","):
+        coding, *params = (piece.strip() for piece in part.split(";"))
+        weight = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0
+        if weight != weight:  # NaN
+            weight = 0.0
+        if coding in ("gzip", "x-gzip"):
+            named = weight if named is None else max(named, weight)
+        elif coding == "*":
+            star = weight
+    if named is not None:
+        return named > 0
+    return star is not None and star > 0
+
+
+class _BuiltFile(web.FileResponse):
+    """A file of the build; its gzip sibling only when the client accepts gzip (aiohttp on its own
+    looks for the word "gzip" anywhere in Accept-Encoding, so `gzip;q=0` would get it)."""
+
+    def __init__(self, path: Path, *, gzip_ok: bool) -> None:
+        super().__init__(path)
+        self._gzip_ok = gzip_ok
+
+    def _get_file_path_stat_encoding(self, accept_encoding: str) -> tuple[Path | None, os.stat_result, str | None]:
+        return super()._get_file_path_stat_encoding("gzip" if self._gzip_ok else "")
+
+
+class _StaticFiles(web.StaticResource):
+    """aiohttp's static resource (its `url_for` writes the versioned URLs), serving the build's
+    files only, by exact name: nothing else under the prefix reaches the file system."""
+
+    def __init__(self, prefix: str, build: StaticBuild, *, name: str) -> None:
+        super().__init__(prefix, build.directory, name=name, append_version=True)
+        self.build = build
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = self.build.files.get(request.match_info["filename"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return _BuiltFile(path, gzip_ok=accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")))
 
 
 async def _cache_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -110,15 +181,24 @@ async def _cache_headers(request: web.Request, response: web.StreamResponse) -> 
     if build is None or response.status not in (200, 206, 304):
         return
     if request.match_info.route.resource is build.resource:
-        response.headers["Cache-Control"] = LONG_CACHE if "v" in request.query else SHORT_CACHE
+        name = request.match_info.get("filename", "")
+        fresh = build.version_matches(name, request.query.get(web.StaticResource.VERSION_KEY))
+        response.headers[hdrs.CACHE_CONTROL] = LONG_CACHE if fresh else SHORT_CACHE
+        if name in build.compressed and hdrs.VARY not in response.headers:
+            response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING  # the identity answer varies too
 
 
 def setup_static(app: web.Application, source: Path, prefix: str = "/static/") -> StaticBuild:
     """Serve `source` at `prefix` as above; templates get the `static_url` of a file from
     `app[STATIC_BUILD].url`."""
+    # The two overrides above are of aiohttp's internals (3.14): refuse to start rather than serve
+    # the files some other way after an upgrade renames them (tests/browser pins both behaviours).
+    for cls, method in ((web.StaticResource, "_handle"), (web.FileResponse, "_get_file_path_stat_encoding")):
+        if not callable(getattr(cls, method, None)):
+            raise RuntimeError(f"aiohttp's {cls.__name__}.{method} is gone: web/assets.py needs updating")
     build = StaticBuild(source)
-    resource = app.router.add_static(prefix, build.directory, name="static", append_version=True)
-    assert isinstance(resource, web.StaticResource)
+    resource = _StaticFiles(prefix.rstrip("/"), build, name="static")
+    app.router.register_resource(resource)
     build.resource = resource
     build.build()
     app[STATIC_BUILD] = build

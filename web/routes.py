@@ -25,7 +25,10 @@ ORDER_ID = re.compile(r"ord_[A-Za-z0-9_-]{1,64}")
 
 
 def nobreak(text: Any) -> Markup:
-    """Text with every "M-Pesa" kept on one line (it must never break at its hyphen)."""
+    """Text with every "M-Pesa" kept on one line (it must never break at its hyphen); escaped first,
+    so the shop's words (item names, references) stay text. None is no text."""
+    if text is None:
+        return Markup("")
     return Markup(str(escape(text)).replace("M-Pesa", '<span class="nb">M-Pesa</span>'))
 
 

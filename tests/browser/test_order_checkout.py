@@ -3,6 +3,9 @@ Chromium against the real app: orders priced on the server, the Pay button on a 
 screen, "M-Pesa" on one line, watching after the window, following an order after a reload or a
 409, Try Again only when no prompt can be paid, a no-answer in the phone's words, a next step for
 every failure, the 429 countdown, the receipt's items, and the static files compressed and cached.
+Also: the shop's words (item names, references) shown as text, never markup; absurd pay and receipt
+links answered without a 5xx; only the build's static files served, immutable only at their own
+version, gzip only to a client that accepts it.
 """
 
 from __future__ import annotations
@@ -439,3 +442,204 @@ async def test_static_files_are_versioned_compressed_and_cached(shop):
     assert resp.headers["Cache-Control"] == "public, no-cache"
     assert resp.headers["Content-Encoding"] == "gzip"
     assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+
+
+# ---- the shop's words, untrusted ----------------------------------------------------------------------
+
+MARKUP_NAME = '<img src=x onerror="window.injected=1">Kitenge <b>bold</b>'
+MARKUP_REFERENCE = '<b>INV</b>-"7"-' + "R" * 49  # 64 characters, the longest reference
+MPESA_NAME = "M-Pesa float top-up for the stall"
+LONG_NAME = "K" * 80  # the longest name an order line may have, with nowhere to break
+
+
+async def check_no_markup(page: Any, where: str) -> None:
+    assert await page.locator(f"{where} img, {where} b").count() == 0, "the shop's text became markup"
+    assert await page.evaluate("window.injected") is None
+
+
+async def test_the_shops_words_are_shown_as_text_and_keep_m_pesa_whole(shop):
+    running, page, _ = await shop()
+    await page.set_viewport_size(PHONE_SIZE)
+    order = await create_order(running, reference=MARKUP_REFERENCE, description="<i>Two</i> M-Pesa lines",
+                               items=[{"name": MARKUP_NAME, "quantity": 1, "unitPrice": 100},
+                                      {"name": MPESA_NAME, "quantity": 1, "unitPrice": 50},
+                                      {"name": LONG_NAME, "quantity": 1, "unitPrice": 10}])
+    await page.goto(checkout_link(order))
+    await page.wait_for_selector("#order-items li")
+    names = [t.strip() for t in await page.locator("#order-items .order-line-name").all_inner_texts()]
+    assert names == [MARKUP_NAME, MPESA_NAME, LONG_NAME]
+    assert (await page.inner_text("#order-reference")).strip() == MARKUP_REFERENCE
+    await check_no_markup(page, "#order")
+    await check_mpesa_on_one_line(page)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE_SIZE["width"], "a long name"
+    await page.fill("#phone", "0700000000")
+    await page.click("#pay-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    lines = await receipt_lines(page)
+    assert [line.split(" 1 × ")[0] for line in lines] == [" ".join(MARKUP_NAME.split()), MPESA_NAME, LONG_NAME]
+    assert (await page.inner_text("#receipt-reference")).strip() == MARKUP_REFERENCE
+    await check_no_markup(page, "#receipt")
+    await check_mpesa_on_one_line(page)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE_SIZE["width"], "a long name"
+
+
+# ---- absurd addresses ----------------------------------------------------------------------------------
+
+JUNK_ORDER_IDS = ["", "junk", "ord_", "ord_" + "A" * 64, "ord_" + "A" * 3000, "%00", "%ff%fe",
+                  "<script>alert(1)</script>", "ord_x%22%3E%3Cimg%20src%3Dx%3E", "ord_a&orderId=ord_b", "é" * 500]
+
+
+@pytest.mark.parametrize("order_id", JUNK_ORDER_IDS)
+async def test_a_pay_link_with_a_junk_order_id_says_it_is_not_valid(shop, order_id):
+    running, page, errors = await shop()
+    errors.expect("status of 404")
+    response = await page.goto(f"/pay.html?orderId={order_id}")
+    assert response.status == 200
+    await page.wait_for_selector("#page-notice:not([hidden])")
+    assert (await page.inner_text("#page-notice-heading")).strip() == "This payment link is not valid"
+    assert not await page.is_visible("#pay-form")
+    assert await page.locator("#order img").count() == 0
+
+
+@pytest.mark.parametrize("query", [
+    "", "checkoutRequestId=", "checkoutRequestId=junk", "checkoutRequestId=" + "A" * 5000,
+    "checkoutRequestId=%00&paymentToken=%ff", "checkoutRequestId=%3Cimg%20src%3Dx%3E",
+    "checkoutRequestId=ws_CO_1&orderId=" + "x" * 5000, "checkoutRequestId=ws_CO_1&paymentToken=" + "x" * 5000,
+    "checkoutRequestId=a&checkoutRequestId=b",
+])
+async def test_a_receipt_link_with_junk_says_the_payment_is_not_found(shop, query):
+    running, page, errors = await shop()
+    errors.expect("status of 404")  # the page's own status: there is no such payment
+    response = await page.goto(f"/confirmation.html?{query}")
+    assert response.status == 404
+    assert (await page.inner_text("h1")).strip() == "Payment not found"
+    assert await page.locator("#not-found img").count() == 0
+
+
+async def test_a_real_receipt_with_junk_alongside_shows_no_details(shop):
+    running, page, _ = await shop()
+    order = await create_order(running, amount=40)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0700000000")
+    await page.click("#pay-button")
+    await page.wait_for_url(ORDER_RECEIPT)
+    cid = parse_qs(urlsplit(page.url).query)["checkoutRequestId"][0]
+    for junk in ("paymentToken=" + "x" * 5000, "orderId=" + "ord_" + "x" * 5000, "paymentToken=%00&orderId=%ff"):
+        response = await page.goto(f"/confirmation.html?checkoutRequestId={cid}&{junk}")
+        assert response.status == 200
+        assert await page.is_visible("#confirmation-completed")
+        assert await page.is_visible("#details-hidden")
+        assert await page.locator("#receipt-amount").count() == 0
+
+
+# ---- following a payment past the window, and after the gateway gave up ------------------------------------
+
+async def test_after_the_window_it_polls_more_slowly_and_still_finds_the_payment(shop):
+    # Without the event stream (a proxy that drops it), only the polls can bring the late success.
+    running, page, errors = await shop(CHECKOUT_POLL_TIMEOUT_SECONDS="2", SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    errors.expect("net::ERR_FAILED")
+    await page.route(re.compile(r".*/events(\?.*)?$"), lambda route: route.abort())
+    order = await create_order(running, amount=60)
+    phone = errors.watch(await open_phone(page, "254708374149"))
+    polls: list[tuple[float, str]] = []
+    page.on("request", lambda r: polls.append((asyncio.get_running_loop().time(), page_state_now[0]))
+            if r.method == "POST" and r.url.endswith("/status") else None)
+    page_state_now = ["waiting"]
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0708374149")
+    await page.click("#pay-button")
+    await wait_state(page, "watching", timeout=10_000)
+    page_state_now[0] = "watching"
+    await asyncio.sleep(6)
+    assert await page.get_attribute("#payment-status", "data-state") == "watching"
+    fast = [t for t, state in polls if state == "waiting"]
+    slow = [t for t, state in polls if state == "watching"]
+    assert len(fast) >= 3 and max(b - a for a, b in zip(fast, fast[1:], strict=False)) < 1.5
+    assert len(slow) >= 2, "it stopped asking after the window"
+    gaps = [b - a for a, b in zip(slow, slow[1:], strict=False)]
+    assert min(gaps) >= 2.0, f"not slower after the window: {gaps}"
+    await enter_pin(phone)
+    await page.wait_for_url(ORDER_RECEIPT, timeout=10_000)
+    assert await page.is_visible("#confirmation-completed")
+
+
+async def test_a_reload_after_the_gateway_gave_up_still_shows_a_late_success(shop):
+    running, page, errors = await shop(PAYMENT_TIMEOUT_SECONDS="2", SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    order = await create_order(running, amount=10)
+    phone = errors.watch(await open_phone(page, "254712345674"))
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0712345674")
+    await page.click("#pay-button")
+    assert await wait_state(page, "failed", timeout=20_000) == EXPIRED
+    await page.reload()
+    assert await wait_state(page, "failed") == EXPIRED  # read from the order: the gateway gave up
+    assert "may still come through" in await page.inner_text("#payment-next")
+    await enter_pin(phone)  # the prompt was still open after all
+    await page.wait_for_url(ORDER_RECEIPT, timeout=20_000)
+    assert "orderId=" + order["orderId"] in page.url
+    assert await page.is_visible("#confirmation-completed")
+
+
+# ---- static files: only the build's, cached for a year only at their own version ---------------------------
+
+async def test_static_files_are_cached_for_a_year_only_under_their_own_version(shop):
+    running, page, _ = await shop()
+    await page.goto("/pay.html")
+    await page.wait_for_selector("#order-items li")
+    css = await page.get_attribute("link[rel=stylesheet]", "href")
+    seen = await page.evaluate("""async (url) => {
+      const out = {};
+      for (const [name, u] of [["own", url], ["junk", url.replace(/v=[^&]+/, "v=junk")],
+                               ["empty", url.replace(/v=[^&]+/, "v=")], ["none", url.split("?")[0]]]) {
+        const r = await fetch(u, { cache: "no-store" });
+        out[name] = { status: r.status, cache: r.headers.get("cache-control"),
+                      encoding: r.headers.get("content-encoding"), vary: r.headers.get("vary"),
+                      length: (await r.text()).length };
+      }
+      return out;
+    }""", css)
+    assert seen["own"]["cache"] == "public, max-age=31536000, immutable"
+    for name in ("junk", "empty", "none"):
+        assert seen[name]["cache"] == "public, no-cache", (name, seen[name])
+    for name, answer in seen.items():
+        assert (answer["status"], answer["encoding"], answer["length"]) == (200, "gzip", seen["own"]["length"]), name
+        assert answer["vary"] == "Accept-Encoding", name
+
+
+@pytest.mark.parametrize("path", [
+    "/static/" + "a" * 300, "/static/js/" + "b" * 4000 + ".js", "/static/css/site.css/x", "/static/css/site.css.gz",
+    "/static/", "/static/css/", "/static/%2e%2e/run.py", "/static/css/..%2f..%2f..%2frun.py", "/static/%00",
+    "/static/js/nothing.js",
+])
+async def test_static_paths_that_are_not_files_of_the_build_are_404(shop, path):
+    running, page, errors = await shop()
+    errors.expect("status of 404")
+    response = await page.goto(path)
+    assert response.status == 404, path
+    resp = await running.client.head(path)
+    assert resp.status == 404, path
+
+
+async def test_static_files_honour_accept_encoding_head_and_revalidation(shop):
+    running, page, _ = await shop()
+    name = "/static/js/payment.js"
+    plain = await running.client.get(name, headers={"Accept-Encoding": "identity"})
+    body = await plain.read()
+    assert "Content-Encoding" not in plain.headers and plain.headers["Vary"] == "Accept-Encoding"
+    for refusal in ("gzip;q=0", "gzip; q=0.0, identity", "br", "*;q=0", ""):
+        resp = await running.client.get(name, headers={"Accept-Encoding": refusal}, auto_decompress=False)
+        assert "Content-Encoding" not in resp.headers, refusal
+        assert await resp.read() == body, refusal
+    for acceptance in ("gzip", "GZIP;q=0.5", "deflate, gzip;q=1.0", "x-gzip", "*", "br;q=1, gzip;q=0.1"):
+        resp = await running.client.get(name, headers={"Accept-Encoding": acceptance}, auto_decompress=False)
+        assert resp.headers.get("Content-Encoding") == "gzip", acceptance
+        assert len(await resp.read()) < len(body)
+    head = await running.client.head(name, headers={"Accept-Encoding": "gzip"})
+    assert head.status == 200 and head.headers["Content-Encoding"] == "gzip" and await head.read() == b""
+    assert head.headers["Cache-Control"] == "public, no-cache"
+    etag = head.headers["ETag"]
+    again = await running.client.get(name, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+    assert again.status == 304 and again.headers["Cache-Control"] == "public, no-cache"
+    # The identity variant has its own ETag: a gzip ETag does not validate it.
+    other = await running.client.get(name, headers={"Accept-Encoding": "identity", "If-None-Match": etag})
+    assert other.status == 200 and await other.read() == body

@@ -854,6 +854,25 @@ describe("a failure in the customer's words, with what to do next", () => {
       assert.equal(page.manager.busy, true);
     });
 
+  test("watchLate(): a page loaded after the gateway gave up follows the order quietly to a late success",
+    async (t) => {
+      const page = setup(t, {
+        orderStatus: (call, n) => reply(200, n < 2 ? { status: "failed", resultCode: "timeout", checkoutRequestId: ID }
+          : { ...COMPLETED, orderId: ORDER_ID }),
+      });
+      assert.equal(page.manager.watchLate({ orderId: ORDER_ID }), true);
+      assert.deepEqual(page.updates, [], "quiet: the failure shown stays");
+      await page.advance(15000);
+      assert.equal(page.orderPolls().length, 1);
+      assert.deepEqual(page.navigations, []);
+      await page.advance(15000);
+      assert.equal(page.updates.at(-1).state, "completed");
+      assert.equal(page.updates.at(-1).late, true);
+      assert.deepEqual(page.navigations, ["/confirmation.html?checkoutRequestId=" + ID + "&orderId=" + ORDER_ID]);
+      assert.equal(page.manager.busy, true, "no second push once the receipt is opening");
+      assert.equal(page.manager.watchLate({ orderId: ORDER_ID }), false);
+    });
+
   test("Try Again (a new pay()) ends the quiet watch of the old payment", async (t) => {
     const page = setup(t, {
       status: () => reply(200, { status: "failed", resultCode: "timeout", message: "not in time" }),

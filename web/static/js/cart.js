@@ -166,6 +166,20 @@ export function itemCountText(count) {
   return count === 1 ? "1 item" : `${count} items`;
 }
 
+/** `text` as nodes to append, with every "M-Pesa" in a span that does not wrap (class "nb"): the
+ *  pages' own words and the shop's (item names, references) alike. Text only, never markup. */
+export function noBreakNodes(text) {
+  const parts = String(text ?? "").split("M-Pesa");
+  const nodes = [parts[0]];
+  for (const part of parts.slice(1)) {
+    const keep = document.createElement("span");
+    keep.className = "nb";
+    keep.textContent = "M-Pesa";
+    nodes.push(keep, part);
+  }
+  return nodes;
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
@@ -223,7 +237,7 @@ export class CartView {
   #line(item) {
     const quantityId = `qty-${item.id}`;
     return el("li", { className: "order-line cart-line", dataset: { itemId: item.id } },
-      el("span", { className: "order-line-name" }, item.name),
+      el("span", { className: "order-line-name" }, ...noBreakNodes(item.name)),
       el("span", { className: "order-line-unit" }, `${formatKes(item.unitPrice)} each`),
       el("div", { className: "stepper", role: "group", "aria-label": `Quantity of ${item.name}` },
         el("button", { type: "button", className: "stepper-button", dataset: { action: "decrease" },
@@ -263,7 +277,7 @@ export function renderOrderLines(order, { list, totalNode, countNode = null, mor
     // An order of an amount alone: one line, its description (or reference), and the amount.
     const name = order.description || `${order.businessName || "Shop"} order`;
     list.replaceChildren(el("li", { className: "order-line order-line-single" },
-      el("span", { className: "order-line-name" }, String(name)),
+      el("span", { className: "order-line-name" }, ...noBreakNodes(name)),
       el("span", { className: "order-line-total" }, formatKes(order.amount))));
     if (moreButton) moreButton.hidden = true;
     totalNode.textContent = formatKes(order.amount);
@@ -272,7 +286,7 @@ export function renderOrderLines(order, { list, totalNode, countNode = null, mor
   }
   list.replaceChildren(...items.map((item, index) => {
     const line = el("li", { className: "order-line", dataset: { index: String(index) } },
-      el("span", { className: "order-line-name" }, String(item.name)),
+      el("span", { className: "order-line-name" }, ...noBreakNodes(item.name)),
       el("span", { className: "order-line-unit" }, `${item.quantity} × ${formatKes(item.unitPrice)}`),
       el("span", { className: "order-line-total" }, formatKes(item.total ?? item.quantity * item.unitPrice)));
     return line;

@@ -3,7 +3,7 @@
 // status region with what to do next, Try Again, the 429 countdown, and (in simulator mode) the
 // virtual phone panel.
 
-import { Cart, CartView, renderOrderLines, storedCartOrder } from "./cart.js";
+import { Cart, CartView, noBreakNodes, renderOrderLines, storedCartOrder } from "./cart.js";
 import { formatKes, normalisePhone } from "./format.js";
 import {
   MpesaPaymentManager,
@@ -58,14 +58,7 @@ let cartView = null;
  *  words and the span would otherwise be laid out as separate blocks. */
 function writeText(node, text) {
   node = node.querySelector(":scope > .words") || node;
-  const parts = String(text ?? "").split("M-Pesa");
-  node.replaceChildren(parts[0]);
-  for (const part of parts.slice(1)) {
-    const keep = document.createElement("span");
-    keep.className = "nb";
-    keep.textContent = "M-Pesa";
-    node.append(keep, part);
-  }
+  node.replaceChildren(...noBreakNodes(text));
 }
 
 // ---- page notices (a bad link, nothing to pay, a paid order) --------------------------------------
@@ -123,7 +116,7 @@ function showOrder(data, { fromCart = false } = {}) {
   orderCard.setAttribute("aria-busy", "false");
   renderOrderLines(data, orderNodes());
   if (data.reference) {
-    $("order-reference").textContent = data.reference;
+    writeText($("order-reference"), data.reference);
     $("order-reference-row").hidden = false;
   }
   const madeHere = fromCart || (config.catalogue && storedCartOrder() === data.orderId);
@@ -189,6 +182,9 @@ async function loadOrder(orderId) {
   } else if (last && last.status === "failed") {
     const { message, next } = describeFailure(last, config.outcomes);
     render({ state: "failed", message, next, resultCode: last.resultCode, orderId: data.orderId });
+    // Given up by the gateway, not refused by M-Pesa: a PIN entered late still pays, and this page
+    // (reloaded since) shows it, as the page that pushed would have.
+    if (String(last.resultCode) === "timeout") payment.watchLate({ orderId: data.orderId });
   }
 }
 

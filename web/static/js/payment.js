@@ -256,6 +256,18 @@ export class MpesaPaymentManager {
     return this.#run(() => this.#watch(target, details, waitingMessage(details.amount)));
   }
 
+  /**
+   * Watch `target` quietly for a late success (as after the gateway's own time-out): a page loaded
+   * after such a failure (a reload) still lands on the receipt if the PIN is entered late. False
+   * when a payment is in progress.
+   */
+  watchLate(target) {
+    if (this.inFlight) return false;
+    this.#stopLateWatch();
+    this.#watchLate(target);
+    return true;
+  }
+
   async #run(flow) {
     if (this.inFlight) return null;
     this.inFlight = true; // set before any await: a second click in the same tick is refused
