@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import sqlite3
@@ -540,6 +541,18 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
         if pending is not None:
             raise BadRequest("A payment for this order is waiting on the phone", 409, orderStatus="open",
                              checkoutRequestId=pending[0])
+        payments = request.app[PAYMENTS]
+        now = payments.clock()
+        unconfirmed = await store.fetch_one(
+            "SELECT MAX(created_epoch) FROM push_attempts WHERE order_id = ? AND state IN ('sending', 'unknown') "
+            "AND created_epoch > ?", (order.order_id, now - settings.payment_timeout))
+        if unconfirmed is not None and unconfirmed[0] is not None:
+            # M-Pesa's answer to the last push was lost: its prompt may be on the phone, and a second
+            # push could be paid as well. No new push until that prompt can no longer be paid.
+            wait = max(1, math.ceil(unconfirmed[0] + settings.payment_timeout - now))
+            raise BadRequest("The last payment request may still be on the phone: if it is, enter your M-Pesa PIN "
+                             "there. Otherwise you can try again when the wait is over.", 409,
+                             headers={"Retry-After": str(wait)}, orderStatus="open", retryAfterSeconds=wait)
         yield Checkout(phone=phone, amount=current.amount,
                        account_reference=trim(current.reference, ACCOUNT_REFERENCE_MAX) or "Payment",
                        description=trim(current.description or settings.business_name, TRANSACTION_DESC_MAX)

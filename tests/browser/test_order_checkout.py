@@ -643,3 +643,31 @@ async def test_static_files_honour_accept_encoding_head_and_revalidation(shop):
     # The identity variant has its own ETag: a gzip ETag does not validate it.
     other = await running.client.get(name, headers={"Accept-Encoding": "identity", "If-None-Match": etag})
     assert other.status == 200 and await other.read() == body
+
+
+async def test_after_a_lost_answer_try_again_waits_while_that_prompt_may_be_paid(shop):
+    """M-Pesa's answer to the push is lost (the page is told 504), but the prompt reached the phone.
+    Try Again does not push a second prompt for the order while the first may still be paid: it
+    says so and counts down; the customer pays the first prompt and the page shows the receipt."""
+    from tests.daraja_http import Sim
+
+    running, page, errors = await shop(DARAJA_TIMEOUT_SECONDS="0.5", PAYMENT_TIMEOUT_SECONDS="60")
+    errors.expect("status of 504 (Gateway Timeout)")
+    errors.expect("status of 409 (Conflict)")
+    await Sim(running.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.0})
+    order = await create_order(running, amount=30)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0708374149")  # interactive: waits for the PIN
+    await page.click("#pay-button")
+    await wait_state(page, "failed")
+    await page.click("#retry-button")
+    message = await wait_state(page, "limited")
+    assert message.startswith("The last payment request may still be on the phone"), message
+    assert await page.is_disabled("#retry-button")
+    seconds = int(await page.get_attribute("#retry-countdown", "data-seconds"))
+    assert 50 <= seconds <= 60, seconds
+    phone = await open_phone(page, "254708374149")
+    await enter_pin(phone)
+    assert len(running.sim.prompts) == 1  # the one prompt; Try Again sent none
+    await page.wait_for_url(ORDER_RECEIPT, timeout=20_000)
+    assert "KES 30" in await page.inner_text("body")

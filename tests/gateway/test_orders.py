@@ -636,6 +636,29 @@ async def test_a_push_whose_answer_was_lost_still_pays_its_order_when_its_callba
     assert ([p["checkoutRequestId"] for p in seen["payments"]], seen["unconfirmedPushes"]) == ([cid], [])
 
 
+async def test_no_second_push_for_an_order_while_a_lost_answers_prompt_may_still_be_paid(start_app):
+    """M-Pesa's answer to a push was lost (504): its prompt may be on the phone. A second push for
+    the order could be paid as well, so it waits until the first prompt can no longer be paid."""
+    shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="0.5", PAYMENT_TIMEOUT_SECONDS="120")
+    await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.5})
+    order = await new_order(shop)
+    status, _ = await push(shop, {"orderId": order["orderId"], "phone": WAITS})
+    assert status == 504
+    resp = await shop.client.post("/stkpush", json={"orderId": order["orderId"], "phone": WAITS})
+    body = await resp.json()
+    assert resp.status == 409, body
+    assert body["message"].startswith("The last payment request may still be on the phone")
+    wait = int(resp.headers["Retry-After"])
+    assert 110 <= wait <= 120 and body["retryAfterSeconds"] == wait
+    await asyncio.sleep(1.6)  # the first push's prompt has reached the simulator by now
+    assert len(shop.sim.prompts) == 1  # the refused push sent nothing
+    real = shop.payments.clock
+    shop.payments.clock = lambda: real() + 121  # that prompt can no longer be paid
+    status, again = await push(shop, {"orderId": order["orderId"], "phone": WAITS})
+    assert status == 200, again
+    assert len(shop.sim.prompts) == 2
+
+
 # -- free-amount pushes ------------------------------------------------------------------------
 
 async def test_free_amount_pushes_are_refused_when_switched_off(start_app):

@@ -784,6 +784,22 @@ describe("429: when the customer can try again", () => {
     await again;
   });
 
+  test("409 with Retry-After (a lost answer's prompt may still be paid): limited, in the server's words", async (t) => {
+    const words = "The last payment request may still be on the phone: if it is, enter your M-Pesa PIN there.";
+    const page = setup(t, {
+      push: () => reply(409, { success: false, message: words, orderStatus: "open", retryAfterSeconds: 90 },
+                        { "Retry-After": "90" }),
+    });
+    const final = await page.manager.pay({ phone: "254708374149", orderId: ORDER_ID });
+    assert.equal(final.state, "limited");
+    assert.equal(final.message, words);
+    assert.equal(final.httpStatus, 409);
+    assert.equal(final.retryAt, Date.now() + 90_000);
+    assert.equal(FakeEventSource.instances.length, 0);
+    assert.ok(page.manager.lateWatch, "the order is still watched quietly: that prompt may be paid");
+    page.manager.stop();
+  });
+
   test("Retry-After as seconds, as a date, or missing", () => {
     assert.equal(retryAfterSeconds("42"), 42);
     assert.equal(retryAfterSeconds("0"), 1);

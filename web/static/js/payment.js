@@ -310,10 +310,15 @@ export class MpesaPaymentManager {
   #refusal(reply, extra = {}) {
     if (!reply) return { state: "failed", message: MESSAGES.unreachable, ...extra };
     const { response, data } = reply;
-    if (response.status === 429) {
-      const seconds = retryAfterSeconds(headerOf(response, "Retry-After"), { now: this.now() });
-      return { state: "limited", message: MESSAGES.limited, retryAfterSeconds: seconds,
-               retryAt: this.now() + seconds * 1000, httpStatus: 429, ...extra };
+    // 429: a limit. 409 with Retry-After: a prompt whose answer was lost may still be on the phone,
+    // so no new push until it can no longer be paid (the server's message says so).
+    const waitHeader = headerOf(response, "Retry-After");
+    if (response.status === 429 || (response.status === 409 && waitHeader)) {
+      const seconds = retryAfterSeconds(waitHeader, { now: this.now() });
+      const message = response.status === 409 && typeof data?.message === "string" && data.message
+        ? data.message : MESSAGES.limited;
+      return { state: "limited", message, retryAfterSeconds: seconds,
+               retryAt: this.now() + seconds * 1000, httpStatus: response.status, ...extra };
     }
     const message = data && typeof data.message === "string" && data.message ? data.message : MESSAGES.unexpected;
     return { state: "failed", message, field: data?.field, httpStatus: response.status, ...extra };
@@ -345,7 +350,11 @@ export class MpesaPaymentManager {
       return this.#watch({ orderId }, { amount, phone }, message);
     }
     const refused = this.#refusal(reply, extra);
-    if (orderId && response.status === 504) refused.lateTarget = { orderId }; // the prompt may yet come
+    // The prompt may yet be paid: after a lost answer (504), and while the server holds a new push
+    // back because of one (409 with Retry-After).
+    if (orderId && (response.status === 504 || (response.status === 409 && refused.state === "limited"))) {
+      refused.lateTarget = { orderId };
+    }
     return refused;
   }
 
