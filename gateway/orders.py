@@ -327,7 +327,7 @@ async def insert_order(store: SqliteTransactionStore, new: NewOrder) -> Order:
     return order
 
 
-async def load_order(store: SqliteTransactionStore, order_id: str) -> Order | None:
+async def load_order(store: SqliteTransactionStore | StoreTransaction, order_id: str) -> Order | None:
     if not ORDER_ID.fullmatch(order_id):
         return None
     row = await store.fetch_one("SELECT * FROM orders WHERE order_id = ?", (order_id,))
@@ -531,21 +531,24 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
     settings = request.app[SETTINGS]
     store = request.app[PAYMENTS].store
     async with request.app[ORDER_PUSHES].hold(order.order_id):
-        current = await load_order(store, order.order_id)  # as it is now: a push may just have ended
+        now = request.app[PAYMENTS].clock()
+        # One consistent view (the writer's transaction, nothing written): the order, its open
+        # payment and its lost pushes read as of one moment. Read one by one, a payment completing
+        # in between showed an open order with no payment waiting, and a second prompt went out.
+        async with store.transaction() as t:
+            current = await load_order(t, order.order_id)
+            pending = await t.fetch_one("SELECT checkout_request_id FROM transactions WHERE order_id = ? AND "
+                                        "status = 'pending' ORDER BY created_at DESC LIMIT 1", (order.order_id,))
+            unconfirmed = await t.fetch_one(
+                "SELECT MAX(created_epoch) FROM push_attempts WHERE order_id = ? AND state IN ('sending', 'unknown') "
+                "AND created_epoch > ?", (order.order_id, now - settings.payment_timeout))
         assert current is not None
         if current.status == "paid":
             raise BadRequest("This order is already paid", 409, orderStatus="paid",
                              checkoutRequestId=current.checkout_request_id)
-        pending = await store.fetch_one("SELECT checkout_request_id FROM transactions WHERE order_id = ? AND "
-                                        "status = 'pending' ORDER BY created_at DESC LIMIT 1", (order.order_id,))
         if pending is not None:
             raise BadRequest("A payment for this order is waiting on the phone", 409, orderStatus="open",
                              checkoutRequestId=pending[0])
-        payments = request.app[PAYMENTS]
-        now = payments.clock()
-        unconfirmed = await store.fetch_one(
-            "SELECT MAX(created_epoch) FROM push_attempts WHERE order_id = ? AND state IN ('sending', 'unknown') "
-            "AND created_epoch > ?", (order.order_id, now - settings.payment_timeout))
         if unconfirmed is not None and unconfirmed[0] is not None:
             # M-Pesa's answer to the last push was lost: its prompt may be on the phone, and a second
             # push could be paid as well. No new push until that prompt can no longer be paid.
