@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -181,23 +181,28 @@ def _search_clause(search: str) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(conds) + ")", args
 
 
-def _payment_where(filters: Filters) -> tuple[str, list[Any]]:
+def _where(filters: Filters, table: str, search: Callable[[str], tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """The WHERE clause of a listing of `table` (its alias: t or o) and its arguments."""
     conds: list[str] = []
     args: list[Any] = []
     if filters.search:
-        clause, more = _search_clause(filters.search)
+        clause, more = search(filters.search)
         conds.append(clause)
         args += more
     if filters.status:
-        conds.append("t.status = ?")
+        conds.append(f"{table}.status = ?")
         args.append(filters.status)
     if filters.since:
-        conds.append("t.created_at >= ?")
+        conds.append(f"{table}.created_at >= ?")
         args.append(day_start(filters.since))
     if filters.until:
-        conds.append("t.created_at < ?")
+        conds.append(f"{table}.created_at < ?")
         args.append(day_start(filters.until + timedelta(days=1)))
     return (" WHERE " + " AND ".join(conds)) if conds else "", args
+
+
+def _payment_where(filters: Filters) -> tuple[str, list[Any]]:
+    return _where(filters, "t", _search_clause)
 
 
 # -- payments ------------------------------------------------------------------------------------
@@ -446,22 +451,7 @@ def _order_search(search: str) -> tuple[str, list[Any]]:
 
 
 def _order_where(filters: Filters) -> tuple[str, list[Any]]:
-    conds: list[str] = []
-    args: list[Any] = []
-    if filters.search:
-        clause, more = _order_search(filters.search)
-        conds.append(clause)
-        args += more
-    if filters.status:
-        conds.append("o.status = ?")
-        args.append(filters.status)
-    if filters.since:
-        conds.append("o.created_at >= ?")
-        args.append(day_start(filters.since))
-    if filters.until:
-        conds.append("o.created_at < ?")
-        args.append(day_start(filters.until + timedelta(days=1)))
-    return (" WHERE " + " AND ".join(conds)) if conds else "", args
+    return _where(filters, "o", _order_search)
 
 
 async def orders(store: Reader, filters: Filters = Filters(), *, limit: int = PAGE_SIZE, offset: int = 0) -> Page:
