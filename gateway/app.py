@@ -13,7 +13,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from .clients import TrustedProxies
-from .config import ConfigError, Settings, sqlite_path
+from .config import ConfigError, Settings, is_postgresql, sqlite_path
 from .daraja.client import DarajaClient
 from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
@@ -21,17 +21,25 @@ from .limits import SlidingWindowLimiter
 from .middlewares import json_errors, security_headers
 from .orders import install_orders
 from .payments import PaymentService, reconcile_forever
-from .storage import SqliteTransactionStore
+from .storage import SqliteTransactionStore, TransactionStore
+from .storage_pg import PostgresTransactionStore
 from .streams import StreamLimits, enable_streams
 from .webhooks import install_webhooks
 
 RECONCILE_TICK = 0.5
 
 
+def open_store(database_url: str) -> TransactionStore:
+    """The store DATABASE_URL names (not yet opened): PostgreSQL, or an SQLite file."""
+    if is_postgresql(database_url):
+        return PostgresTransactionStore(database_url)
+    return SqliteTransactionStore(sqlite_path(database_url))
+
+
 async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
     """The store, the Daraja client's HTTP session and the reconciler: opened and closed together."""
     settings = app[SETTINGS]
-    store = SqliteTransactionStore(sqlite_path(settings.database_url))
+    store = open_store(settings.database_url)
     await store.open()
     # Per-host connection limit keeps a burst of pushes from opening hundreds of sockets to Daraja.
     connector = aiohttp.TCPConnector(limit=100, limit_per_host=50)

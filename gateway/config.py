@@ -106,9 +106,16 @@ def _shortcode(name: str, raw: str) -> str:
 
 def _database_url(name: str, raw: str) -> str:
     if raw.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{name}: PostgreSQL storage is not available in this version; use sqlite:///path")
+        parts = urlsplit(raw)
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ConfigError(f"{name} must name a host and a database: postgresql://user:password@host:port/database")
+        try:
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+        except ValueError:
+            raise ConfigError(f"{name} has a port that is not a number") from None
+        return raw
     if not raw.startswith("sqlite:///"):
-        raise ConfigError(f"{name} must start with sqlite:/// (got {raw.split(':')[0]!r})")
+        raise ConfigError(f"{name} must start with sqlite:/// or postgresql:// (got {raw.split(':')[0]!r})")
     return raw
 
 
@@ -318,3 +325,7 @@ def sqlite_path(database_url: str) -> Path:
     """`sqlite:///data/x.db` → `data/x.db` (relative to the working directory);
     `sqlite:////abs/x.db` → `/abs/x.db`."""
     return Path(database_url.removeprefix("sqlite:///"))
+
+
+def is_postgresql(database_url: str) -> bool:
+    return database_url.startswith(("postgresql://", "postgres://"))

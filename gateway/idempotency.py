@@ -54,7 +54,7 @@ from aiohttp import web
 from .clients import client_address
 from .handlers import BadRequest, check_json_request, failure, read_body
 from .keys import PAYMENTS, SETTINGS
-from .storage import SqliteTransactionStore
+from .storage import TransactionStore
 
 log = logging.getLogger("gateway.idempotency")
 
@@ -165,7 +165,7 @@ async def _once(request: web.Request, handler: Handler, state: Idempotency, scop
             return failure(STILL_RUNNING, 409, headers={"Retry-After": "5"}, field=HEADER)
 
 
-async def _claim(store: SqliteTransactionStore, state: Idempotency, scope: str, key: str, digest: str,
+async def _claim(store: TransactionStore, state: Idempotency, scope: str, key: str, digest: str,
                  within: float) -> tuple[str, int | None, str | None] | None:
     """Claim the key for this request (None), or the row another request holds."""
     now = state.clock()
@@ -189,7 +189,7 @@ async def _claim(store: SqliteTransactionStore, state: Idempotency, scope: str, 
     return None
 
 
-async def _work(request: web.Request, handler: Handler, state: Idempotency, store: SqliteTransactionStore,
+async def _work(request: web.Request, handler: Handler, state: Idempotency, store: TransactionStore,
                 scope: str, key: str) -> web.StreamResponse:
     try:
         try:
@@ -218,7 +218,7 @@ async def _work(request: web.Request, handler: Handler, state: Idempotency, stor
             event.set()
 
 
-async def _settle(store: SqliteTransactionStore, scope: str, key: str, status: int, body: Any) -> None:
+async def _settle(store: TransactionStore, scope: str, key: str, status: int, body: Any) -> None:
     """Keep the answer for replays. If the store cannot, the key stays at work (a retry waits, then
     hears 409) until its answer is long overdue."""
     assert isinstance(body, bytes)
@@ -230,7 +230,7 @@ async def _settle(store: SqliteTransactionStore, scope: str, key: str, status: i
         log.exception("idempotency: the answer (HTTP %d) could not be kept", status)
 
 
-async def _release(store: SqliteTransactionStore, scope: str, key: str) -> None:
+async def _release(store: TransactionStore, scope: str, key: str) -> None:
     try:
         async with store.transaction() as t:
             await t.execute("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL",
@@ -239,7 +239,7 @@ async def _release(store: SqliteTransactionStore, scope: str, key: str) -> None:
         log.warning("idempotency key could not be released", exc_info=True)
 
 
-async def _wait(store: SqliteTransactionStore, state: Idempotency, scope: str, key: str, deadline: float) -> bool:
+async def _wait(store: TransactionStore, state: Idempotency, scope: str, key: str, deadline: float) -> bool:
     """Wait until the request holding the key has answered or let go of it; False at the deadline."""
     while time.monotonic() < deadline:
         event = state.running.get((scope, key))

@@ -29,7 +29,6 @@ import logging
 import math
 import re
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +45,7 @@ from .handlers import BadRequest, failure, read_json_object, status_body, stream
 from .idempotency import protect, public
 from .keys import LOOKUP_LIMITER, PAYMENTS, SETTINGS, STREAM_LIMITS
 from .limits import SlidingWindowLimiter
-from .storage import SqliteTransactionStore, StoreTransaction, Transaction, utc_now
+from .storage import Row, StoreTransaction, Transaction, TransactionStore, utc_now
 
 log = logging.getLogger("gateway.orders")
 
@@ -286,7 +285,7 @@ class Order:
     paid_at: str | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row | Mapping[str, Any]) -> Order:
+    def from_row(cls, row: Row | Mapping[str, Any]) -> Order:
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
     def lines(self) -> list[dict[str, Any]]:
@@ -313,7 +312,7 @@ def checkout_url(settings: Settings, order_id: str) -> str:
     return f"{settings.frontend_url}/pay.html?orderId={order_id}"
 
 
-async def insert_order(store: SqliteTransactionStore, new: NewOrder) -> Order:
+async def insert_order(store: TransactionStore, new: NewOrder) -> Order:
     now = utc_now()
     order = Order(order_id=new_order_id(), reference=new.reference, description=new.description,
                   amount=new.amount, items=json.dumps([line.to_json() for line in new.items]),
@@ -327,14 +326,14 @@ async def insert_order(store: SqliteTransactionStore, new: NewOrder) -> Order:
     return order
 
 
-async def load_order(store: SqliteTransactionStore | StoreTransaction, order_id: str) -> Order | None:
+async def load_order(store: TransactionStore | StoreTransaction, order_id: str) -> Order | None:
     if not ORDER_ID.fullmatch(order_id):
         return None
     row = await store.fetch_one("SELECT * FROM orders WHERE order_id = ?", (order_id,))
     return Order.from_row(row) if row is not None else None
 
 
-async def order_payments(store: SqliteTransactionStore, order_id: str) -> list[Transaction]:
+async def order_payments(store: TransactionStore, order_id: str) -> list[Transaction]:
     """The order's payments, newest first."""
     rows = await store.fetch_all("SELECT checkout_request_id FROM transactions WHERE order_id = ? "
                                  "ORDER BY created_at DESC, rowid DESC", (order_id,))
@@ -342,7 +341,7 @@ async def order_payments(store: SqliteTransactionStore, order_id: str) -> list[T
     return [tx for tx in found if tx is not None]
 
 
-async def shown_payment(store: SqliteTransactionStore, order: Order) -> Transaction | None:
+async def shown_payment(store: TransactionStore, order: Order) -> Transaction | None:
     """The payment a checkout page follows: the one that paid the order, else the newest."""
     if order.checkout_request_id is not None:
         paid_by = await store.get(order.checkout_request_id)
@@ -360,7 +359,7 @@ UNCONFIRMED = {
 }
 
 
-async def unconfirmed_pushes(store: SqliteTransactionStore, order_id: str) -> list[dict[str, Any]]:
+async def unconfirmed_pushes(store: TransactionStore, order_id: str) -> list[dict[str, Any]]:
     """The order's pushes that are not (yet) payments: under way, or whose answer was lost (the
     prompt may be on the phone; a callback adopted later makes it a payment). Newest first."""
     rows = await store.fetch_all("SELECT state, amount, phone, created_at FROM push_attempts WHERE order_id = ? AND "

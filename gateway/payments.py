@@ -37,7 +37,7 @@ from .daraja.client import DarajaClient, StkPushRequest, StkQueryResult
 from .daraja.errors import DarajaError, DarajaUnavailable, RateLimited, SystemBusy
 from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
-from .storage import LoggedCallback, PushAttempt, SqliteTransactionStore, StoreTransaction, Transaction, capped_body
+from .storage import LoggedCallback, PushAttempt, StoreTransaction, Transaction, TransactionStore, capped_body
 
 log = logging.getLogger("gateway.payments")
 
@@ -119,7 +119,7 @@ def mismatches(tx: Transaction, cb: StkCallback, receipt_owner: str | None) -> l
 
 
 class PaymentService:
-    def __init__(self, store: SqliteTransactionStore, daraja: DarajaClient, settings: Settings, *,
+    def __init__(self, store: TransactionStore, daraja: DarajaClient, settings: Settings, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.daraja = daraja

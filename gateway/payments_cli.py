@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import reports
-from .config import DEFAULT_DATABASE_URL, ConfigError, Settings, sqlite_path
+from .config import DEFAULT_DATABASE_URL, ConfigError, Settings, is_postgresql, sqlite_path
 from .storage import SqliteTransactionStore
 from .webhooks import resend_event
 
@@ -51,6 +51,8 @@ def database_path(env: Mapping[str, str], override: str | None = None) -> Path:
         url = setting.metadata["parse"]("DATABASE_URL", raw)
     except ConfigError as exc:
         raise Usage(str(exc)) from None
+    if is_postgresql(url):
+        raise Usage("DATABASE_URL: run.py payments reads SQLite only in this version (PostgreSQL is to come)")
     return sqlite_path(url)
 
 

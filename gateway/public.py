@@ -46,7 +46,7 @@ from .reports import (
     webhook_event,
     webhook_events,
 )
-from .storage import SqliteTransactionStore, Transaction
+from .storage import Transaction, TransactionStore
 from .webhooks import enabled as webhooks_enabled
 from .webhooks import resend_event
 
@@ -125,7 +125,7 @@ async def order_of(request: web.Request, tx: Transaction) -> dict[str, Any] | No
 
 # -- the operator's view (web/admin.py): the reports of gateway/reports.py, read from this store ----
 
-def operator_store(app: web.Application) -> SqliteTransactionStore:
+def operator_store(app: web.Application) -> TransactionStore:
     """The store the reports read (committed data only). Open while the app runs."""
     return app[PAYMENTS].store
 

@@ -30,134 +30,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
+
+from .migrations import CREATE_VERSION_TABLE, MIGRATIONS, VERSION_TABLE
 
 log = logging.getLogger("gateway.storage")
 
 # A genuine Daraja callback is well under 1 KiB; anything bigger is kept as a sample, not whole.
 CALLBACK_BODY_CAP = 8 * 1024
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS transactions (
-    checkout_request_id TEXT PRIMARY KEY,
-    merchant_request_id TEXT NOT NULL,
-    phone               TEXT NOT NULL,
-    amount              INTEGER NOT NULL,
-    account_reference   TEXT NOT NULL,
-    description         TEXT NOT NULL,
-    status              TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed')),
-    result_code         TEXT,
-    result_desc         TEXT,
-    receipt             TEXT,
-    transaction_date    TEXT,
-    settled_by          TEXT,
-    late                INTEGER NOT NULL DEFAULT 0,
-    callback_count      INTEGER NOT NULL DEFAULT 0,
-    raw_callback        TEXT,
-    query_attempts      INTEGER NOT NULL DEFAULT 0,
-    next_query_at       REAL,
-    created_at          TEXT NOT NULL,
-    updated_at          TEXT NOT NULL,
-    settled_at          TEXT
-);
-CREATE INDEX IF NOT EXISTS transactions_next_query ON transactions (next_query_at) WHERE next_query_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS callback_log (
-    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
-    checkout_request_id TEXT,
-    received_at         TEXT NOT NULL,
-    outcome             TEXT NOT NULL,
-    body                TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS callback_log_checkout ON callback_log (checkout_request_id);
--- Every STK push, written before it is sent: if Daraja's answer is lost (a time-out, a crash),
--- the callback that follows can still be matched to what the customer was asked to pay.
-CREATE TABLE IF NOT EXISTS push_attempts (
-    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
-    phone               TEXT NOT NULL,
-    amount              INTEGER NOT NULL,
-    account_reference   TEXT NOT NULL,
-    description         TEXT NOT NULL,
-    state               TEXT NOT NULL CHECK (state IN ('sending', 'accepted', 'refused', 'unknown', 'adopted')),
-    checkout_request_id TEXT,
-    created_at          TEXT NOT NULL,
-    created_epoch       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS push_attempts_open ON push_attempts (phone, created_epoch)
-    WHERE state IN ('sending', 'unknown');
-"""
-
-# Added after the first release: applied to a database written by it, in order, once each
-# (PRAGMA user_version counts them).
-MIGRATIONS = [
-    # 1: the browser's token for its own payment (only its hash is stored); a receipt belongs to
-    # one payment only; why a callback was not applied; finding attempts and callbacks to repair.
-    """
-    ALTER TABLE transactions ADD COLUMN token_hash TEXT;
-    CREATE UNIQUE INDEX IF NOT EXISTS transactions_receipt ON transactions (receipt) WHERE receipt IS NOT NULL;
-    ALTER TABLE callback_log ADD COLUMN note TEXT;
-    CREATE INDEX IF NOT EXISTS callback_log_open ON callback_log (outcome) WHERE outcome IN ('received', 'verifying');
-    CREATE INDEX IF NOT EXISTS push_attempts_state ON push_attempts (state, created_epoch);
-    """,
-    # 2: orders priced on the server; idempotent requests; the webhook outbox (an event is written
-    # in the same transaction as the change it reports, and delivered from here until it lands).
-    """
-    CREATE TABLE orders (
-        order_id            TEXT PRIMARY KEY,
-        reference           TEXT NOT NULL,
-        description         TEXT NOT NULL,
-        amount              INTEGER NOT NULL CHECK (amount > 0),
-        items               TEXT NOT NULL,
-        metadata            TEXT,
-        status              TEXT NOT NULL CHECK (status IN ('open', 'paid')),
-        checkout_request_id TEXT,
-        created_at          TEXT NOT NULL,
-        updated_at          TEXT NOT NULL,
-        paid_at             TEXT
-    );
-    CREATE INDEX orders_created ON orders (created_at);
-    CREATE INDEX orders_reference ON orders (reference);
-    ALTER TABLE transactions ADD COLUMN order_id TEXT;
-    CREATE INDEX transactions_order ON transactions (order_id) WHERE order_id IS NOT NULL;
-    CREATE INDEX transactions_phone ON transactions (phone);
-    CREATE INDEX transactions_created ON transactions (created_at);
-    ALTER TABLE push_attempts ADD COLUMN order_id TEXT;
-    CREATE TABLE idempotency_keys (
-        scope          TEXT NOT NULL,
-        key            TEXT NOT NULL,
-        request_hash   TEXT NOT NULL,
-        status         INTEGER,
-        response       TEXT,
-        created_epoch  REAL NOT NULL,
-        PRIMARY KEY (scope, key)
-    );
-    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_epoch);
-    CREATE TABLE webhook_events (
-        event_id        TEXT PRIMARY KEY,
-        type            TEXT NOT NULL,
-        body            TEXT NOT NULL,
-        created_epoch   REAL NOT NULL,
-        state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
-        attempts        INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL,
-        last_status     INTEGER,
-        last_error      TEXT,
-        delivered_at    TEXT
-    );
-    CREATE INDEX webhook_events_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
-    CREATE INDEX webhook_events_created ON webhook_events (created_epoch);
-    CREATE TABLE webhook_attempts (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id    TEXT NOT NULL,
-        at          TEXT NOT NULL,
-        status      INTEGER,
-        error       TEXT,
-        duration_ms REAL
-    );
-    CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id);
-    """,
-]
 
 # Callback outcomes that still need work (after a crash, the recovery pass finishes them).
 OPEN_CALLBACK_OUTCOMES = ("received", "verifying")
@@ -222,8 +104,20 @@ _INSERT_TX = (f"INSERT INTO transactions ({', '.join(_COLUMNS)}) "
               f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 
 
-def _row_to_tx(row: sqlite3.Row) -> Transaction:
-    values = dict(row)
+class Row(Protocol):
+    """A result row, as both stores give it (sqlite3.Row, asyncpg.Record): by name or position,
+    and `dict(row)`."""
+
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+def _row_to_tx(row: Row) -> Transaction:
+    # Only the dataclass's columns: PostgreSQL's table also has its explicit `rowid`.
+    values = {name: row[name] for name in _COLUMNS}
     values["late"] = bool(values["late"])
     return Transaction(**values)
 
@@ -234,12 +128,13 @@ def capped_body(body: Any) -> str:
 
 
 class _Reads:
-    """Queries shared by the store (read connection) and a transaction (writer connection)."""
+    """Queries shared by the store (committed data) and a transaction (its own connection). SQL is
+    written once, with `?` placeholders, in SQL both SQLite and PostgreSQL accept."""
 
-    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> Row | None:
         raise NotImplementedError
 
-    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         raise NotImplementedError
 
     async def get(self, checkout_request_id: str) -> Transaction | None:
@@ -261,7 +156,9 @@ class _Reads:
                "AND created_epoch >= ?")
         args: list[Any] = [phone, since]
         if amount is not None:
-            sql, args = sql + " AND amount = ?", [*args, amount]
+            if amount != int(amount):  # amounts are whole shillings: a fraction matches none
+                return []
+            sql, args = sql + " AND amount = ?", [*args, int(amount)]
         rows = await self.fetch_all(sql + " ORDER BY created_epoch DESC LIMIT 20", args)
         return [PushAttempt(**dict(r)) for r in rows]
 
@@ -283,10 +180,10 @@ Listener = Callable[["StoreTransaction", Any, "str | None"], Awaitable[None]]
 
 
 class StoreTransaction(_Reads):
-    """One unit of work on the writer connection. Valid only inside its `async with`."""
+    """One unit of work on one connection, whichever the database. Valid only inside its `async with`.
+    A store implements `execute`, `fetch_one` and `fetch_all`; everything else is shared."""
 
-    def __init__(self, db: sqlite3.Connection, listeners: dict[str, list[Listener]] | None = None) -> None:
-        self._conn: sqlite3.Connection | None = db
+    def __init__(self, listeners: dict[str, list[Listener]] | None = None) -> None:
         self._listeners = listeners or {}
 
     async def notify(self, kind: str, row: Any, previous_status: str | None) -> None:
@@ -294,25 +191,13 @@ class StoreTransaction(_Reads):
         for listener in self._listeners.get(kind, ()):
             await listener(self, row, previous_status)
 
-    def _run(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
-        if self._conn is None:
-            raise RuntimeError("this transaction is over")  # a leaked handle cannot write later
-        return self._conn.execute(sql, tuple(args))
-
     async def execute(self, sql: str, args: Iterable[Any] = ()) -> tuple[int, int | None]:
-        """A write inside this transaction: (rows changed, last inserted row id)."""
-        cur = self._run(sql, args)
-        return cur.rowcount, cur.lastrowid
-
-    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._run(sql, args).fetchone()
-        return row
-
-    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        return self._run(sql, args).fetchall()
+        """A write inside this transaction: (rows changed, last inserted row id where the database
+        tells it: SQLite only; use `INSERT … RETURNING id` to have it on both)."""
+        raise NotImplementedError
 
     async def insert(self, tx: Transaction) -> None:
-        self._run(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
+        await self.execute(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
 
     async def update(self, checkout_request_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
         """Apply `changes` only if every column in `expected` still has that value. A change of
@@ -320,51 +205,78 @@ class StoreTransaction(_Reads):
         before = await self.get(checkout_request_id) if "status" in changes else None
         changes = {**changes, "updated_at": utc_now()}
         sets = ", ".join(f"{name} = ?" for name in changes)
-        conds = "".join(f" AND {name} IS ?" for name in expected)
-        cur = self._run(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
-                        [*changes.values(), checkout_request_id, *expected.values()])
-        if cur.rowcount != 1:
+        conds = "".join(f" AND {name} IS NOT DISTINCT FROM ?" for name in expected)
+        changed, _ = await self.execute(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
+                                        [*changes.values(), checkout_request_id, *expected.values()])
+        if changed != 1:
             return False
         if before is not None and before.status != changes["status"]:
             await self.notify("payment", await self.get(checkout_request_id), before.status)
         return True
 
+    async def _insert_returning_id(self, sql: str, args: Iterable[Any]) -> int:
+        row = await self.fetch_one(sql + " RETURNING id", args)
+        assert row is not None
+        return int(row[0])
+
     async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
                              now: float) -> int:
-        cur = self._run(
+        return await self._insert_returning_id(
             "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
             "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
             (phone, amount, account_reference, description, utc_now(), now))
-        assert cur.lastrowid is not None
-        return int(cur.lastrowid)
 
     async def set_attempt(self, attempt_id: int, state: str, checkout_request_id: str | None = None, *,
                           only_from: tuple[str, ...] = ("sending", "unknown")) -> bool:
         """Move an attempt on, only from one of `only_from` (so an adopted one stays adopted)."""
         marks = ", ".join("?" for _ in only_from)
-        cur = self._run(
+        changed, _ = await self.execute(
             f"UPDATE push_attempts SET state = ?, checkout_request_id = COALESCE(?, checkout_request_id) "
             f"WHERE id = ? AND state IN ({marks})", (state, checkout_request_id, attempt_id, *only_from))
-        return cur.rowcount == 1
+        return changed == 1
 
     async def log_callback(self, checkout_request_id: str | None, outcome: str, body: Any,
                            note: str | None = None) -> int:
-        cur = self._run(
+        return await self._insert_returning_id(
             "INSERT INTO callback_log (checkout_request_id, received_at, outcome, body, note) VALUES (?, ?, ?, ?, ?)",
             (checkout_request_id, utc_now(), outcome, capped_body(body), note))
-        assert cur.lastrowid is not None
-        return int(cur.lastrowid)
 
     async def set_callback_outcome(self, log_id: int, outcome: str, note: str | None = None) -> None:
-        self._run("UPDATE callback_log SET outcome = ?, note = COALESCE(?, note) WHERE id = ?", (outcome, note, log_id))
+        await self.execute("UPDATE callback_log SET outcome = ?, note = COALESCE(?, note) WHERE id = ?",
+                           (outcome, note, log_id))
 
 
-class SqliteTransactionStore(_Reads):
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._writer: sqlite3.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+class SqliteTransaction(StoreTransaction):
+    """A unit of work on the SQLite writer connection, run on the event loop's thread."""
+
+    def __init__(self, db: sqlite3.Connection, listeners: dict[str, list[Listener]] | None = None) -> None:
+        super().__init__(listeners)
+        self._conn: sqlite3.Connection | None = db
+
+    def _run(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        if self._conn is None:
+            raise RuntimeError("this transaction is over")  # a leaked handle cannot write later
+        return self._conn.execute(sql, tuple(args))
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> tuple[int, int | None]:
+        cur = self._run(sql, args)
+        return cur.rowcount, cur.lastrowid
+
+    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> Row | None:
+        row: sqlite3.Row | None = self._run(sql, args).fetchone()
+        return row
+
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
+        return list(self._run(sql, args).fetchall())
+
+
+class TransactionStore(_Reads):
+    """What the gateway needs of a store, whichever the database: units of work
+    (`async with store.transaction() as t:`), reads of committed data, listeners."""
+
+    dialect = ""  # "sqlite" or "postgresql"
+
+    def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
 
     def listen(self, kind: str, listener: Listener) -> None:
@@ -372,63 +284,19 @@ class SqliteTransactionStore(_Reads):
         self._listeners.setdefault(kind, []).append(listener)
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; every one is opened and closed here.
-        writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        writer.row_factory = sqlite3.Row
-        writer.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed payment survives a power cut too, not just a crash of this process.
-        writer.execute("PRAGMA synchronous=FULL")
-        writer.execute("PRAGMA busy_timeout=2000")
-        writer.executescript(SCHEMA)
-        _migrate(writer)
-        self._writer = writer
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        self._reader.row_factory = sqlite3.Row
-        await self._reader.execute("PRAGMA busy_timeout=5000")
-        await self._reader.execute("PRAGMA query_only=ON")
+        raise NotImplementedError
 
     async def close(self) -> None:
-        async with self._write_lock:  # let a transaction under way finish first
-            if self._reader is not None:
-                await self._reader.close()
-            if self._writer is not None:
-                self._writer.close()
-            self._reader = self._writer = None
+        raise NotImplementedError
 
-    def _read(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise RuntimeError("store is not open")
-        return self._reader
-
-    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.fetch_all(sql, args)
-        return rows[0] if rows else None
-
-    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        # Executed and read to the end in one hop: a statement left open between hops would hold
-        # its read snapshot, and another coroutine's query on this connection would see that old
-        # snapshot instead of what was committed since.
-        return list(await self._read().execute_fetchall(sql, tuple(args)))
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[StoreTransaction]:
         """One isolated unit of work: committed when the block ends, rolled back if it raises (or
-        is cancelled while it awaits something else). Transactions run one at a time."""
-        async with self._write_lock:
-            db = self._writer
-            if db is None:
-                raise RuntimeError("store is not open")
-            tx = StoreTransaction(db, self._listeners)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield tx
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
-            finally:
-                tx._conn = None
+        is cancelled while it awaits something else)."""
+        raise NotImplementedError
+
+    async def schema_version(self) -> int:
+        row = await self.fetch_one(f"SELECT MAX(version) FROM {VERSION_TABLE}")
+        return int(row[0]) if row and row[0] is not None else -1
 
     # -- reads (committed data only) -------------------------------------------------------------
 
@@ -474,20 +342,111 @@ class SqliteTransactionStore(_Reads):
         return int(row[0]) if row else 0
 
 
+class SqliteTransactionStore(TransactionStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._writer: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every one is opened and closed here.
+        writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        writer.row_factory = sqlite3.Row
+        writer.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed payment survives a power cut too, not just a crash of this process.
+        writer.execute("PRAGMA synchronous=FULL")
+        writer.execute("PRAGMA busy_timeout=2000")
+        _migrate(writer)
+        self._writer = writer
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        await self._reader.execute("PRAGMA busy_timeout=5000")
+        await self._reader.execute("PRAGMA query_only=ON")
+
+    async def close(self) -> None:
+        async with self._write_lock:  # let a transaction under way finish first
+            if self._reader is not None:
+                await self._reader.close()
+            if self._writer is not None:
+                self._writer.close()
+            self._reader = self._writer = None
+
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return self._reader
+
+    async def fetch_one(self, sql: str, args: Iterable[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, args)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
+        # Executed and read to the end in one hop: a statement left open between hops would hold
+        # its read snapshot, and another coroutine's query on this connection would see that old
+        # snapshot instead of what was committed since.
+        return list(await self._read().execute_fetchall(sql, tuple(args)))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        """One isolated unit of work: committed when the block ends, rolled back if it raises (or
+        is cancelled while it awaits something else). Transactions run one at a time."""
+        async with self._write_lock:
+            db = self._writer
+            if db is None:
+                raise RuntimeError("store is not open")
+            tx = SqliteTransaction(db, self._listeners)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            finally:
+                tx._conn = None
+
+
 def _migrate(db: sqlite3.Connection) -> None:
-    """Apply the migrations this database has not had, each with its version, atomically."""
-    db.execute("BEGIN IMMEDIATE")  # the version is read under the lock it is written under
+    """Apply the migrations this database has not had, each recorded with its version, all in one
+    transaction taken before the version is read (BEGIN IMMEDIATE: one process migrates, the
+    others wait and then find nothing to do)."""
+    db.execute("BEGIN IMMEDIATE")
     try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(None, (s.strip() for s in script.split(";"))):
+        db.execute(CREATE_VERSION_TABLE)
+        version = _sqlite_version(db)
+        for migration in MIGRATIONS[version + 1:]:
+            for statement in migration.statements("sqlite"):
                 db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
-            log.info("database upgraded to schema version %d", number)
+            _record(db, migration.version, migration.about)
+            log.info("database upgraded to schema version %d (%s)", migration.version, migration.about)
         db.execute("COMMIT")
     except BaseException:
         _rollback(db)
         raise
+
+
+def _sqlite_version(db: sqlite3.Connection) -> int:
+    """The newest version applied; a database from before the version table (the previous
+    release counted its migrations in PRAGMA user_version) is adopted as versions 0-user_version."""
+    row = db.execute(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()
+    if row[0] is not None:
+        return int(row[0])
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'transactions'").fetchone() is None:
+        return -1  # a new database
+    adopted = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for migration in MIGRATIONS[:adopted + 1]:
+        _record(db, migration.version, f"{migration.about} (adopted from PRAGMA user_version {adopted})")
+    return adopted
+
+
+def _record(db: sqlite3.Connection, version: int, about: str) -> None:
+    db.execute(f"INSERT INTO {VERSION_TABLE} (version, about, applied_at) VALUES (?, ?, ?)",
+               (version, about, utc_now()))
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -45,7 +45,7 @@ from .config import ConfigError, Settings
 from .handlers import status_body
 from .keys import PAYMENTS, SETTINGS
 from .payments import iso
-from .storage import Listener, SqliteTransactionStore, StoreTransaction, Transaction
+from .storage import Listener, StoreTransaction, Transaction, TransactionStore
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -172,7 +172,7 @@ async def write_event(t: StoreTransaction, kind: str, data: dict[str, Any], now:
     return event_id
 
 
-async def resend_event(store: SqliteTransactionStore, event_id: str) -> bool:
+async def resend_event(store: TransactionStore, event_id: str) -> bool:
     """Send an event again (the operator's Resend): pending and due now, with the same id and body.
     Works on any event (pending, delivered or failed); False if there is no such event. A running
     worker in this process starts at once; one in another process within POLL_EVERY."""
@@ -211,13 +211,13 @@ class _Outcome:
 
 
 # The worker delivering from a store in this process, so that `resend_event` can wake it.
-_WORKERS: weakref.WeakKeyDictionary[SqliteTransactionStore, Deliveries] = weakref.WeakKeyDictionary()
+_WORKERS: weakref.WeakKeyDictionary[TransactionStore, Deliveries] = weakref.WeakKeyDictionary()
 
 
 class Deliveries:
     """The outbox's worker: claims due events, delivers them (a few at once), records each attempt."""
 
-    def __init__(self, store: SqliteTransactionStore, settings: Settings, session: aiohttp.ClientSession, *,
+    def __init__(self, store: TransactionStore, settings: Settings, session: aiohttp.ClientSession, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.settings = settings

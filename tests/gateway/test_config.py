@@ -141,13 +141,19 @@ def test_only_one_of_key_and_secret_in_simulator_mode_is_refused(present):
     assert "MPESA_CONSUMER_KEY" in message and "MPESA_CONSUMER_SECRET" in message
 
 
-@pytest.mark.parametrize("url", ["mysql://db/x", "sqlite://relative.db", "data.sqlite3", "postgresql://db/x"])
+@pytest.mark.parametrize("url", ["mysql://db/x", "sqlite://relative.db", "data.sqlite3", "postgresql://db",
+                                 "postgresql:///x", "postgresql://db:port/x"])
 def test_unsupported_database_url_is_refused(url):
     assert "DATABASE_URL" in refusal({"DATABASE_URL": url})
 
 
 def test_sqlite_database_url_is_accepted():
     assert load_settings({"DATABASE_URL": "sqlite:///tmp/x.db"}).database_url == "sqlite:///tmp/x.db"
+
+
+@pytest.mark.parametrize("url", ["postgresql://shop:secret@db.internal:5432/payments", "postgres://db/x"])
+def test_postgresql_database_url_is_accepted(url):
+    assert load_settings({"DATABASE_URL": url}).database_url == url
 
 
 def test_bad_callback_url_in_simulator_mode_is_refused():
