@@ -108,3 +108,43 @@ def start_app(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Any) -> Callab
 @pytest.fixture
 async def running(start_app: Callable[..., Awaitable[Running]]) -> Running:
     return await start_app()
+
+
+# -- PostgreSQL: one throw-away cluster per test process, a fresh database per test -------------
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a throw-away PostgreSQL cluster's `postgres` database. Skipped where the binaries
+    are missing; in CI (env CI set) that is a failure instead."""
+    import os
+
+    from tests.pg_cluster import binaries, cluster
+
+    if binaries() is None:
+        reason = "PostgreSQL binaries not found (apt-get install postgresql: /usr/lib/postgresql/*/bin/initdb)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with cluster() as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_url(postgres_server):
+    """A new, empty database on the test cluster, dropped afterwards."""
+    import uuid
+
+    import asyncpg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()

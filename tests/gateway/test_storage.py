@@ -1,0 +1,248 @@
+"""The store's contract, run against SQLite and against a real PostgreSQL server (a throw-away
+cluster: tests/pg_cluster.py): units of work, committed reads, listeners, rows, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from gateway.migrations import MIGRATIONS
+from gateway.storage import SqliteTransactionStore, StoreTransaction, Transaction, TransactionStore
+from gateway.storage_pg import PostgresTransactionStore, numbered
+
+LATEST = MIGRATIONS[-1].version
+
+
+def _tx(i: int) -> Transaction:
+    return Transaction(checkout_request_id=f"ws_CO_{i}", merchant_request_id=f"m-{i}", phone="254712345678",
+                       amount=10, account_reference="R", description="D")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request, tmp_path):
+    """A factory of stores on one new database (several may be opened on it, as several processes would)."""
+    if request.param == "sqlite":
+        return lambda: SqliteTransactionStore(tmp_path / "t.sqlite3")
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresTransactionStore(url, max_size=5)
+
+
+@pytest.fixture
+async def store(make_store):
+    opened: TransactionStore = make_store()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_a_payment_is_written_read_and_updated_only_from_what_was_expected(store):
+    async with store.transaction() as t:
+        await t.insert(_tx(1))
+    assert (await store.get("ws_CO_1")).status == "pending"
+    async with store.transaction() as t:
+        assert await t.update("ws_CO_1", {"status": "pending", "receipt": None},
+                              {"status": "completed", "receipt": "RCP1", "late": True})
+        assert not await t.update("ws_CO_1", {"status": "pending"}, {"status": "failed"})  # no longer pending
+    paid = await store.get("ws_CO_1")
+    assert (paid.status, paid.receipt, paid.late) == ("completed", "RCP1", True)
+    assert await store.receipt_owner("RCP1") == "ws_CO_1"
+    assert await store.count() == 1
+
+
+async def test_rows_are_read_by_name_by_position_and_as_a_dict(store):
+    async with store.transaction() as t:
+        await t.insert(_tx(1))
+        row = await t.fetch_one("SELECT checkout_request_id, amount FROM transactions WHERE amount = ?", (10,))
+        assert (row[0], row["amount"], dict(row), len(row)) == ("ws_CO_1", 10, {"checkout_request_id": "ws_CO_1",
+                                                                                "amount": 10}, 2)
+    [row] = await store.fetch_all("SELECT phone, 'it''s ?' AS quoted FROM transactions WHERE phone = ?",
+                                  ("254712345678",))
+    assert (row["phone"], row[1]) == ("254712345678", "it's ?")
+    assert await store.fetch_one("SELECT * FROM transactions WHERE checkout_request_id = ?", ("none",)) is None
+
+
+async def test_ids_of_attempts_and_callbacks_come_back_from_their_insert(store):
+    async with store.transaction() as t:
+        first = await t.insert_attempt("254712345678", 10, "R", "D", 100.0)
+        second = await t.insert_attempt("254712345678", 10, "R", "D", 101.5)
+        assert second > first
+        assert await t.set_attempt(first, "accepted", "ws_CO_1")
+        assert not await t.set_attempt(first, "refused")  # only from sending/unknown
+        log_id = await t.log_callback("ws_CO_1", "received", {"Body": {}})
+        await t.set_callback_outcome(log_id, "applied", "fine")
+    assert [a.id for a in await store.open_attempts("254712345678", 10.0, 0)] == [second]
+    assert await store.open_attempts("254712345678", 10.5, 0) == []
+    assert (await store.attempt(first)).state == "accepted"
+    assert await store.attempt_counts() == {"accepted": 1, "sending": 1}
+    [logged] = await store.callbacks("ws_CO_1")
+    assert (logged.id, logged.outcome, logged.note) == (log_id, "applied", "fine")
+
+
+async def test_a_failing_unit_of_work_never_takes_another_with_it(store):
+    """50 pairs at once: one transaction of each pair fails after writing; the other's write stands."""
+
+    async def good(i: int) -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(i))
+            await asyncio.sleep(0)  # let the other coroutine run in between
+
+    async def bad(i: int) -> None:
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as t:
+                await t.insert(_tx(10_000 + i))
+                await asyncio.sleep(0)
+                raise RuntimeError("this unit of work fails")
+
+    await asyncio.gather(*(coro for i in range(50) for coro in (good(i), bad(i))))
+    assert await store.count() == 50
+    assert [await store.get(f"ws_CO_{10_000 + i}") for i in range(50)] == [None] * 50
+
+
+async def test_units_of_work_are_isolated_read_then_write(make_store):
+    """Read a number, yield, write it plus one: from two stores (two processes' worth of
+    connections) at once, no increment is lost, as with SQLite's single writer."""
+    # SQLite is written by one process (a second writer in this event loop's thread would block
+    # it): there, both are the same store.
+    first = make_store()
+    stores = [first, first if isinstance(first, SqliteTransactionStore) else make_store()]
+    for s in set(stores):
+        await s.open()
+    try:
+        async with stores[0].transaction() as t:
+            await t.insert(_tx(1))
+
+        async def increment(s: TransactionStore) -> None:
+            async with s.transaction() as t:
+                row = await t.fetch_one("SELECT query_attempts FROM transactions WHERE checkout_request_id = ?",
+                                        ("ws_CO_1",))
+                await asyncio.sleep(0.001)
+                await t.execute("UPDATE transactions SET query_attempts = ? WHERE checkout_request_id = ?",
+                                (row[0] + 1, "ws_CO_1"))
+
+        await asyncio.gather(*(increment(stores[i % 2]) for i in range(40)))
+        assert (await stores[1].get("ws_CO_1")).query_attempts == 40
+    finally:
+        for s in set(stores):
+            await s.close()
+
+
+async def test_readers_never_see_a_transaction_before_it_commits(store):
+    inserted, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+            inserted.set()
+            await release.wait()
+
+    task = asyncio.create_task(writer())
+    await inserted.wait()
+    assert await store.get("ws_CO_1") is None  # a status poll now says "not found", not a ghost
+    release.set()
+    await task
+    assert await store.get("ws_CO_1") is not None
+
+
+async def test_a_cancelled_unit_of_work_rolls_back_and_frees_the_store(store):
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+            started.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(stuck())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        async with store.transaction() as t:
+            await t.insert(_tx(2))
+    assert await store.get("ws_CO_1") is None and await store.get("ws_CO_2") is not None
+
+
+async def test_a_leaked_transaction_cannot_write_later(store):
+    async with store.transaction() as t:
+        leaked = t
+    with pytest.raises(RuntimeError, match="over"):
+        await leaked.insert(_tx(1))
+
+
+async def test_listeners_run_inside_the_transaction_and_roll_back_with_it(store):
+    seen: list[tuple[str, str | None]] = []
+
+    async def on_payment(t: StoreTransaction, row: Transaction, previous: str | None) -> None:
+        seen.append((row.status, previous))
+        await t.log_callback(row.checkout_request_id, "applied", "from the listener")
+
+    store.listen("payment", on_payment)
+    async with store.transaction() as t:
+        await t.insert(_tx(1))
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as t:
+            await t.update("ws_CO_1", {"status": "pending"}, {"status": "failed"})
+            raise RuntimeError("undone")
+    assert seen == [("failed", "pending")] and await store.callbacks("ws_CO_1") == []
+    async with store.transaction() as t:
+        await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed"})
+    assert len(await store.callbacks("ws_CO_1")) == 1
+
+
+async def test_every_migration_is_recorded_once_and_a_reopened_store_applies_none(make_store):
+    first = make_store()
+    await first.open()
+    async with first.transaction() as t:
+        await t.insert(_tx(1))
+    await first.close()
+    again = make_store()
+    await again.open()
+    try:
+        rows = await again.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in rows] == list(range(LATEST + 1))
+        assert await again.schema_version() == LATEST
+        assert await again.get("ws_CO_1") is not None
+    finally:
+        await again.close()
+
+
+async def test_stores_opened_at_once_migrate_once(make_store):
+    stores = [make_store() for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        rows = await stores[0].fetch_all("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in rows] == list(range(LATEST + 1))
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_database_of_the_previous_release_is_upgraded_not_recreated(tmp_path):
+    """The release before the version table: SCHEMA, then its migrations counted in user_version."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:3]:
+        for statement in migration.statements("sqlite"):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    db.execute("INSERT INTO orders (order_id, reference, description, amount, items, status, created_at, updated_at) "
+               "VALUES ('ord_1', 'R', 'D', 10, '[]', 'open', 'now', 'now')")
+    db.close()
+    store = SqliteTransactionStore(path)
+    await store.open()
+    try:
+        rows = await store.fetch_all("SELECT version, about FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in rows] == list(range(LATEST + 1))
+        assert all("adopted from PRAGMA user_version 2" in r[1] for r in rows[:3])
+        assert await store.fetch_one("SELECT order_id FROM orders") is not None  # kept, not recreated
+    finally:
+        await store.close()
+
+
+def test_question_marks_become_numbered_placeholders_outside_quotes_and_comments():
+    assert numbered("SELECT a FROM t WHERE b = ? AND c IN (?, ?)") == "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)"
+    assert numbered("SELECT '?', 'it''s ?', \"?\" -- why?\nFROM t WHERE x = ?") == (
+        "SELECT '?', 'it''s ?', \"?\" -- why?\nFROM t WHERE x = $1")
