@@ -36,6 +36,14 @@ def masked_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/… (path hidden)"
 
 
+def database_shown(url: str) -> str:
+    """DATABASE_URL without its password (a PostgreSQL URL may carry one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":…@", 1)).geturl()
+
+
 def load(env: Mapping[str, str]) -> tuple[Settings, SimulatorSettings | None]:
     """The gateway's settings and, in simulator mode, the simulator's, read from the same
     environment: the simulator accepts the credentials, shortcode and passkey the gateway sends."""
@@ -52,7 +60,7 @@ def banner(settings: Settings, simulator: SimulatorSettings | None) -> str:
         f"Mode: {settings.mpesa_env} ({settings.app_env})",
         f"Daraja: {settings.base_url}",
         f"Callback: {masked_url(settings.callback_url)}",
-        f"Database: {settings.database_url}",
+        f"Database: {database_shown(settings.database_url)}",
     ]
     lines.append(f"Pay page: {settings.server_url}/pay.html")
     if simulator is not None:

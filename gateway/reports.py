@@ -324,8 +324,9 @@ async def daily_totals(store: Reader, filters: Filters = Filters(), *, days: int
     where, args = _payment_where(filters)
     rows = await store.fetch_all(
         f"SELECT date(t.created_at, '{NAIROBI_SHIFT}') AS day, COUNT(*), "
-        "SUM(t.status = 'completed'), SUM(CASE WHEN t.status = 'completed' THEN t.amount ELSE 0 END), "
-        "SUM(t.status = 'failed'), SUM(t.status = 'pending') "
+        "SUM(CASE WHEN t.status = 'completed' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN t.status = 'completed' THEN t.amount ELSE 0 END), "
+        "SUM(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END), SUM(CASE WHEN t.status = 'pending' THEN 1 ELSE 0 END) "
         f"{PAYMENTS_JOINED}{where} "
         "GROUP BY day ORDER BY day DESC LIMIT ?", [*args, max(1, days)])
     return [DayTotal(str(r[0]), int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), int(r[5] or 0))
@@ -695,8 +696,8 @@ async def webhook_events(store: Reader, *, state: str = "", search: str = "", li
         conds.append("state = ?")
         args.append(state)
     if search.strip():
-        conds.append("(event_id = ? OR instr(body, ?) > 0)")
-        args += [search.strip(), json.dumps(search.strip())]
+        conds.append(f"(event_id = ? OR body LIKE ? ESCAPE '{LIKE_ESCAPE}')")
+        args += [search.strip(), _like(json.dumps(search.strip()))]
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
     count = await store.fetch_one(f"SELECT COUNT(*) FROM webhook_events{where}", args)
     rows = await store.fetch_all(f"{EVENT_SELECT}{where} ORDER BY created_epoch DESC, rowid DESC LIMIT ? OFFSET ?",

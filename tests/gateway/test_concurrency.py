@@ -154,10 +154,10 @@ async def test_a_cancelled_unit_of_work_rolls_back_and_frees_the_store(tmp_path)
 async def test_a_database_written_by_the_previous_release_is_upgraded_in_place(tmp_path):
     import sqlite3
 
-    from gateway.storage import MIGRATIONS, SCHEMA
+    from gateway.migrations import MIGRATIONS
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:  # the previous release's tables, with a paid payment in them
-        db.executescript(SCHEMA)
+        db.executescript(MIGRATIONS[0].sqlite)  # the first release's schema (user_version 0)
         db.execute("INSERT INTO transactions (checkout_request_id, merchant_request_id, phone, amount, "
                    "account_reference, description, status, receipt, created_at, updated_at) VALUES "
                    "('ws_CO_old', 'm-1', '254712345678', 100, 'R', 'D', 'completed', 'UAB1C2D3E4', 'x', 'x')")
@@ -178,4 +178,5 @@ async def test_a_database_written_by_the_previous_release_is_upgraded_in_place(t
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        versions = [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [m.version for m in MIGRATIONS]
