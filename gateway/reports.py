@@ -319,11 +319,18 @@ class DayTotal:
     pending: int
 
 
+def _nairobi_day(store: Reader, column: str) -> str:
+    """SQL for the Nairobi day (YYYY-MM-DD) of a stored UTC time (ISO text ending in Z)."""
+    if getattr(store, "dialect", "sqlite") == "postgresql":
+        return f"to_char(({column})::timestamptz AT TIME ZONE 'UTC' + interval '3 hours', 'YYYY-MM-DD')"
+    return f"date({column}, '{NAIROBI_SHIFT}')"
+
+
 async def daily_totals(store: Reader, filters: Filters = Filters(), *, days: int = 366) -> list[DayTotal]:
     """Totals per Nairobi day (the day each payment was asked), newest day first."""
     where, args = _payment_where(filters)
     rows = await store.fetch_all(
-        f"SELECT date(t.created_at, '{NAIROBI_SHIFT}') AS day, COUNT(*), "
+        f"SELECT {_nairobi_day(store, 't.created_at')} AS day, COUNT(*), "
         "SUM(CASE WHEN t.status = 'completed' THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN t.status = 'completed' THEN t.amount ELSE 0 END), "
         "SUM(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END), SUM(CASE WHEN t.status = 'pending' THEN 1 ELSE 0 END) "

@@ -246,3 +246,20 @@ def test_question_marks_become_numbered_placeholders_outside_quotes_and_comments
     assert numbered("SELECT a FROM t WHERE b = ? AND c IN (?, ?)") == "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)"
     assert numbered("SELECT '?', 'it''s ?', \"?\" -- why?\nFROM t WHERE x = ?") == (
         "SELECT '?', 'it''s ?', \"?\" -- why?\nFROM t WHERE x = $1")
+
+
+async def test_totals_per_nairobi_day_on_both_databases(store):
+    """21:30 UTC is already the next day in Nairobi (UTC+3, no summer time)."""
+    from gateway.reports import daily_totals
+
+    rows = [("ws_CO_a", "2026-11-30T20:59:59.000Z", "completed", 100), ("ws_CO_b", "2026-11-30T21:30:00.000Z",
+            "completed", 250), ("ws_CO_c", "2026-11-30T22:00:00.000Z", "failed", 40),
+            ("ws_CO_d", "2026-12-01T08:00:00.000Z", "pending", 5)]
+    async with store.transaction() as t:
+        for cid, created, status, amount in rows:
+            await t.insert(Transaction(checkout_request_id=cid, merchant_request_id="m", phone="254712345678",
+                                       amount=amount, account_reference="R", description="D", status=status,
+                                       created_at=created, updated_at=created))
+    totals = await daily_totals(store)
+    assert [(d.day, d.payments, d.completed, d.paid_amount, d.failed, d.pending) for d in totals] == [
+        ("2026-12-01", 3, 1, 250, 1, 1), ("2026-11-30", 1, 1, 100, 0, 0)]
