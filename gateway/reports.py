@@ -761,6 +761,6 @@ async def attention(store: Reader) -> Attention:
         lost_answers=await one("SELECT COUNT(*) FROM push_attempts WHERE state = 'unknown'"),
         late_successes=await one("SELECT COUNT(*) FROM transactions WHERE late = 1"),
         double_payments=await one("SELECT COUNT(*) FROM (SELECT order_id FROM transactions WHERE order_id IS NOT NULL "
-                                  "AND status = 'completed' GROUP BY order_id HAVING COUNT(*) > 1)"),
+                                  "AND status = 'completed' GROUP BY order_id HAVING COUNT(*) > 1) AS doubles"),
         failed_webhooks=await one("SELECT COUNT(*) FROM webhook_events WHERE state = 'failed'"),
     )

@@ -263,3 +263,15 @@ async def test_totals_per_nairobi_day_on_both_databases(store):
     totals = await daily_totals(store)
     assert [(d.day, d.payments, d.completed, d.paid_amount, d.failed, d.pending) for d in totals] == [
         ("2026-12-01", 3, 1, 250, 1, 1), ("2026-11-30", 1, 1, 100, 0, 0)]
+
+
+async def test_the_operators_attention_counts_on_both_databases(store):
+    from gateway.reports import attention
+
+    async with store.transaction() as t:
+        for i, order in enumerate(["ord_a", "ord_a", "ord_b"]):
+            await t.insert(Transaction(checkout_request_id=f"ws_CO_{i}", merchant_request_id="m", phone="254712345678",
+                                       amount=10, account_reference="R", description="D", status="completed",
+                                       receipt=f"RC{i}", order_id=order))
+    counts = await attention(store)
+    assert (counts.double_payments, counts.late_successes, counts.lost_answers) == (1, 0, 0)
