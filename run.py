@@ -5,6 +5,9 @@
     python run.py sim COMMAND …        drive a running simulator (prompts, pin, cancel, faults, clock …)
     python run.py payments COMMAND …   the operator's view from the database (list, show, unmatched, lost,
                                        late, webhooks, resend, export …; see `run.py payments --help`)
+    python run.py migrate              apply the database's migrations (DATABASE_URL) and exit
+    python run.py doctor               check the configuration (settings, database, Daraja's OAuth,
+                                       the callback URL) without serving; exit 0 if all is well
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from dotenv import load_dotenv
 
+from gateway import doctor
 from gateway.config import ConfigError, Settings, load_settings
 from simulator.settings import SimulatorConfigError, SimulatorSettings, load_simulator_settings
 
@@ -32,16 +35,12 @@ def loopback_if_any(host: str) -> str:
 
 def masked_url(url: str) -> str:
     """The scheme and host only: the callback's path is its secret, so it is never printed."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/… (path hidden)"
+    return doctor.masked_url(url)
 
 
 def database_shown(url: str) -> str:
     """DATABASE_URL without its password (a PostgreSQL URL may carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":…@", 1)).geturl()
+    return doctor.hide_password(url)
 
 
 def load(env: Mapping[str, str]) -> tuple[Settings, SimulatorSettings | None]:
@@ -100,10 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         load_dotenv()  # DATABASE_URL, as the server reads it
         from gateway.payments_cli import main as payments_main
         return payments_main(argv[1:])
+    if argv[:1] == ["migrate"]:
+        load_dotenv()  # DATABASE_URL, as the server reads it
+        return doctor.migrate_main(argv[1:])
+    if argv[:1] == ["doctor"]:
+        load_dotenv()  # the configuration exactly as the server reads it (real environment variables win)
+        return doctor.doctor_main(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="M-Pesa payment server and Daraja simulator")
-    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "simulator", "sim", "payments"),
+    parser.add_argument("command", nargs="?", default="serve",
+                        choices=("serve", "simulator", "sim", "payments", "migrate", "doctor"),
                         help="serve (default), simulator (standalone), sim … (see `run.py sim --help`), "
-                             "or payments … (see `run.py payments --help`)")
+                             "payments … (see `run.py payments --help`), migrate (the database's "
+                             "migrations, then exit) or doctor (check the configuration)")
     parser.add_argument("--port", type=int, help="override PORT")
     parser.add_argument("--host", help="override HOST")
     args = parser.parse_args(argv)

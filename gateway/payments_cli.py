@@ -1,5 +1,7 @@
 """`python run.py payments …`: the operator's view from a terminal, read from DATABASE_URL's database
-directly (the gateway need not be running; if it is, this reads what it has committed).
+directly, SQLite or PostgreSQL (the gateway need not be running; if it is, this reads what it has
+committed). Nothing is created or migrated: a database not at the latest schema is refused (run
+`python run.py migrate`).
 
     list      payments: -q phone/receipt/reference/id, --status, --from/--to (Nairobi days)
     totals    totals per Nairobi day of the same payments
@@ -27,33 +29,44 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import fields
-from pathlib import Path
 from typing import Any, TextIO
 
+import asyncpg
+
 from . import reports
-from .config import DEFAULT_DATABASE_URL, ConfigError, Settings, is_postgresql, sqlite_path
-from .storage import SqliteTransactionStore
+from .config import is_postgresql, sqlite_path
+from .doctor import PG_ERRORS, DatabaseProblem, database_url, hide_password, read_schema
+from .storage import SqliteTransactionStore, TransactionStore
+from .storage_pg import PostgresTransactionStore
 from .webhooks import resend_event
 
-Command = Callable[[SqliteTransactionStore, argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
+Command = Callable[[TransactionStore, argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 
 
 class Usage(Exception):
     """A bad argument or a missing database: exit status 2, with this message."""
 
 
-def database_path(env: Mapping[str, str], override: str | None = None) -> Path:
-    """The SQLite file of DATABASE_URL (or `override`), checked as the gateway checks it."""
-    raw = (override or env.get("DATABASE_URL") or "").strip() or DEFAULT_DATABASE_URL
-    [setting] = [f for f in fields(Settings) if f.metadata.get("env") == "DATABASE_URL"]
+class _PostgresReader(PostgresTransactionStore):
+    """The PostgreSQL store, opened without migrating (its schema is checked before, by `run`)."""
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
+
+
+async def open_database(url: str) -> TransactionStore:
+    """DATABASE_URL's store, opened, if its database exists at the latest schema (Usage if not):
+    nothing is created or migrated by looking."""
     try:
-        url = setting.metadata["parse"]("DATABASE_URL", raw)
-    except ConfigError as exc:
+        problem = (await read_schema(url)).problem()
+    except DatabaseProblem as exc:
         raise Usage(str(exc)) from None
-    if is_postgresql(url):
-        raise Usage("DATABASE_URL: run.py payments reads SQLite only in this version (PostgreSQL is to come)")
-    return sqlite_path(url)
+    if problem is not None:
+        raise Usage(f"{hide_password(url)}: {problem}")
+    store: TransactionStore = (_PostgresReader(url) if is_postgresql(url)
+                               else SqliteTransactionStore(sqlite_path(url)))
+    await store.open()  # SQLite: its migration step finds nothing to do (the schema is the latest)
+    return store
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -119,7 +132,7 @@ def _page_note(out: TextIO, page: reports.Page, what: str) -> None:
 
 # -- the commands --------------------------------------------------------------------------------
 
-async def cmd_list(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_list(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     page = await reports.payments(store, _filters(args), limit=args.limit, offset=args.offset)
     if args.json:
         write_json(out, {"total": page.total, "offset": page.offset, "payments": page.rows})
@@ -130,7 +143,7 @@ async def cmd_list(store: SqliteTransactionStore, args: argparse.Namespace, out:
     return 0
 
 
-async def cmd_totals(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_totals(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     totals = await reports.daily_totals(store, _filters(args), days=args.days)
     if args.json:
         write_json(out, totals)
@@ -140,7 +153,7 @@ async def cmd_totals(store: SqliteTransactionStore, args: argparse.Namespace, ou
     return 0
 
 
-async def _show_payment(store: SqliteTransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
+async def _show_payment(store: TransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.payment(store, ident)
     if found is None:
         out.write(f"No payment, order or webhook event has the id {_shown(ident)}.\n")
@@ -178,7 +191,7 @@ def _event_table(out: TextIO, events: Sequence[reports.WebhookEvent]) -> None:
                   e.last_error or (f"HTTP {e.last_status}" if e.last_status else "-"), e.event_id] for e in events])
 
 
-async def _show_order(store: SqliteTransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
+async def _show_order(store: TransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.order(store, ident)
     if found is None:
         out.write(f"No order has the id {_shown(ident)}.\n")
@@ -202,7 +215,7 @@ async def _show_order(store: SqliteTransactionStore, ident: str, args: argparse.
     return 0
 
 
-async def _show_event(store: SqliteTransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
+async def _show_event(store: TransactionStore, ident: str, args: argparse.Namespace, out: TextIO) -> int:
     event = await reports.webhook_event(store, ident)
     if event is None:
         out.write(f"No webhook event has the id {_shown(ident)}.\n")
@@ -222,7 +235,7 @@ async def _show_event(store: SqliteTransactionStore, ident: str, args: argparse.
     return 0
 
 
-async def cmd_show(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_show(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     ident = reports.usable_text(args.id).strip()
     if ident.startswith("ord_"):
         return await _show_order(store, ident, args, out)
@@ -231,7 +244,7 @@ async def cmd_show(store: SqliteTransactionStore, args: argparse.Namespace, out:
     return await _show_payment(store, ident, args, out)
 
 
-async def cmd_orders(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_orders(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     page = await reports.orders(store, _filters(args, reports.ORDER_STATUSES), limit=args.limit, offset=args.offset)
     if args.json:
         write_json(out, {"total": page.total, "offset": page.offset, "orders": page.rows})
@@ -245,7 +258,7 @@ async def cmd_orders(store: SqliteTransactionStore, args: argparse.Namespace, ou
     return 0
 
 
-async def cmd_unmatched(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_unmatched(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     outcomes = (args.outcome,) if args.outcome else reports.UNMATCHED_OUTCOMES
     found = await reports.unmatched_callbacks(store, outcomes, limit=args.limit)
     if args.json:
@@ -261,7 +274,7 @@ async def cmd_unmatched(store: SqliteTransactionStore, args: argparse.Namespace,
     return 0
 
 
-async def cmd_lost(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_lost(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.lost_answers(store, limit=args.limit)
     if args.json:
         write_json(out, found)
@@ -274,7 +287,7 @@ async def cmd_lost(store: SqliteTransactionStore, args: argparse.Namespace, out:
     return 0
 
 
-async def cmd_late(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_late(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.late_successes(store, limit=args.limit)
     if args.json:
         write_json(out, found)
@@ -286,7 +299,7 @@ async def cmd_late(store: SqliteTransactionStore, args: argparse.Namespace, out:
     return 0
 
 
-async def cmd_doubles(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_doubles(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.double_payments(store, limit=args.limit)
     if args.json:
         write_json(out, found)
@@ -301,7 +314,7 @@ async def cmd_doubles(store: SqliteTransactionStore, args: argparse.Namespace, o
     return 0
 
 
-async def cmd_webhooks(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_webhooks(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     try:
         page = await reports.webhook_events(store, state=args.state or "", search=args.q or "", limit=args.limit,
                                             offset=args.offset)
@@ -320,7 +333,7 @@ async def cmd_webhooks(store: SqliteTransactionStore, args: argparse.Namespace, 
     return 0
 
 
-async def cmd_resend(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_resend(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     ident = reports.usable_text(args.id).strip()
     if not ident or len(ident) > reports.MAX_SEARCH or not await resend_event(store, ident):
         out.write(f"No webhook event has the id {_shown(ident)}.\n")
@@ -329,7 +342,7 @@ async def cmd_resend(store: SqliteTransactionStore, args: argparse.Namespace, ou
     return 0
 
 
-async def cmd_export(store: SqliteTransactionStore, args: argparse.Namespace, out: TextIO) -> int:
+async def cmd_export(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     filters = _filters(args)
     if args.output in (None, "-"):
         async for chunk in reports.payments_csv(store, filters):
@@ -368,7 +381,8 @@ def _whole(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--database", metavar="URL", help="sqlite:///path (default: DATABASE_URL, as the gateway)")
+    common.add_argument("--database", metavar="URL",
+                        help="sqlite:///path or postgresql://… (default: DATABASE_URL, as the gateway)")
     common.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("-q", "--search", dest="q", metavar="TEXT", help="a phone, receipt, reference or id")
@@ -411,19 +425,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    path = database_path(env, args.database)
-    if not path.is_file():
-        raise Usage(f"No database at {path} (DATABASE_URL): set DATABASE_URL to the gateway's, or start it once")
-    store = SqliteTransactionStore(path)
     try:
-        await store.open()
+        url = database_url(env, args.database)
+    except DatabaseProblem as exc:
+        raise Usage(str(exc)) from None
+    try:
+        store = await open_database(url)
         try:
             command: Command = args.run
             return await command(store, args, out)
         finally:
             await store.close()
     except sqlite3.DatabaseError as exc:
-        raise Usage(f"{path} cannot be read as the gateway's database ({exc})") from None
+        raise Usage(f"{sqlite_path(url)} cannot be read as the gateway's database ({exc})") from None
+    except PG_ERRORS as exc:
+        raise Usage(f"{hide_password(url)}: {exc}") from None
 
 
 def main(argv: Sequence[str], env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
