@@ -361,11 +361,10 @@ def secrets_of(env: Mapping[str, str]) -> list[tuple[str, str]]:
         raw = env.get(name, "").strip() if name else ""
         if not raw or f.repr:
             continue
-        if name == "CALLBACK_URL":
-            pairs.append((raw, masked_url(raw)))
+        if name == "CALLBACK_URL":  # its path is the secret (a short one is no secret, and not hidden)
             path = urlsplit(raw).path
             if len(path.strip("/")) >= 4:
-                pairs.append((path, "/…"))
+                pairs += [(raw, masked_url(raw)), (path, "/…")]
         elif len(raw) >= 4:
             pairs.append((raw, "…"))
     password = urlsplit(env.get("DATABASE_URL", "").strip()).password
