@@ -299,14 +299,20 @@ async def oauth_check(s: Settings | None) -> Check:
             await client.tokens.get()
         except AuthRefused as exc:
             return Check(name, False, f"{s.base_url} refused MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET "
-                                      f"({exc}): copy both again from your app on developer.safaricom.co.ke "
+                                      f"({_said(exc)}): copy both again from your app on developer.safaricom.co.ke "
                                       f"({s.mpesa_env} keys for MPESA_ENV={s.mpesa_env})")
         except DarajaError as exc:
-            return Check(name, False, f"{s.base_url} answered {exc}: try again in a minute")
+            return Check(name, False, f"{s.base_url} answered {_said(exc)}: try again in a minute")
         except DarajaUnavailable as exc:
             return Check(name, False, f"{exc} ({s.base_url}): check MPESA_BASE_URL and this machine's "
                                       "access to it")
     return Check(name, True, f"a token from {s.base_url} with the configured key and secret")
+
+
+def _said(exc: DarajaError) -> str:
+    """What Daraja answered, briefly: its code and message, and the HTTP status."""
+    said = " ".join(f"{exc.error_code} {exc.error_message}".split())
+    return _reason(Exception(f"{said}, HTTP {exc.http_status}" if said else f"HTTP {exc.http_status}"))
 
 
 def _local(host: str) -> bool:
