@@ -92,8 +92,9 @@ def today() -> date:
 
 def usable_text(value: Any) -> str:
     """`value` as text the database can be asked about: a lone surrogate (from a command line's
-    undecodable bytes, or a URL's broken escapes) becomes U+FFFD instead of an encoding error."""
-    text = "" if value is None else str(value)
+    undecodable bytes, or a URL's broken escapes) or a NUL (which PostgreSQL's text cannot hold)
+    becomes U+FFFD instead of an encoding error."""
+    text = "" if value is None else str(value).replace("\x00", "\ufffd")
     return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
@@ -150,8 +151,16 @@ class Filters:
 
 
 def _like(text: str) -> str:
+    """`%text%` for `_contains`, with LIKE's wildcards in `text` escaped, in lower case."""
+    text = text.lower()
     escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
     return f"%{escaped}%"
+
+
+def _contains(column: str) -> str:
+    """`column` contains the `_like` argument, in any case, on both databases (SQLite's LIKE ignores
+    ASCII case, PostgreSQL's does not: both sides lowered)."""
+    return f"LOWER({column}) LIKE ? ESCAPE '{LIKE_ESCAPE}'"
 
 
 def phone_digits(search: str) -> str | None:
@@ -172,7 +181,7 @@ def phone_digits(search: str) -> str | None:
 def _search_clause(search: str) -> tuple[str, list[Any]]:
     """Payments (`t`, joined with their order `o`) that the search names."""
     conds = ["t.checkout_request_id = ?", "t.merchant_request_id = ?", "t.receipt = ?", "t.order_id = ?",
-             f"t.account_reference LIKE ? ESCAPE '{LIKE_ESCAPE}'", f"o.reference LIKE ? ESCAPE '{LIKE_ESCAPE}'"]
+             _contains("t.account_reference"), _contains("o.reference")]
     args: list[Any] = [search, search, search.upper(), search, _like(search), _like(search)]
     digits = phone_digits(search)
     if digits is not None:
@@ -453,7 +462,7 @@ def _order_search(search: str) -> tuple[str, list[Any]]:
     if digits is not None:
         by_payment.append("t.phone LIKE ?")
         payment_args.append(f"%{digits}")
-    clause = (f"(o.order_id = ? OR o.reference LIKE ? ESCAPE '{LIKE_ESCAPE}' OR EXISTS (SELECT 1 FROM transactions t "
+    clause = (f"(o.order_id = ? OR {_contains('o.reference')} OR EXISTS (SELECT 1 FROM transactions t "
               f"WHERE t.order_id = o.order_id AND ({' OR '.join(by_payment)})))")
     return clause, [search, _like(search), *payment_args]
 
@@ -703,7 +712,7 @@ async def webhook_events(store: Reader, *, state: str = "", search: str = "", li
         conds.append("state = ?")
         args.append(state)
     if search.strip():
-        conds.append(f"(event_id = ? OR body LIKE ? ESCAPE '{LIKE_ESCAPE}')")
+        conds.append(f"(event_id = ? OR {_contains('body')})")
         args += [search.strip(), _like(json.dumps(search.strip()))]
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
     count = await store.fetch_one(f"SELECT COUNT(*) FROM webhook_events{where}", args)

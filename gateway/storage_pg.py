@@ -16,6 +16,7 @@ Semantics kept from the SQLite store, on purpose, until something finer is desig
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -101,6 +102,10 @@ class PostgresTransactionStore(TransactionStore):
         self.dsn = dsn
         self._sizes = (min_size, max_size)
         self._pool: asyncpg.Pool | None = None
+        # This process's units of work queue here, before taking a pooled connection: waiting on the
+        # advisory lock with one connection each, they would take the whole pool, and the unit of
+        # work holding the lock could then not make the plain reads (`store.get`, …) it awaits.
+        self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         pool = await asyncpg.create_pool(self.dsn, min_size=self._sizes[0], max_size=self._sizes[1])
@@ -132,8 +137,10 @@ class PostgresTransactionStore(TransactionStore):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
         """One isolated unit of work: committed when the block ends, rolled back if it raises (or
-        is cancelled). Units of work run one at a time across every process on this database."""
-        async with self._live().acquire() as conn, conn.transaction():
+        is cancelled). Units of work run one at a time across every process on this database: one
+        at a time in this process (an asyncio lock, holding no connection while it waits), then
+        under the advisory lock (one connection per process waits there)."""
+        async with self._write_lock, self._live().acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK)
             tx = PostgresTransaction(conn, self._listeners)
             try:

@@ -4,6 +4,7 @@ with the simulator's timings shortened by settings so every scenario runs in abo
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -84,19 +85,43 @@ class Running:
             await asyncio.sleep(0.05)
 
 
-def app_env(tmp_path: Any, **overrides: str) -> dict[str, str]:
-    """Settings for a test app: a free port, a database file in tmp_path, fast timings."""
-    env = {"PORT": str(free_port()), "DATABASE_URL": f"sqlite:///{tmp_path}/test.sqlite3", **FAST_ENV}
+# TEST_DATABASE=postgresql: the apps started by `start_app` store into a fresh PostgreSQL database
+# (one per test, on the throw-away cluster below) instead of an SQLite file in tmp_path.
+TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
+if TEST_DATABASE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"TEST_DATABASE must be sqlite or postgresql (got {TEST_DATABASE!r})")
+ON_POSTGRESQL = TEST_DATABASE == "postgresql"
+
+# For the tests that look at the SQLite file itself (or run a process that needs one).
+sqlite_only = pytest.mark.skipif(ON_POSTGRESQL,
+                                 reason="reads or writes the SQLite file itself (TEST_DATABASE=postgresql)")
+
+
+def app_env(tmp_path: Any, database_url: str | None = None, **overrides: str) -> dict[str, str]:
+    """Settings for a test app: a free port, a database file in tmp_path (or `database_url`), fast timings."""
+    env = {"PORT": str(free_port()), "DATABASE_URL": database_url or f"sqlite:///{tmp_path}/test.sqlite3",
+           **FAST_ENV}
     env.update(overrides)
     return env
 
 
 @pytest.fixture
-def start_app(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Any) -> Callable[..., Awaitable[Running]]:
-    """`await start_app(SETTING="value", ...)` starts gateway + simulator with those settings."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The test's database: an SQLite file in tmp_path, or (TEST_DATABASE=postgresql) a fresh
+    PostgreSQL database."""
+    if ON_POSTGRESQL:
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path}/test.sqlite3"
+
+
+@pytest.fixture
+def start_app(database_url: str, aiohttp_server: Any, aiohttp_client: Any,
+              tmp_path: Any) -> Callable[..., Awaitable[Running]]:
+    """`await start_app(SETTING="value", ...)` starts gateway + simulator with those settings.
+    (`database_url` first: set up before the servers, its database is dropped after they stop.)"""
 
     async def start(**overrides: str) -> Running:
-        settings, simulator_settings = load(app_env(tmp_path, **overrides))
+        settings, simulator_settings = load(app_env(tmp_path, database_url, **overrides))
         app = build_app(settings, simulator_settings)
         server = await aiohttp_server(app, host="127.0.0.1", port=settings.port)
         client = await aiohttp_client(server)

@@ -5,19 +5,21 @@ never came, a verification cut short."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
+from contextlib import AbstractAsyncContextManager
 
 from gateway.payments import iso
-from gateway.storage import utc_now
+from gateway.storage import StoreTransaction, utc_now
 from tests.conftest import Running
 from tests.gateway.test_callback_trust import failure, final_outcomes
 
 SLOW_RECONCILE = {"RECONCILE_AFTER_SECONDS": "30", "SIMULATOR_PROMPT_LIFETIME_SECONDS": "30"}
 
 
-def database(running: Running) -> sqlite3.Connection:
-    return sqlite3.connect(running.settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+def database(running: Running) -> AbstractAsyncContextManager[StoreTransaction]:
+    """A unit of work on the app's database (SQLite or PostgreSQL), committed at the block's end:
+    for writing what a crash left behind."""
+    return running.payments.store.transaction()
 
 
 def long_ago(seconds: float = 60.0) -> str:
@@ -28,8 +30,8 @@ async def test_accepted_push_without_a_payment_row_is_repaired_and_settled_by_qu
     running = await start_app(**SLOW_RECONCILE)
     pushed = await running.push("0700000007", 100)  # pays; its callback never comes
     cid = pushed["checkoutRequestId"]
-    with database(running) as db:  # what an earlier version's shared-connection rollback left behind
-        db.execute("DELETE FROM transactions WHERE checkout_request_id = ?", (cid,))
+    async with database(running) as db:  # what an earlier version's shared-connection rollback left behind
+        await db.execute("DELETE FROM transactions WHERE checkout_request_id = ?", (cid,))
     assert (await running.status(cid))["http"] == 404
     await running.payments.recover()  # (the periodic pass may get there first: either way, once)
     done = await running.wait_status(cid, "completed", timeout=5)
@@ -41,8 +43,8 @@ async def test_accepted_push_without_a_payment_row_is_repaired_and_settled_by_qu
 async def test_a_repaired_payment_takes_its_callback_once_a_query_confirms_it(start_app):
     running = await start_app(**SLOW_RECONCILE)
     cid = (await running.push("0712345678", 100))["checkoutRequestId"]
-    with database(running) as db:
-        db.execute("DELETE FROM transactions WHERE checkout_request_id = ?", (cid,))
+    async with database(running) as db:
+        await db.execute("DELETE FROM transactions WHERE checkout_request_id = ?", (cid,))
     await running.payments.recover()
     assert (await running.payments.get(cid)).merchant_request_id == ""  # not known: no direct match
     prompt = running.sim.enter_pin(cid, "12345")
@@ -63,9 +65,10 @@ async def test_a_callback_kept_but_never_matched_is_matched_at_recovery(start_ap
                                       {"Name": "MpesaReceiptNumber", "Value": prompt.receipt},
                                       {"Name": "TransactionDate", "Value": int(prompt.transaction_date)},
                                       {"Name": "PhoneNumber", "Value": 254712345678}]}}}}
-    with database(running) as db:  # kept, then the process died before matching it
-        db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body) VALUES (?, ?, ?, ?)",
-                   (cid, long_ago(), "received", json.dumps(body)))
+    async with database(running) as db:  # kept, then the process died before matching it
+        await db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body) "
+                         "VALUES (?, ?, ?, ?)",
+                         (cid, long_ago(), "received", json.dumps(body)))
     await running.payments.recover()
     stored = await running.payments.get(cid)
     assert (stored.status, stored.receipt, stored.settled_by) == ("completed", prompt.receipt, "callback")
@@ -74,12 +77,13 @@ async def test_a_callback_kept_but_never_matched_is_matched_at_recovery(start_ap
 
 async def test_a_push_whose_answer_never_came_is_kept_for_adoption(start_app):
     running = await start_app()
-    with database(running) as db:
-        db.execute("INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
-                   "created_epoch) VALUES ('254712345678', 10, 'R', 'D', 'sending', ?, ?)",
-                   (utc_now(), time.time() - 3600))
-        db.execute("INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
-                   "created_epoch) VALUES ('254712345679', 10, 'R', 'D', 'sending', ?, ?)", (utc_now(), time.time()))
+    async with database(running) as db:
+        await db.execute("INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
+                         "created_epoch) VALUES ('254712345678', 10, 'R', 'D', 'sending', ?, ?)",
+                         (utc_now(), time.time() - 3600))
+        await db.execute("INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
+                         "created_epoch) VALUES ('254712345679', 10, 'R', 'D', 'sending', ?, ?)",
+                         (utc_now(), time.time()))
     await running.payments.recover()
     # The stale one is marked lost (kept for a verified adoption); the fresh one may still be answered.
     assert await running.payments.store.attempt_counts() == {"unknown": 1, "sending": 1}
@@ -89,10 +93,10 @@ async def test_a_verification_cut_short_is_finished_at_recovery(start_app):
     running = await start_app(**SLOW_RECONCILE)
     cid = (await running.push("0712345678", 100))["checkoutRequestId"]
     forged = failure(cid, running.sim.prompts[cid].merchant_request_id)
-    with database(running) as db:
-        db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body, note) "
-                   "VALUES (?, ?, 'verifying', ?, 'a failure is confirmed first')",
-                   (cid, long_ago(), json.dumps(forged)))
+    async with database(running) as db:
+        await db.execute("INSERT INTO callback_log (checkout_request_id, received_at, outcome, body, note) "
+                         "VALUES (?, ?, 'verifying', ?, 'a failure is confirmed first')",
+                         (cid, long_ago(), json.dumps(forged)))
     await running.payments.recover()
     assert await final_outcomes(running, cid) == ["unverified"]
     assert (await running.payments.get(cid)).status == "pending"

@@ -24,6 +24,7 @@ import pytest
 import requests
 from aiohttp import web
 
+from gateway.app import open_store
 from gateway.storage import SqliteTransactionStore
 from gateway.webhooks import resend_event
 from tests.conftest import free_port
@@ -245,8 +246,8 @@ async def test_after_the_retry_window_the_event_is_failed_and_resend_delivers_it
     assert (await event_row(running, event_id))["attempts"] == len(tried) + 1
     assert await resend_event(running.payments.store, "evt_nonexistent") is False
 
-    # Resent from another connection to the file (the `payments resend` command, the server running).
-    other = SqliteTransactionStore(running.payments.store.path)
+    # Resent from another connection to the database (the `payments resend` command, the server running).
+    other = open_store(running.settings.database_url)
     await other.open()
     try:
         assert await resend_event(other, event_id) is True
