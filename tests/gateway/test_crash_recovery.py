@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.gateway.crash_harness import (
     Burst,
     Comparison,
@@ -48,7 +48,7 @@ from tests.gateway.crash_harness import (
     write_scenarios,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, sqlite_only]  # counts what the killed process left in its SQLite file
 
 PUSHES = 600  # one distinct phone each
 CONCURRENCY = 100

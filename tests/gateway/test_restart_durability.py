@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import FAST_ENV, free_port
+from tests.conftest import FAST_ENV, free_port, sqlite_only
+
+pytestmark = sqlite_only  # the server process restarted on the same SQLite file
 
 ROOT = Path(__file__).resolve().parents[2]
 
