@@ -571,14 +571,16 @@ async def test_a_failed_payment_leaves_the_order_open(shop):
 
 async def test_a_late_success_pays_the_order(start_app):
     shop = await start_app(SHOP_API_KEY=KEY, PAYMENT_TIMEOUT_SECONDS="1")
-    await Sim(shop.client, "/daraja").api("POST", "/faults", {"callback": "late", "callback_delay": 3,
+    # The callback comes 6 s after the PIN: the gateway gives up at its next pass after 1 s, with
+    # seconds to spare on a loaded machine (3 s made this race the give-up under load).
+    await Sim(shop.client, "/daraja").api("POST", "/faults", {"callback": "late", "callback_delay": 6,
                                                               "query": "error"})
     order = await new_order(shop)
     status, pushed = await push(shop, {"orderId": order["orderId"], "phone": PAYS})
     cid = pushed["checkoutRequestId"]
     await shop.wait_status(cid, "failed", timeout=5)  # given up locally
     assert (await order_row(shop, order["orderId"]))["status"] == "open"
-    await shop.wait_status(cid, "completed", timeout=6)
+    await shop.wait_status(cid, "completed", timeout=10)
     row = await wait_order(shop, order["orderId"], "paid")
     assert row["checkout_request_id"] == cid
     assert (await shop.payments.get(cid)).late is True
@@ -586,7 +588,7 @@ async def test_a_late_success_pays_the_order(start_app):
 
 async def test_a_second_payment_of_a_paid_order_is_kept_and_leaves_the_order_as_it_was(start_app, caplog):
     shop = await start_app(SHOP_API_KEY=KEY, PAYMENT_TIMEOUT_SECONDS="1")
-    await Sim(shop.client, "/daraja").api("POST", "/faults", {"callback": "late", "callback_delay": 3.5,
+    await Sim(shop.client, "/daraja").api("POST", "/faults", {"callback": "late", "callback_delay": 6,
                                                               "query": "error"})
     order = await new_order(shop)
     oid = order["orderId"]
@@ -599,7 +601,7 @@ async def test_a_second_payment_of_a_paid_order_is_kept_and_leaves_the_order_as_
     assert paid["checkout_request_id"] == second["checkoutRequestId"]
 
     with caplog.at_level(logging.WARNING, logger="gateway.orders"):
-        await shop.wait_status(first["checkoutRequestId"], "completed", timeout=6)  # the first one's late success
+        await shop.wait_status(first["checkoutRequestId"], "completed", timeout=10)  # the first one's late success
         await asyncio.sleep(0.1)
     assert await order_row(shop, oid) == paid  # unchanged
     resp = await shop.client.get(f"/orders/{oid}", headers=AUTH)
