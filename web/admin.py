@@ -299,7 +299,7 @@ async def orders_page(request: web.Request) -> web.Response:
         offset = _offset(request)
     except ReportError as exc:
         return await render(request, "admin_orders.html", 400, page="orders", filters=request.query,
-                            error=exc.message, found=None, statuses=ORDER_STATUSES, keep={})
+                            error=exc.message, error_field=exc.field, found=None, statuses=ORDER_STATUSES, keep={})
     found = await orders(operator_store(request.app), filters, offset=offset)
     return await render(request, "admin_orders.html", page="orders", filters=request.query, error=None,
                         found=found, statuses=ORDER_STATUSES, keep=filters.query())
