@@ -330,11 +330,11 @@ class StoreTransaction(_Reads):
         return True
 
     async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
-                             now: float) -> int:
+                             now: float, order_id: str | None = None) -> int:
         cur = self._run(
             "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
-            "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
-            (phone, amount, account_reference, description, utc_now(), now))
+            "created_epoch, order_id) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?)",
+            (phone, amount, account_reference, description, utc_now(), now, order_id))
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
 
