@@ -64,6 +64,8 @@ from gateway.public import (
     webhooks_enabled,
 )
 
+from .routes import kes
+
 log = logging.getLogger("web.admin")
 
 HERE = Path(__file__).parent
@@ -91,7 +93,7 @@ class AdminState:
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True)
         self.templates.filters["eat"] = nairobi_time
-        self.templates.filters["kes"] = lambda amount: f"KES {int(amount):,}"
+        self.templates.filters["kes"] = kes  # as the pay pages write it
         self.templates.globals["query"] = lambda values, **more: urlencode({**values, **more})
 
     # -- the form token ------------------------------------------------------------------------
