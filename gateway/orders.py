@@ -624,22 +624,26 @@ async def orders_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def install_orders(app: web.Application) -> None:
-    """Add the orders API, idempotency and (in simulator mode) the demo catalogue to the gateway."""
+def install_orders(app: web.Application) -> list[web.AbstractRoute]:
+    """Add the orders API, idempotency and (in simulator mode) the demo catalogue to the gateway.
+    Returns the routes a browser calls (the checkout and the catalogue), for CORS."""
     settings = app[SETTINGS]
     app[ORDER_PUSHES] = OrderPushes()
     app[CATALOGUE_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_client, settings.push_limit_window)
     app.cleanup_ctx.append(orders_ctx)
     app.router.add_post("/orders", create_order)
     app.router.add_get("/orders/{order_id}", get_order)
-    app.router.add_get("/checkout/{order_id}", checkout_order)
-    app.router.add_post("/checkout/{order_id}/status", checkout_status)
-    app.router.add_get("/checkout/{order_id}/events", checkout_events)
-    app.router.add_get("/catalogue", catalogue)
-    app.router.add_post("/catalogue/orders", catalogue_order)
+    browser = [
+        app.router.add_get("/checkout/{order_id}", checkout_order),
+        app.router.add_post("/checkout/{order_id}/status", checkout_status),
+        app.router.add_get("/checkout/{order_id}/events", checkout_events),
+        app.router.add_get("/catalogue", catalogue),
+        app.router.add_post("/catalogue/orders", catalogue_order),
+    ]
     who: dict[str, Callable[[web.Request], str | None]] = {
         "/stkpush": public, "/orders": shop, "/catalogue/orders": public}
     for path, scope in who.items():
         protect(app, "POST", path, scope)
     if settings.demo_catalogue:
         load_catalogue()  # a broken catalogue file stops the start, not a customer's order
+    return browser
