@@ -38,7 +38,16 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .catalogue import MAX_NAME, MAX_QUANTITY, catalogue_by_id, load_catalogue
-from .checkout import Checkout, CheckoutError, is_clean_text, is_visible_text, mask_phone, normalise_phone, parse_amount
+from .checkout import (
+    Checkout,
+    CheckoutError,
+    is_clean_text,
+    is_visible_text,
+    mask_phone,
+    normalise_phone,
+    parse_amount,
+    whole_number,
+)
 from .clients import client_address
 from .config import Settings
 from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
@@ -101,20 +110,6 @@ def _kes(amount: int) -> str:
     return f"{amount:,}"
 
 
-def _whole(raw: Any) -> int | None:
-    """A whole number in the forms an amount may take (checkout.parse_amount): a JSON integer, a
-    whole float (100.0), or a string of digits. Anything else (true, 1.5, "1e3"): None."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal() and len(raw.strip()) <= 15:
-        return int(raw.strip())
-    return None
-
-
 def _text(body: Mapping[str, Any], name: str, longest: int, *, required: bool, label: str | None = None) -> str:
     label = label or name
     raw = body.get(name)
@@ -142,11 +137,11 @@ def _line(raw: Any, where: str, max_amount: int) -> Line:
         raise CheckoutError(f"{where} must be an object with name, quantity and unitPrice", where)
     _unknown(raw, LINE_FIELDS, where, "a line takes name, quantity and unitPrice; the server computes its total")
     name = _text(raw, "name", MAX_NAME, required=True, label=f"{where}.name")
-    quantity = _whole(raw.get("quantity"))
+    quantity = whole_number(raw.get("quantity"))
     if quantity is None or not 1 <= quantity <= MAX_QUANTITY:
         raise CheckoutError(f"{where}.quantity must be a whole number from 1 to {_kes(MAX_QUANTITY)}",
                             f"{where}.quantity")
-    price = _whole(raw.get("unitPrice"))
+    price = whole_number(raw.get("unitPrice"))
     if price is None or not 1 <= price <= max_amount:
         raise CheckoutError(f"{where}.unitPrice must be a whole number of KES from 1 to {_kes(max_amount)}",
                             f"{where}.unitPrice")
@@ -248,7 +243,7 @@ def parse_catalogue_order(body: Mapping[str, Any], max_amount: int, reference: s
         if item.id in seen:
             raise CheckoutError(f"{where}.id appears twice: send one line per item", f"{where}.id")
         seen.add(item.id)
-        quantity = _whole(raw.get("quantity"))
+        quantity = whole_number(raw.get("quantity"))
         if quantity is None or not 0 <= quantity <= MAX_QUANTITY:
             raise CheckoutError(f"{where}.quantity must be a whole number from 0 to {_kes(MAX_QUANTITY)}",
                                 f"{where}.quantity")
@@ -522,7 +517,7 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
     if not isinstance(raw_id, str) or not raw_id.strip():
         raise BadRequest("orderId must be an order's id (ord_…)", field="orderId")
     order = await find_order(request, raw_id)
-    if body.get("amount") is not None and _whole(body["amount"]) != order.amount:
+    if body.get("amount") is not None and whole_number(body["amount"]) != order.amount:
         raise BadRequest("The order sets the amount", field="amount")
     try:
         phone = normalise_phone(body.get("phone"))
