@@ -51,9 +51,18 @@ from .checkout import (
 from .clients import client_address
 from .config import Settings
 from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
-from .handlers import BadRequest, failure, read_json_object, status_body, stream_payment, too_many
+from .handlers import (
+    BadRequest,
+    LookupLimited,
+    failure,
+    limited_lookup,
+    read_json_object,
+    status_body,
+    stream_payment,
+    too_many,
+)
 from .idempotency import protect, public
-from .keys import LOOKUP_LIMITER, PAYMENTS, SETTINGS, STREAM_LIMITS
+from .keys import PAYMENTS, SETTINGS, STREAM_LIMITS
 from .limits import SlidingWindowLimiter
 from .storage import SqliteTransactionStore, StoreTransaction, Transaction, utc_now
 
@@ -458,17 +467,14 @@ async def get_order(request: web.Request) -> web.Response:
 async def find_order(request: web.Request, order_id: str) -> Order:
     """An order by id, for a browser: 404 if there is none, and a client that keeps asking about
     ids that do not exist is stopped for a while (429), as with payment ids."""
-    limiter = request.app[LOOKUP_LIMITER]
-    client = client_address(request)
-    wait = limiter.acquire(client)  # counted as a miss first, given back on a hit (see find_payment)
-    if wait:
+    try:
+        order = await limited_lookup(request, lambda: load_order(request.app[PAYMENTS].store, order_id.strip()))
+    except LookupLimited as exc:
         # Lookups still under way count too, so a crowd of requests at once from one address can
         # reach this with ids that exist: the message does not say they do not.
-        raise too_many(TOO_MANY_LOOKUPS, wait)
-    order = await load_order(request.app[PAYMENTS].store, order_id.strip())
+        raise too_many(TOO_MANY_LOOKUPS, exc.retry_after) from None
     if order is None:
         raise BadRequest(NOT_FOUND, 404)
-    limiter.release(client)
     return order
 
 
