@@ -38,17 +38,23 @@ def amount_message(max_amount: int) -> str:
     return f"Amount must be between 1 and {max_amount:,}"
 
 
+def whole_number(raw: Any) -> int | None:
+    """A whole number in the forms an amount may take: a JSON integer, a whole float (100.0 from a
+    JavaScript number), or a string of up to 15 ASCII digits. Anything else (true, 1.5, "1e3"): None."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal() and len(raw.strip()) <= 15:
+        return int(raw.strip())
+    return None
+
+
 def parse_amount(raw: Any, max_amount: int) -> int:
     """A whole number of KES from 1 to `max_amount`. Decimals are rejected, never rounded."""
-    value: int | None = None
-    if isinstance(raw, bool):
-        value = None
-    elif isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, float) and raw.is_integer():
-        value = int(raw)  # JSON 100.0 from a JavaScript number is still a whole amount
-    elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal() and len(raw.strip()) <= 15:
-        value = int(raw.strip())
+    value = whole_number(raw)
     if value is None or not 1 <= value <= max_amount:
         raise CheckoutError(amount_message(max_amount), "amount")
     return value

@@ -205,7 +205,6 @@ class Settings:
     # The pay page.
     poll_interval: float = _setting(3.0, "CHECKOUT_POLL_INTERVAL_SECONDS", _positive)
     poll_timeout: float = _setting(120.0, "CHECKOUT_POLL_TIMEOUT_SECONDS", _positive)
-    usd_to_kes: float = _setting(129.0, "USD_TO_KES", _positive)
 
     @property
     def simulator_mounted(self) -> bool:

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -27,6 +28,9 @@ from .streams import tracked_stream
 log = logging.getLogger("gateway.http")
 
 MAX_ID_LENGTH = 100
+
+
+T = TypeVar("T")
 
 
 class BadRequest(Exception):
@@ -208,23 +212,32 @@ class LookupLimited(Exception):
         self.retry_after = retry_after
 
 
-async def find_payment(request: web.Request, checkout_request_id: str) -> Transaction | None:
-    """A payment by id, for a browser. Ids follow Daraja's guessable shape (time and phone), so a
-    client that keeps asking about ids that do not exist is stopped for a while (`LookupLimited`)."""
+async def limited_lookup(request: web.Request, read: Callable[[], Awaitable[T | None]]) -> T | None:
+    """`read()` for a browser, within the per-client limit on lookups of things that do not exist
+    (`LookupLimited`). Counted as a miss before the read and given back on a hit: lookups sent all
+    at once cannot all pass a check that is only counted once their reads come back."""
     limiter = request.app[LOOKUP_LIMITER]
     client = client_address(request)
-    # Counted as a miss before the read and given back on a hit: lookups sent all at once cannot
-    # all pass a check that is only counted once their reads come back.
     wait = limiter.acquire(client)
     if wait:
         raise LookupLimited(wait)
-    checkout_request_id = checkout_request_id.strip()
-    tx = None
-    if 0 < len(checkout_request_id) <= MAX_ID_LENGTH and is_clean_text(checkout_request_id):
-        tx = await request.app[PAYMENTS].get(checkout_request_id)
-    if tx is not None:
+    found = await read()
+    if found is not None:
         limiter.release(client)
-    return tx
+    return found
+
+
+async def find_payment(request: web.Request, checkout_request_id: str) -> Transaction | None:
+    """A payment by id, for a browser. Ids follow Daraja's guessable shape (time and phone), so a
+    client that keeps asking about ids that do not exist is stopped for a while (`LookupLimited`)."""
+    checkout_request_id = checkout_request_id.strip()
+
+    async def read() -> Transaction | None:
+        if 0 < len(checkout_request_id) <= MAX_ID_LENGTH and is_clean_text(checkout_request_id):
+            return await request.app[PAYMENTS].get(checkout_request_id)
+        return None
+
+    return await limited_lookup(request, read)
 
 
 async def _find_or_fail(request: web.Request, checkout_request_id: str) -> Transaction:

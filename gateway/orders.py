@@ -37,13 +37,31 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .catalogue import MAX_NAME, MAX_QUANTITY, catalogue_by_id, load_catalogue
-from .checkout import Checkout, CheckoutError, is_clean_text, is_visible_text, mask_phone, normalise_phone, parse_amount
+from .checkout import (
+    Checkout,
+    CheckoutError,
+    is_clean_text,
+    is_visible_text,
+    mask_phone,
+    normalise_phone,
+    parse_amount,
+    whole_number,
+)
 from .clients import client_address
 from .config import Settings
 from .daraja.wire import ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX, trim
-from .handlers import BadRequest, failure, read_json_object, status_body, stream_payment, too_many
+from .handlers import (
+    BadRequest,
+    LookupLimited,
+    failure,
+    limited_lookup,
+    read_json_object,
+    status_body,
+    stream_payment,
+    too_many,
+)
 from .idempotency import protect, public
-from .keys import LOOKUP_LIMITER, PAYMENTS, SETTINGS, STREAM_LIMITS
+from .keys import PAYMENTS, SETTINGS, STREAM_LIMITS
 from .limits import SlidingWindowLimiter
 from .storage import Row, StoreTransaction, Transaction, TransactionStore, utc_now
 
@@ -100,20 +118,6 @@ def _kes(amount: int) -> str:
     return f"{amount:,}"
 
 
-def _whole(raw: Any) -> int | None:
-    """A whole number in the forms an amount may take (checkout.parse_amount): a JSON integer, a
-    whole float (100.0), or a string of digits. Anything else (true, 1.5, "1e3"): None."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdecimal() and len(raw.strip()) <= 15:
-        return int(raw.strip())
-    return None
-
-
 def _text(body: Mapping[str, Any], name: str, longest: int, *, required: bool, label: str | None = None) -> str:
     label = label or name
     raw = body.get(name)
@@ -141,11 +145,11 @@ def _line(raw: Any, where: str, max_amount: int) -> Line:
         raise CheckoutError(f"{where} must be an object with name, quantity and unitPrice", where)
     _unknown(raw, LINE_FIELDS, where, "a line takes name, quantity and unitPrice; the server computes its total")
     name = _text(raw, "name", MAX_NAME, required=True, label=f"{where}.name")
-    quantity = _whole(raw.get("quantity"))
+    quantity = whole_number(raw.get("quantity"))
     if quantity is None or not 1 <= quantity <= MAX_QUANTITY:
         raise CheckoutError(f"{where}.quantity must be a whole number from 1 to {_kes(MAX_QUANTITY)}",
                             f"{where}.quantity")
-    price = _whole(raw.get("unitPrice"))
+    price = whole_number(raw.get("unitPrice"))
     if price is None or not 1 <= price <= max_amount:
         raise CheckoutError(f"{where}.unitPrice must be a whole number of KES from 1 to {_kes(max_amount)}",
                             f"{where}.unitPrice")
@@ -247,7 +251,7 @@ def parse_catalogue_order(body: Mapping[str, Any], max_amount: int, reference: s
         if item.id in seen:
             raise CheckoutError(f"{where}.id appears twice: send one line per item", f"{where}.id")
         seen.add(item.id)
-        quantity = _whole(raw.get("quantity"))
+        quantity = whole_number(raw.get("quantity"))
         if quantity is None or not 0 <= quantity <= MAX_QUANTITY:
             raise CheckoutError(f"{where}.quantity must be a whole number from 0 to {_kes(MAX_QUANTITY)}",
                                 f"{where}.quantity")
@@ -462,17 +466,14 @@ async def get_order(request: web.Request) -> web.Response:
 async def find_order(request: web.Request, order_id: str) -> Order:
     """An order by id, for a browser: 404 if there is none, and a client that keeps asking about
     ids that do not exist is stopped for a while (429), as with payment ids."""
-    limiter = request.app[LOOKUP_LIMITER]
-    client = client_address(request)
-    wait = limiter.acquire(client)  # counted as a miss first, given back on a hit (see find_payment)
-    if wait:
+    try:
+        order = await limited_lookup(request, lambda: load_order(request.app[PAYMENTS].store, order_id.strip()))
+    except LookupLimited as exc:
         # Lookups still under way count too, so a crowd of requests at once from one address can
         # reach this with ids that exist: the message does not say they do not.
-        raise too_many(TOO_MANY_LOOKUPS, wait)
-    order = await load_order(request.app[PAYMENTS].store, order_id.strip())
+        raise too_many(TOO_MANY_LOOKUPS, exc.retry_after) from None
     if order is None:
         raise BadRequest(NOT_FOUND, 404)
-    limiter.release(client)
     return order
 
 
@@ -521,7 +522,7 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
     if not isinstance(raw_id, str) or not raw_id.strip():
         raise BadRequest("orderId must be an order's id (ord_…)", field="orderId")
     order = await find_order(request, raw_id)
-    if body.get("amount") is not None and _whole(body["amount"]) != order.amount:
+    if body.get("amount") is not None and whole_number(body["amount"]) != order.amount:
         raise BadRequest("The order sets the amount", field="amount")
     try:
         phone = normalise_phone(body.get("phone"))
@@ -623,22 +624,26 @@ async def orders_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def install_orders(app: web.Application) -> None:
-    """Add the orders API, idempotency and (in simulator mode) the demo catalogue to the gateway."""
+def install_orders(app: web.Application) -> list[web.AbstractRoute]:
+    """Add the orders API, idempotency and (in simulator mode) the demo catalogue to the gateway.
+    Returns the routes a browser calls (the checkout and the catalogue), for CORS."""
     settings = app[SETTINGS]
     app[ORDER_PUSHES] = OrderPushes()
     app[CATALOGUE_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_client, settings.push_limit_window)
     app.cleanup_ctx.append(orders_ctx)
     app.router.add_post("/orders", create_order)
     app.router.add_get("/orders/{order_id}", get_order)
-    app.router.add_get("/checkout/{order_id}", checkout_order)
-    app.router.add_post("/checkout/{order_id}/status", checkout_status)
-    app.router.add_get("/checkout/{order_id}/events", checkout_events)
-    app.router.add_get("/catalogue", catalogue)
-    app.router.add_post("/catalogue/orders", catalogue_order)
+    browser = [
+        app.router.add_get("/checkout/{order_id}", checkout_order),
+        app.router.add_post("/checkout/{order_id}/status", checkout_status),
+        app.router.add_get("/checkout/{order_id}/events", checkout_events),
+        app.router.add_get("/catalogue", catalogue),
+        app.router.add_post("/catalogue/orders", catalogue_order),
+    ]
     who: dict[str, Callable[[web.Request], str | None]] = {
         "/stkpush": public, "/orders": shop, "/catalogue/orders": public}
     for path, scope in who.items():
         protect(app, "POST", path, scope)
     if settings.demo_catalogue:
         load_catalogue()  # a broken catalogue file stops the start, not a customer's order
+    return browser

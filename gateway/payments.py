@@ -142,10 +142,9 @@ class PaymentService:
         The attempt is written before the push goes out, so that if Daraja's answer is lost the
         callback that follows can still be matched to it (after an STK query confirms it)."""
         async with self.store.transaction() as t:
+            # The order goes with the attempt: a payment adopted or repaired from it still pays its order.
             attempt_id = await t.insert_attempt(checkout.phone, checkout.amount, checkout.account_reference,
-                                                checkout.description, self.clock())
-            if checkout.order_id is not None:  # a payment adopted or repaired from it still pays its order
-                await t.execute("UPDATE push_attempts SET order_id = ? WHERE id = ?", (checkout.order_id, attempt_id))
+                                                checkout.description, self.clock(), checkout.order_id)
         answered = asyncio.get_running_loop().create_future()
         self._pushes_in_flight.setdefault(checkout.phone, set()).add(answered)
         self._attempts_in_flight.add(attempt_id)

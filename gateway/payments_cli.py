@@ -258,54 +258,47 @@ async def cmd_orders(store: TransactionStore, args: argparse.Namespace, out: Tex
     return 0
 
 
+def _listed(out: TextIO, args: argparse.Namespace, found: Sequence[Any], none: str) -> bool:
+    """Write `found` as JSON (--json) or say `none` when it is empty: True if that was all to write."""
+    if args.json:
+        write_json(out, found)
+        return True
+    if not found:
+        out.write(none + "\n")
+        return True
+    return False
+
+
 async def cmd_unmatched(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     outcomes = (args.outcome,) if args.outcome else reports.UNMATCHED_OUTCOMES
     found = await reports.unmatched_callbacks(store, outcomes, limit=args.limit)
-    if args.json:
-        write_json(out, found)
-        return 0
-    if not found:
-        out.write("No callbacks that matched nothing or could not be verified.\n")
-        return 0
-    write_table(out, ("received (EAT)", "outcome", "checkout request id", "said", "amount", "receipt", "why"),
-                [[c.received_local, c.outcome, c.checkout_request_id or "-",
-                  "PAID" if c.money_taken else f"{c.result_code} {c.result_desc or ''}".strip(),
-                  c.amount or "-", c.receipt or "-", c.note or ""] for c in found])
+    if not _listed(out, args, found, "No callbacks that matched nothing or could not be verified."):
+        write_table(out, ("received (EAT)", "outcome", "checkout request id", "said", "amount", "receipt", "why"),
+                    [[c.received_local, c.outcome, c.checkout_request_id or "-",
+                      "PAID" if c.money_taken else f"{c.result_code} {c.result_desc or ''}".strip(),
+                      c.amount or "-", c.receipt or "-", c.note or ""] for c in found])
     return 0
 
 
 async def cmd_lost(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.lost_answers(store, limit=args.limit)
-    if args.json:
-        write_json(out, found)
-        return 0
-    if not found:
-        out.write("No pushes whose answer was lost.\n")
-        return 0
-    write_table(out, ("sent (EAT)", "phone", "amount", "reference", "order id"),
-                [[a.created_local, a.phone, _kes(a.amount), a.account_reference, a.order_id or "-"] for a in found])
+    if not _listed(out, args, found, "No pushes whose answer was lost."):
+        write_table(out, ("sent (EAT)", "phone", "amount", "reference", "order id"),
+                    [[a.created_local, a.phone, _kes(a.amount), a.account_reference, a.order_id or "-"]
+                     for a in found])
     return 0
 
 
 async def cmd_late(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.late_successes(store, limit=args.limit)
-    if args.json:
-        write_json(out, found)
-        return 0
-    if not found:
-        out.write("No late successes.\n")
-        return 0
-    write_table(out, PAYMENT_HEADERS, _payment_rows(found))
+    if not _listed(out, args, found, "No late successes."):
+        write_table(out, PAYMENT_HEADERS, _payment_rows(found))
     return 0
 
 
 async def cmd_doubles(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     found = await reports.double_payments(store, limit=args.limit)
-    if args.json:
-        write_json(out, found)
-        return 0
-    if not found:
-        out.write("No order was paid more than once.\n")
+    if _listed(out, args, found, "No order was paid more than once."):
         return 0
     for i, double in enumerate(found):
         out.write(("\n" if i else "") + f"Order {double.order.reference} ({double.order.order_id}), "

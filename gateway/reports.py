@@ -396,10 +396,6 @@ async def payments_csv(store: Reader, filters: Filters = Filters(), *, batch: in
             return
 
 
-async def payments_csv_text(store: Reader, filters: Filters = Filters()) -> str:
-    return "".join([chunk async for chunk in payments_csv(store, filters)])
-
-
 # -- orders --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -220,11 +220,11 @@ class StoreTransaction(_Reads):
         return int(row[0])
 
     async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
-                             now: float) -> int:
+                             now: float, order_id: str | None = None) -> int:
         return await self._insert_returning_id(
             "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
-            "created_epoch) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
-            (phone, amount, account_reference, description, utc_now(), now))
+            "created_epoch, order_id) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?)",
+            (phone, amount, account_reference, description, utc_now(), now, order_id))
 
     async def set_attempt(self, attempt_id: int, state: str, checkout_request_id: str | None = None, *,
                           only_from: tuple[str, ...] = ("sending", "unknown")) -> bool:

@@ -64,6 +64,8 @@ from gateway.public import (
     webhooks_enabled,
 )
 
+from .routes import kes
+
 log = logging.getLogger("web.admin")
 
 HERE = Path(__file__).parent
@@ -91,7 +93,7 @@ class AdminState:
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True)
         self.templates.filters["eat"] = nairobi_time
-        self.templates.filters["kes"] = lambda amount: f"KES {int(amount):,}"
+        self.templates.filters["kes"] = kes  # as the pay pages write it
         self.templates.globals["query"] = lambda values, **more: urlencode({**values, **more})
 
     # -- the form token ------------------------------------------------------------------------
@@ -299,7 +301,7 @@ async def orders_page(request: web.Request) -> web.Response:
         offset = _offset(request)
     except ReportError as exc:
         return await render(request, "admin_orders.html", 400, page="orders", filters=request.query,
-                            error=exc.message, found=None, statuses=ORDER_STATUSES, keep={})
+                            error=exc.message, error_field=exc.field, found=None, statuses=ORDER_STATUSES, keep={})
     found = await orders(operator_store(request.app), filters, offset=offset)
     return await render(request, "admin_orders.html", page="orders", filters=request.query, error=None,
                         found=found, statuses=ORDER_STATUSES, keep=filters.query())

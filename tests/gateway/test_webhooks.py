@@ -705,7 +705,7 @@ async def test_by_default_an_event_is_retried_for_three_days_backing_off_to_an_h
 
     receiver.default = 503
     settings = load_settings({"MERCHANT_WEBHOOK_URL": receiver.url, "MERCHANT_WEBHOOK_SECRET": SECRET})
-    assert settings.webhook_retry_for == 3 * 86_400 >= 86_400
+    assert settings.webhook_retry_for == 3 * 86_400
     assert settings.webhook_timeout == 10
     store = SqliteTransactionStore(tmp_path / "outbox.sqlite3")
     await store.open()

@@ -23,7 +23,7 @@ KEY = "zz-consumer-key-19ab"
 # Settings of the shop that the simulator has nothing to do with, each of which the gateway refuses.
 SHOP_SETTINGS = [
     pytest.param({"DATABASE_URL": "postgres://x/y"}, id="postgres"),
-    pytest.param({"USD_TO_KES": "0"}, id="usd-to-kes-0"),
+    pytest.param({"SHOP_API_KEY": "too-short"}, id="short-shop-api-key"),
     pytest.param({"MPESA_ENV": "production"}, id="production-without-credentials"),
     pytest.param({"CALLBACK_URL": "https://x/"}, id="callback-without-path"),
 ]

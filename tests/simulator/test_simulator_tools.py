@@ -349,9 +349,9 @@ def test_cli_exits_1_when_the_simulator_cannot_be_reached():
 
 
 @pytest.mark.parametrize("shop_setting", [
-    {"DATABASE_URL": "postgres://x/y"}, {"USD_TO_KES": "0"}, {"MPESA_ENV": "production"},
+    {"DATABASE_URL": "postgres://x/y"}, {"SHOP_API_KEY": "too-short"}, {"MPESA_ENV": "production"},
     {"CALLBACK_URL": "https://x/"},
-], ids=["postgres", "usd-to-kes-0", "production-without-credentials", "callback-without-path"])
+], ids=["postgres", "short-shop-api-key", "production-without-credentials", "callback-without-path"])
 def test_standalone_simulator_starts_whatever_the_shops_settings_say(tmp_path, shop_setting):
     port = free_port()
     log = tmp_path / "output.log"

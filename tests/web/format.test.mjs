@@ -9,7 +9,6 @@ import {
   TIME_ZONE,
   formatKes,
   formatShillings,
-  formatUsd,
   nairobiFormatter,
   normalisePhone,
 } from "../../web/static/js/format.js";
@@ -26,11 +25,6 @@ describe("money", () => {
 
   test("formatShillings: the number alone", () => {
     assert.equal(formatShillings(150000), "150,000");
-  });
-
-  test("formatUsd: two decimals", () => {
-    assert.equal(formatUsd(75), "US$75.00");
-    assert.equal(formatUsd(1234.5), "US$1,234.50");
   });
 });
 

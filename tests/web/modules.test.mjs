@@ -43,7 +43,7 @@ function pageModules() {
 const SHARED_ONLY = {
   "the phone pattern": [/\(\?:\\\+254\|254\|0\)/g, 1],
   "the separators pattern": [/\/\[\\s-\]\/g/g, 1],
-  "number formatters": [/new Intl\.NumberFormat\(/g, 2], // whole shillings, US dollars
+  "number formatters": [/new Intl\.NumberFormat\(/g, 1], // whole shillings
   "date formatters": [/Intl\.DateTimeFormat\(/g, 2], // in Nairobi time, or the fallback
   "the time zone": [/Africa\/Nairobi/g, 1],
   "formatKes": [/function formatKes\b/g, 1],

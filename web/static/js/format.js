@@ -4,7 +4,6 @@
 export const TIME_ZONE = "Africa/Nairobi";
 
 const wholeNumber = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-const usdNumber = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
 /** 150000 → "150,000" (whole shillings, no currency). */
 export function formatShillings(amount) {
@@ -14,11 +13,6 @@ export function formatShillings(amount) {
 /** 12900 → "KES 12,900" */
 export function formatKes(amount) {
   return "KES " + formatShillings(amount);
-}
-
-/** 75 → "US$75.00" */
-export function formatUsd(amount) {
-  return "US$" + usdNumber.format(amount);
 }
 
 /**

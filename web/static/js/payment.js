@@ -6,8 +6,6 @@
 
 import { INVALID_PHONE, formatKes, formatShillings, normalisePhone } from "./format.js";
 
-export const STATES = Object.freeze(["idle", "sending", "waiting", "watching", "completed", "failed", "limited",
-                                     "timeout"]);
 
 export const MESSAGES = Object.freeze({
   sending: "Sending payment request…",
