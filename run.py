@@ -1,6 +1,7 @@
 """Entry point.
 
     python run.py                      the gateway, the pages and (in simulator mode) the simulator
+    python run.py --workers N          the same, N processes on one port (PostgreSQL; see README)
     python run.py simulator --port N   the Daraja simulator alone, Daraja's paths at its root
     python run.py sim COMMAND …        drive a running simulator (prompts, pin, cancel, faults, clock …)
     python run.py payments COMMAND …   the operator's view from the database (list, show, unmatched, lost,
@@ -16,13 +17,13 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from dotenv import load_dotenv
 
 from gateway import doctor
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, is_postgresql, load_settings
 from simulator.settings import SimulatorConfigError, SimulatorSettings, load_simulator_settings
 
 KEEPALIVE_SECONDS = 15.0
@@ -68,16 +69,18 @@ def banner(settings: Settings, simulator: SimulatorSettings | None) -> str:
     return "\n".join(lines)
 
 
-def build_app(settings: Settings, simulator: SimulatorSettings | None = None) -> web.Application:
+def build_app(settings: Settings, simulator: SimulatorSettings | None = None, *,
+              with_simulator: bool = True) -> web.Application:
     """The three parts, composed: the gateway, its pages, and in simulator mode the simulator
     (Daraja's paths under /daraja, its pages and control API under /simulator), configured by
-    `simulator` (from `load`)."""
+    `simulator` (from `load`). `with_simulator=False`: the simulator runs as its own process
+    (MPESA_BASE_URL points at it), as several workers need."""
     from gateway.app import add_callback_route, create_app
     from web.admin import setup_admin
     from web.routes import setup_web
 
-    mounted = simulator if settings.simulator_mounted else None
-    if settings.simulator_mounted and mounted is None:
+    mounted = simulator if settings.simulator_mounted and with_simulator else None
+    if mounted is None and settings.simulator_mounted and with_simulator:
         raise ValueError("simulator mode needs the simulator's settings: build_app(*load(env))")
     app = create_app(settings)
     setup_web(app, simulator_pin=mounted.pin if mounted else None)
@@ -87,6 +90,58 @@ def build_app(settings: Settings, simulator: SimulatorSettings | None = None) ->
         mount_simulator(app, mounted)
     add_callback_route(app)  # last: it must not collide with any route above
     return app
+
+
+MAX_WORKERS = 64
+
+
+def worker_count(option: int | None, env: Mapping[str, str], settings: Settings) -> int:
+    """How many processes serve: --workers, else WORKERS, else 1. More than one needs a database they
+    can share (PostgreSQL) and the simulator running as its own process (its prompts live in one)."""
+    raw = str(option) if option is not None else env.get("WORKERS", "").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
+        raise ConfigError(f"WORKERS (--workers) must be a whole number from 1 to {MAX_WORKERS}")
+    workers = int(raw)
+    if workers > 1 and not is_postgresql(settings.database_url):
+        raise ConfigError(f"{workers} workers need a database they can share: set DATABASE_URL=postgresql://… "
+                          "(an SQLite file is one process's database)")
+    if workers > 1 and settings.simulator_mounted and not env.get("MPESA_BASE_URL", "").strip():
+        raise ConfigError(f"{workers} workers cannot share the built-in simulator (its prompts live in one process): "
+                          "run it alone (python run.py simulator --port 3002) and set "
+                          "MPESA_BASE_URL=http://127.0.0.1:3002")
+    return workers
+
+
+def serve_workers(make_app: Callable[[], web.Application], host: str, port: int, workers: int) -> None:
+    """`workers` processes serving one port: gunicorn's arbiter (it binds the socket, forks the workers,
+    starts a new one when one dies, and stops them gracefully on SIGTERM or SIGINT), each worker
+    running aiohttp's event loop (aiohttp.GunicornWebWorker) on an app of its own."""
+    from gunicorn.app.base import BaseApplication
+
+    bind = f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
+    options = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "aiohttp.GunicornWebWorker",
+        "keepalive": int(KEEPALIVE_SECONDS),
+        "graceful_timeout": 10,
+        "timeout": 30,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "mpesa-gateway",
+        "control_socket_disable": True,  # no gunicornc socket: two instances on one machine would share its path
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> web.Application:
+            return make_app()  # in each worker, after the fork: its own store pool, session, reconciler
+
+    Server().run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                              "migrations, then exit) or doctor (check the configuration)")
     parser.add_argument("--port", type=int, help="override PORT")
     parser.add_argument("--host", help="override HOST")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="serve with N processes on one port (override WORKERS; more than 1 needs PostgreSQL)")
     args = parser.parse_args(argv)
 
     load_dotenv()  # real environment variables win over .env
@@ -133,8 +190,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"(consumer key {simulator.consumer_key}, shortcode {simulator.shortcode})", flush=True)
         else:
             settings, simulator_settings = load(env)
-            app = build_app(settings, simulator_settings)
+            workers = worker_count(args.workers, env, settings)
             host, port = settings.host, settings.port
+            if workers > 1:
+                # In simulator mode the simulator is the process MPESA_BASE_URL names: none is mounted.
+                build_app(settings, with_simulator=False)  # refuses a bad composition before any worker starts
+                print(banner(settings, None) + f"\nWorkers: {workers}", flush=True)
+                serve_workers(lambda: build_app(settings, with_simulator=False), host, port, workers)
+                return 0
+            app = build_app(settings, simulator_settings)
             print(banner(settings, simulator_settings), flush=True)
     except (ConfigError, SimulatorConfigError) as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)

@@ -17,10 +17,10 @@ from .config import ConfigError, Settings, is_postgresql, sqlite_path
 from .daraja.client import DarajaClient
 from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
-from .limits import SlidingWindowLimiter
 from .middlewares import json_errors, security_headers
 from .orders import install_orders
 from .payments import PaymentService, reconcile_forever
+from .shared import Leases, SharedTokens, limiter_for
 from .storage import SqliteTransactionStore, TransactionStore
 from .storage_pg import PostgresTransactionStore
 from .streams import StreamLimits, enable_streams
@@ -49,7 +49,12 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
             consumer_secret=settings.consumer_secret, shortcode=settings.shortcode, passkey=settings.passkey,
             transaction_type=settings.transaction_type, party_b=settings.party_b, timeout=settings.daraja_timeout)
         app[PAYMENTS] = PaymentService(store, daraja, settings)
-        reconciler = asyncio.create_task(reconcile_forever(app[PAYMENTS], RECONCILE_TICK))
+        leases = None
+        if store.shared:  # other processes may serve from this database: share what they must agree on
+            leases = app[PAYMENTS].leases = Leases(lambda: store)
+            daraja.tokens.source = SharedTokens(lambda: store, leases)
+            await store.watch_changes(app[PAYMENTS].heard)
+        reconciler = asyncio.create_task(reconcile_forever(app[PAYMENTS], RECONCILE_TICK, leases))
         try:
             yield
         finally:
@@ -79,9 +84,10 @@ def create_app(settings: Settings) -> web.Application:
         middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[PUSH_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_phone, settings.push_limit_window)
-    app[CLIENT_PUSH_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_client, settings.push_limit_window)
-    app[LOOKUP_LIMITER] = SlidingWindowLimiter(settings.lookup_limit_per_client, settings.lookup_limit_window)
+    app[PUSH_LIMITER] = limiter_for(app, "push-phone", settings.push_limit_per_phone, settings.push_limit_window)
+    app[CLIENT_PUSH_LIMITER] = limiter_for(app, "push-client", settings.push_limit_per_client,
+                                           settings.push_limit_window)
+    app[LOOKUP_LIMITER] = limiter_for(app, "lookup", settings.lookup_limit_per_client, settings.lookup_limit_window)
     app[STREAM_LIMITS] = StreamLimits(settings.stream_limit_per_client, settings.stream_limit_total)
     enable_streams(app)
     app.cleanup_ctx.append(payments_ctx)

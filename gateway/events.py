@@ -35,5 +35,9 @@ class PaymentEvents:
                 queue.get_nowait()
             queue.put_nowait(tx)
 
+    def followed(self) -> list[str]:
+        """The payments some page here is following."""
+        return list(self._subscribers)
+
     def subscriber_count(self, checkout_request_id: str) -> int:
         return len(self._subscribers.get(checkout_request_id, ()))

@@ -167,13 +167,13 @@ async def stk_push(request: web.Request) -> web.Response:
 async def push_checkout(request: web.Request, checkout: Checkout) -> web.Response:
     """The push itself, within the per-client and per-phone limits."""
     client = client_address(request)
-    wait = request.app[CLIENT_PUSH_LIMITER].acquire(client)
+    wait = await request.app[CLIENT_PUSH_LIMITER].take(client)
     if wait:
         # Stops one client firing prompts at many phones.
         raise too_many("Too many payment requests from your connection. Please wait a few minutes and try again.",
                        wait)
     per_phone = request.app[PUSH_LIMITER]
-    wait = per_phone.acquire(checkout.phone)  # reserved before the push: concurrent requests cannot all pass
+    wait = await per_phone.take(checkout.phone)  # reserved before the push: concurrent requests cannot all pass
     if wait:
         # Stops a checkout being used to bombard someone's phone with payment prompts.
         raise too_many("Too many payment requests to this phone. Please wait a few minutes and try again.", wait)
@@ -181,7 +181,7 @@ async def push_checkout(request: web.Request, checkout: Checkout) -> web.Respons
         started = await request.app[PAYMENTS].start(checkout)
     except (DarajaError, DarajaUnavailable) as exc:
         if _refused(exc):  # no prompt reached the phone: a refusal must not lock the customer out
-            per_phone.release(checkout.phone)
+            await per_phone.give_back(checkout.phone)
         return daraja_failure(exc)
     tx = started.transaction
     return web.json_response({"success": True, "checkoutRequestId": tx.checkout_request_id,
@@ -216,14 +216,9 @@ async def limited_lookup(request: web.Request, read: Callable[[], Awaitable[T | 
     """`read()` for a browser, within the per-client limit on lookups of things that do not exist
     (`LookupLimited`). Counted as a miss before the read and given back on a hit: lookups sent all
     at once cannot all pass a check that is only counted once their reads come back."""
-    limiter = request.app[LOOKUP_LIMITER]
-    client = client_address(request)
-    wait = limiter.acquire(client)
+    found, wait = await request.app[LOOKUP_LIMITER].lookup(client_address(request), read)
     if wait:
         raise LookupLimited(wait)
-    found = await read()
-    if found is not None:
-        limiter.release(client)
     return found
 
 

@@ -271,9 +271,37 @@ _POSTGRESQL_2 = """
     CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id);
     """
 
+# What several gateway processes on one database share: leases (one holder at a time, until a time:
+# the OAuth refresh, the recovery pass, a push for an order), the events the abuse limits count, and
+# the OAuth token itself.
+_3 = """
+CREATE TABLE leases (
+    name        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    until_epoch DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (name, key)
+);
+CREATE TABLE limit_events (
+    event_id TEXT PRIMARY KEY,
+    name     TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    at_epoch DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX limit_events_key ON limit_events (name, key, at_epoch);
+CREATE TABLE oauth_tokens (
+    name          TEXT PRIMARY KEY,
+    token         TEXT NOT NULL,
+    expires_epoch DOUBLE PRECISION NOT NULL,
+    lifetime      DOUBLE PRECISION NOT NULL,
+    fetched_at    TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(0, "the first release's schema", _SQLITE_0, _POSTGRESQL_0),
     Migration.portable(1, "payment tokens, unique receipts, callback notes", _1),
     Migration(2, "orders, idempotency keys, the webhook outbox", _SQLITE_2, _POSTGRESQL_2),
+    Migration.portable(3, "what several processes share: leases, limit events, the OAuth token", _3),
 )
 assert [m.version for m in MIGRATIONS] == list(range(len(MIGRATIONS))), "migrations are numbered 0, 1, 2, …"

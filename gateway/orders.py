@@ -62,7 +62,7 @@ from .handlers import (
 )
 from .idempotency import protect, public
 from .keys import PAYMENTS, SETTINGS, STREAM_LIMITS
-from .limits import SlidingWindowLimiter
+from .shared import Leases, Limiter, limiter_for
 from .storage import Row, StoreTransaction, Transaction, TransactionStore, utc_now
 
 log = logging.getLogger("gateway.orders")
@@ -530,7 +530,8 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
         raise BadRequest(exc.message, field=exc.field) from None
     settings = request.app[SETTINGS]
     store = request.app[PAYMENTS].store
-    async with request.app[ORDER_PUSHES].hold(order.order_id):
+    payments = request.app[PAYMENTS]
+    async with request.app[ORDER_PUSHES].hold(order.order_id, payments.leases, payments.answer_deadline()):
         now = request.app[PAYMENTS].clock()
         # One consistent view (the writer's transaction, nothing written): the order, its open
         # payment and its lost pushes read as of one moment. Read one by one, a payment completing
@@ -563,18 +564,28 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
 
 
 class OrderPushes:
-    """One push at a time per order, in this process."""
+    """One push at a time per order: in this process (a lock per order), and with `leases` (several
+    processes on one database) in all of them (a lease per order, given up when the push is over)."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, order_id: str) -> AsyncIterator[None]:
+    async def hold(self, order_id: str, leases: Leases | None = None, seconds: float = 60.0) -> AsyncIterator[None]:
         lock, users = self._locks.setdefault(order_id, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
             async with lock:
-                yield
+                if leases is None:
+                    yield
+                    return
+                if not await leases.hold("order-push", order_id, seconds, wait=seconds):
+                    raise BadRequest("A payment request for this order is being sent. Please wait a moment.", 409,
+                                     headers={"Retry-After": "5"}, orderStatus="open", retryAfterSeconds=5)
+                try:
+                    yield
+                finally:
+                    await leases.release("order-push", order_id)
         finally:
             users[0] -= 1
             if not users[0]:
@@ -582,7 +593,7 @@ class OrderPushes:
 
 
 ORDER_PUSHES: web.AppKey[OrderPushes] = web.AppKey("order_pushes", OrderPushes)
-CATALOGUE_LIMITER: web.AppKey[SlidingWindowLimiter] = web.AppKey("catalogue_limiter", SlidingWindowLimiter)
+CATALOGUE_LIMITER: web.AppKey[Limiter] = web.AppKey("catalogue_limiter")
 
 
 # -- the demo catalogue ------------------------------------------------------------------------
@@ -608,7 +619,7 @@ async def catalogue_order(request: web.Request) -> web.Response:
         new = parse_catalogue_order(body, settings.max_amount, demo_reference())
     except CheckoutError as exc:
         return failure(exc.message, 400, field=exc.field)
-    wait = request.app[CATALOGUE_LIMITER].acquire(client_address(request))
+    wait = await request.app[CATALOGUE_LIMITER].take(client_address(request))
     if wait:
         raise too_many("Too many orders from your connection. Please wait a few minutes and try again.", wait)
     order = await insert_order(request.app[PAYMENTS].store, new)
@@ -629,7 +640,7 @@ def install_orders(app: web.Application) -> list[web.AbstractRoute]:
     Returns the routes a browser calls (the checkout and the catalogue), for CORS."""
     settings = app[SETTINGS]
     app[ORDER_PUSHES] = OrderPushes()
-    app[CATALOGUE_LIMITER] = SlidingWindowLimiter(settings.push_limit_per_client, settings.push_limit_window)
+    app[CATALOGUE_LIMITER] = limiter_for(app, "catalogue", settings.push_limit_per_client, settings.push_limit_window)
     app.cleanup_ctx.append(orders_ctx)
     app.router.add_post("/orders", create_order)
     app.router.add_get("/orders/{order_id}", get_order)

@@ -37,6 +37,7 @@ from .daraja.client import DarajaClient, StkPushRequest, StkQueryResult
 from .daraja.errors import DarajaError, DarajaUnavailable, RateLimited, SystemBusy
 from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
+from .shared import Leases
 from .storage import LoggedCallback, PushAttempt, StoreTransaction, Transaction, TransactionStore, capped_body
 
 log = logging.getLogger("gateway.payments")
@@ -50,6 +51,7 @@ ADOPT_WINDOW = 30 * 60.0
 VERIFY_GIVE_UP = 3600.0
 VERIFY_CONCURRENCY = 8
 RECOVERY_EVERY = 15.0  # seconds between recovery passes (the first runs at start-up)
+OTHERS_POLL = 0.05  # how often a callback reads whether another process's push has its answer yet
 MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
 
 
@@ -133,6 +135,8 @@ class PaymentService:
         self._verifications: dict[str, asyncio.Task[None]] = {}
         self._verify_requested: set[str] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
+        self._rereads: set[asyncio.Task[None]] = set()
+        self.leases: Leases | None = None  # set when other processes share the database
 
     # -- starting a payment --------------------------------------------------------------------
 
@@ -240,7 +244,24 @@ class PaymentService:
         waiting = [f for phone in phones for f in self._pushes_in_flight.get(phone, ())]
         if waiting:
             # Every push ends by its own time-out; this only bounds the wait if one hangs oddly.
-            await asyncio.wait(waiting, timeout=self.settings.daraja_timeout * 3 + 5)
+            await asyncio.wait(waiting, timeout=self.answer_deadline())
+        if self.store.shared:
+            await self._wait_for_other_processes(phones)
+
+    async def _wait_for_other_processes(self, phones: list[str]) -> None:
+        """Pushes to these phones that another process sent and is still waiting on (their attempts
+        are `sending` in the database): wait, reading the database, until each has its answer."""
+        if not phones:
+            return
+        deadline = time.monotonic() + self.answer_deadline()
+        marks = ", ".join("?" for _ in phones)
+        while time.monotonic() < deadline:
+            row = await self.store.fetch_one(
+                f"SELECT COUNT(*) FROM push_attempts WHERE state = 'sending' AND created_epoch >= ? "
+                f"AND phone IN ({marks})", (self.clock() - self.answer_deadline(), *phones))
+            if row is None or not int(row[0]):
+                return
+            await asyncio.sleep(OTHERS_POLL)
 
     async def _match(self, t: StoreTransaction, log_id: int, cb: StkCallback, raw: str, *,
                      adopt: bool) -> CallbackOutcome | None:
@@ -423,11 +444,32 @@ class PaymentService:
                 "next_query_at": None}
 
     async def _changed(self, checkout_request_id: str) -> Transaction | None:
-        """Tell live pages about a committed change; returns the stored row."""
+        """Tell live pages about a committed change (here, and through the database in every other
+        process on it); returns the stored row."""
         tx = await self.store.get(checkout_request_id)
         if tx is not None:
             self.events.publish(tx)
+            await self.store.announce(checkout_request_id)
         return tx
+
+    def heard(self, checkout_request_id: str | None) -> None:
+        """Another process changed a payment (None: anything may have changed, e.g. while the change
+        feed was reconnecting): live pages here following it get its committed state."""
+        ids = [checkout_request_id] if checkout_request_id is not None else self.events.followed()
+        for followed in ids:
+            if self.events.subscriber_count(followed):
+                task = asyncio.ensure_future(self._reread(followed))
+                self._rereads.add(task)
+                task.add_done_callback(self._rereads.discard)
+
+    async def _reread(self, checkout_request_id: str) -> None:
+        try:
+            tx = await self.store.get(checkout_request_id)
+        except Exception as exc:  # noqa: BLE001 - the page polls as well; it will see the change
+            log.warning("could not read payment %s after a change notice: %s", checkout_request_id, exc)
+            return
+        if tx is not None:
+            self.events.publish(tx)
 
     # -- reconciliation ------------------------------------------------------------------------
 
@@ -527,7 +569,7 @@ class PaymentService:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    def _answer_deadline(self) -> float:
+    def answer_deadline(self) -> float:
         """After this long, a push's answer can no longer come: a token refresh and a retry, each
         within the Daraja time-out, and some slack."""
         return self.settings.daraja_timeout * 3 + 5
@@ -536,7 +578,7 @@ class PaymentService:
         """Finish what a crash (or a lost answer) left half done. Run at start-up and periodically."""
         now = self.clock()
         counts = {"lost_answers": 0, "repaired": 0, "callbacks": 0}
-        stale = [a for a in await self.store.stale_attempts(now - self._answer_deadline())
+        stale = [a for a in await self.store.stale_attempts(now - self.answer_deadline())
                  if a.id not in self._attempts_in_flight]
         if stale:
             async with self.store.transaction() as t:
@@ -595,13 +637,17 @@ def _state_of(tx: Transaction) -> dict[str, Any]:
     return {"status": tx.status, "receipt": tx.receipt, "settled_by": tx.settled_by}
 
 
-async def reconcile_forever(service: PaymentService, tick: float = 1.0) -> None:
+async def reconcile_forever(service: PaymentService, tick: float = 1.0, leases: Leases | None = None) -> None:
+    """Reconcile due payments every `tick`; recover every RECOVERY_EVERY, starting now. With `leases`
+    (several processes on one database), a recovery pass runs in one process at a time, and not
+    again anywhere until RECOVERY_EVERY has passed: the first process to start recovers."""
     last_recovery = float("-inf")
     while True:
         try:
             if time.monotonic() - last_recovery >= RECOVERY_EVERY:
                 last_recovery = time.monotonic()
-                await service.recover()
+                if leases is None or await leases.claim("recovery", "", RECOVERY_EVERY):
+                    await service.recover()
             await service.reconcile_due()
         except asyncio.CancelledError:
             raise

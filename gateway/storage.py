@@ -275,6 +275,7 @@ class TransactionStore(_Reads):
     (`async with store.transaction() as t:`), reads of committed data, listeners."""
 
     dialect = ""  # "sqlite" or "postgresql"
+    shared = False  # whether other processes may use the same database at once (PostgreSQL)
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
@@ -288,6 +289,13 @@ class TransactionStore(_Reads):
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    async def announce(self, checkout_request_id: str) -> None:
+        """Tell the other processes on this database that a payment changed (after its commit)."""
+
+    async def watch_changes(self, heard: Callable[[str | None], None]) -> None:
+        """Call `heard(checkout_request_id)` whenever another process announces a change, and
+        `heard(None)` when changes may have been missed (the feed reconnected). Until `close()`."""
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[StoreTransaction]:
         """One isolated unit of work: committed when the block ends, rolled back if it raises (or

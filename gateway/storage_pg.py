@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -29,6 +30,9 @@ from .migrations import CREATE_VERSION_TABLE, MIGRATIONS, VERSION_TABLE
 from .storage import Listener, Row, StoreTransaction, TransactionStore, utc_now
 
 log = logging.getLogger("gateway.storage")
+
+CHANGES_CHANNEL = "mpesa_payment_changed"  # LISTEN/NOTIFY: "<process> <checkoutRequestId>"
+RECONNECT_EVERY = 1.0
 
 # Keys of the advisory locks (any bigint; these spell "mpesa-gw" and "mpesa-mg" in ASCII).
 WRITER_LOCK = 0x6D706573612D6777
@@ -64,6 +68,10 @@ def numbered(sql: str) -> str:
     return "".join(out)
 
 
+def _set_event(event: asyncio.Event, *_: object) -> None:
+    event.set()
+
+
 def _changed(status: str) -> int:
     """Rows changed, from asyncpg's command tag ("UPDATE 3", "INSERT 0 1", "DELETE 0")."""
     last = status.rsplit(" ", 1)[-1]
@@ -96,6 +104,7 @@ class PostgresTransaction(StoreTransaction):
 
 class PostgresTransactionStore(TransactionStore):
     dialect = "postgresql"
+    shared = True
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
         super().__init__()
@@ -106,6 +115,8 @@ class PostgresTransactionStore(TransactionStore):
         # advisory lock with one connection each, they would take the whole pool, and the unit of
         # work holding the lock could then not make the plain reads (`store.get`, …) it awaits.
         self._write_lock = asyncio.Lock()
+        self.instance = secrets.token_hex(8)  # names this process in its change notices
+        self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         pool = await asyncpg.create_pool(self.dsn, min_size=self._sizes[0], max_size=self._sizes[1])
@@ -118,6 +129,11 @@ class PostgresTransactionStore(TransactionStore):
         self._pool = pool
 
     async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()  # waits for the connections in use (transactions under way) to come back
@@ -133,6 +149,48 @@ class PostgresTransactionStore(TransactionStore):
 
     async def fetch_all(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         return list(await self._live().fetch(numbered(sql), *args))
+
+    async def announce(self, checkout_request_id: str) -> None:
+        try:
+            await self._live().execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL,
+                                       f"{self.instance} {checkout_request_id}")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Pages elsewhere still poll: they see the change within their polling interval.
+            log.warning("could not announce a change of %s to other processes: %s", checkout_request_id, exc)
+
+    async def watch_changes(self, heard: Callable[[str | None], None]) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(heard))
+
+    async def _watch(self, heard: Callable[[str | None], None]) -> None:
+        """LISTEN on a connection of its own; reconnect after losing it (the database restarting),
+        then tell `heard(None)`: whatever changed meanwhile is read again."""
+        def on_notice(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            instance, _, checkout_request_id = payload.partition(" ")
+            if instance != self.instance and checkout_request_id:
+                heard(checkout_request_id)
+
+        connected_before = False
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(functools.partial(_set_event, lost))
+                await conn.add_listener(CHANGES_CHANNEL, on_notice)
+                if connected_before:
+                    log.info("change feed listening again")
+                    heard(None)
+                connected_before = True
+                await lost.wait()
+                log.warning("change feed lost its connection to the database; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.debug("change feed cannot connect yet: %s", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            await asyncio.sleep(RECONNECT_EVERY)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:

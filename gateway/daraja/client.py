@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -37,15 +37,27 @@ STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 
 
+class TokenSource(Protocol):
+    """Where tokens come from when several processes share one (the gateway's database)."""
+
+    async def get(self, fetch: Callable[[], Awaitable[tuple[str, int]]], *, max_margin: float,
+                  refused: str | None = None) -> tuple[str, float, float]: ...
+
+
 class TokenCache:
-    """One OAuth token, refreshed before it expires; concurrent callers share one refresh."""
+    """One OAuth token, refreshed before it expires; concurrent callers share one refresh. With a
+    `source`, the token is shared with other processes too: a refresh asks the source, which hands
+    out the token another process stored or has one process fetch it."""
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, int]]], *,
-                 clock: Callable[[], float] = time.monotonic, max_margin: float = 300.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_margin: float = 300.0,
+                 source: TokenSource | None = None) -> None:
         self._fetch = fetch
         self._clock = clock
         self._max_margin = max_margin
+        self.source = source
         self._token: str | None = None
+        self._refused: str | None = None
         self._refresh_at = 0.0
         self._inflight: asyncio.Future[str] | None = None
         self.fetches = 0
@@ -62,17 +74,26 @@ class TokenCache:
         """Forget `token` if it is still the current one (another caller may have replaced it)."""
         if token == self._token:
             self._token = None
+            self._refused = token
 
     async def _refresh(self) -> str:
         try:
-            self.fetches += 1
-            token, lifetime = await self._fetch()
+            if self.source is not None:
+                token, left, lifetime = await self.source.get(self._counted_fetch, max_margin=self._max_margin,
+                                                              refused=self._refused)
+            else:
+                token, lifetime = await self._counted_fetch()
+                left = lifetime
             # Refresh a few minutes early (a fifth of the lifetime for short-lived tokens).
             margin = min(self._max_margin, lifetime / 5)
-            self._token, self._refresh_at = token, self._clock() + lifetime - margin
+            self._token, self._refresh_at = token, self._clock() + left - margin
             return token
         finally:
             self._inflight = None
+
+    async def _counted_fetch(self) -> tuple[str, int]:
+        self.fetches += 1
+        return await self._fetch()
 
 
 @dataclass(frozen=True)
