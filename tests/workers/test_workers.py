@@ -183,6 +183,7 @@ async def test_start_up_recovery_runs_in_one_instance(sim: Simulator, postgres_u
     Daraja accepted whose payment was never stored (stored once), and a callback kept but not yet
     verified (Daraja asked about it once, not once per instance)."""
     first = instances("first")
+    sim.fault(count=2, query="slow", delay=3)  # a verification takes a while: both instances could start one
     async with aiohttp.ClientSession() as session:
         answers = [await push(session, first.url, phone, 30) for phone in ("254711000009", "254711000010")]
     assert [code for code, _ in answers] == [200, 200]
@@ -202,7 +203,7 @@ async def test_start_up_recovery_runs_in_one_instance(sim: Simulator, postgres_u
     try:
         await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
         assert await wait_for(lambda: _row_exists(postgres_url, lost), 10)
-        await asyncio.sleep(3)  # both have run their start-up pass by now; the next is 15 s away
+        await asyncio.sleep(5)  # both have run their start-up pass by now; the next is 15 s away
         repaired = [line for line in (a.log_text() + b.log_text()).splitlines() if "REPAIRED" in line]
         assert len(repaired) == 1, repaired
         entries = sim.api("GET", "/journal", params={"kind": "request", "limit": "2000"})
