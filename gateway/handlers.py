@@ -23,6 +23,7 @@ from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, S
 from .payments import token_matches
 from .result_messages import customer_message, daraja_answer
 from .storage import Transaction
+from .storage_pg import UNAVAILABLE
 from .streams import tracked_stream
 
 log = logging.getLogger("gateway.http")
@@ -344,6 +345,11 @@ async def daraja_callback(request: web.Request) -> web.Response:
     except MalformedCallback as exc:
         log.warning("malformed callback rejected: %s", exc)
         return callback_ack(1, f"Rejected: {exc}", 400)
+    except UNAVAILABLE:
+        # Daraja sends a callback once: with the database away, it is kept in memory and applied as
+        # soon as the database is back (the reconciler's query settles the payment if this process dies first).
+        payments.defer_callback(body, raw.decode("utf-8", "replace"))
+        return callback_ack(0, "Accepted")
     log.info("callback %s: %s", result.transaction.checkout_request_id if result.transaction else "-",
              result.outcome)
     return callback_ack(0, "Accepted")

@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .handlers import BadRequest, failure
+from .storage_pg import UNAVAILABLE
 
 log = logging.getLogger("gateway.http")
 
+DATABASE_RETRY_AFTER = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -50,6 +52,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return failure(f"Method {request.method} not allowed", 405, allowed=sorted(exc.allowed_methods))
     except web.HTTPException:
         raise
+    except UNAVAILABLE as exc:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return failure("The payment service cannot reach its database just now. Please try again in a moment.",
+                       503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return failure("Internal server error", 500)

@@ -18,6 +18,7 @@ Rules that protect the customer's money:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -39,6 +40,7 @@ from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
 from .shared import Leases
 from .storage import LoggedCallback, PushAttempt, StoreTransaction, Transaction, TransactionStore, capped_body
+from .storage_pg import UNAVAILABLE
 
 log = logging.getLogger("gateway.payments")
 
@@ -51,6 +53,7 @@ ADOPT_WINDOW = 30 * 60.0
 VERIFY_GIVE_UP = 3600.0
 VERIFY_CONCURRENCY = 8
 RECOVERY_EVERY = 15.0  # seconds between recovery passes (the first runs at start-up)
+DEFERRED_MAX = 100_000  # callbacks kept in memory while the database is unreachable
 OTHERS_POLL = 0.05  # how often a callback reads whether another process's push has its answer yet
 MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
 
@@ -137,6 +140,8 @@ class PaymentService:
         self._verify_slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
         self._rereads: set[asyncio.Task[None]] = set()
         self.leases: Leases | None = None  # set when other processes share the database
+        # Callbacks that came while the database was unreachable: applied when it is back.
+        self._deferred: collections.deque[tuple[Any, str]] = collections.deque(maxlen=DEFERRED_MAX)
 
     # -- starting a payment --------------------------------------------------------------------
 
@@ -230,6 +235,31 @@ class PaymentService:
             async with self.store.transaction() as t:
                 outcome = await self._match(t, log_id, cb, raw, adopt=True)
         return await self._after_match(cb, outcome)
+
+    def defer_callback(self, body: Any, text: str) -> None:
+        if len(self._deferred) == self._deferred.maxlen:
+            log.error("CALLBACK DROPPED: %d callbacks are already waiting for the database", len(self._deferred))
+        self._deferred.append((body, text))
+        log.warning("database unavailable: a callback is kept in memory (%d waiting) until it is back",
+                    len(self._deferred))
+
+    async def apply_deferred(self) -> int:
+        """Apply the callbacks kept while the database was away, oldest first; stop at the first
+        that still cannot be stored. Returns how many were applied."""
+        done = 0
+        while self._deferred:
+            body, text = self._deferred[0]
+            try:
+                await self.apply_callback(body, text)
+            except MalformedCallback:
+                pass
+            except UNAVAILABLE:
+                return done
+            self._deferred.popleft()
+            done += 1
+        if done:
+            log.info("%d callback(s) kept while the database was away are now stored and applied", done)
+        return done
 
     async def _after_match(self, cb: StkCallback, outcome: CallbackOutcome | None) -> CallbackOutcome:
         assert outcome is not None
@@ -642,15 +672,25 @@ async def reconcile_forever(service: PaymentService, tick: float = 1.0, leases: 
     (several processes on one database), a recovery pass runs in one process at a time, and not
     again anywhere until RECOVERY_EVERY has passed: the first process to start recovers."""
     last_recovery = float("-inf")
+    away_since: float | None = None  # the database has been unreachable since then
     while True:
         try:
             if time.monotonic() - last_recovery >= RECOVERY_EVERY:
                 last_recovery = time.monotonic()
                 if leases is None or await leases.claim("recovery", "", RECOVERY_EVERY):
                     await service.recover()
+            await service.apply_deferred()
             await service.reconcile_due()
+            if away_since is not None:
+                log.warning("the database is back after %.1f s; reconciling again", time.monotonic() - away_since)
+                away_since = None
         except asyncio.CancelledError:
             raise
+        except UNAVAILABLE as exc:  # one line when it goes, one when it is back: not a traceback per tick
+            last_recovery = float("-inf")  # recover again as soon as it is back
+            if away_since is None:
+                away_since = time.monotonic()
+                log.warning("the database is unreachable (%s): reconciliation waits for it", type(exc).__name__)
         except Exception:  # keep reconciling: one bad pass must not stop the loop
             log.exception("reconciliation pass failed")
         await asyncio.sleep(tick)

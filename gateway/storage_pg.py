@@ -31,6 +31,10 @@ from .storage import Listener, Row, StoreTransaction, TransactionStore, utc_now
 
 log = logging.getLogger("gateway.storage")
 
+# The database is not there just now (restarting, unreachable, shutting down): a 503, not a 500.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError)
+
 CHANGES_CHANNEL = "mpesa_payment_changed"  # LISTEN/NOTIFY: "<process> <checkoutRequestId>"
 RECONNECT_EVERY = 1.0
 

@@ -5,6 +5,9 @@ log files under the test's tmp_path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,11 +15,12 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import requests
 
 from tests.conftest import free_port
-from tests.gateway.crash_harness import Process, Simulator, clean_env
+from tests.gateway.crash_harness import Gateway, Process, Simulator, clean_env
 
-__all__ = ["Instance", "Simulator", "free_port", "oauth_requests", "push", "query", "status"]
+__all__ = ["Instance", "Simulator", "WorkersGateway", "free_port", "oauth_requests", "push", "query", "status"]
 
 # Quiet defaults for the gateways: no abuse limits unless a test sets them, no reconciler queries
 # unless a test wants them.
@@ -81,3 +85,66 @@ async def wait_for(predicate: Any, timeout: float, step: float = 0.1) -> bool:
             return True
         await asyncio.sleep(step)
     return False
+
+
+class WorkersGateway(Gateway):
+    """`python run.py --workers N` on PostgreSQL, for the crash harness (tests/gateway/crash_harness.py):
+    `kill()` SIGKILLs one worker (gunicorn's arbiter starts another), `start()` starts the arbiter or,
+    after a kill, waits until N workers serve again; the database is read with asyncpg."""
+
+    def __init__(self, port: int, simulator_url: str, workdir: Path, database_url: str, workers: int = 2,
+                 **settings: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.database_url = database_url
+        self.workers = workers
+        self.killed: list[int] = []
+        env = clean_env(HOST="127.0.0.1", PORT=str(port), MPESA_ENV="simulator", MPESA_BASE_URL=simulator_url,
+                        DATABASE_URL=database_url, **settings)
+        Process.__init__(self, "gateway", ["--workers", str(workers)], env, workdir, f"{self.url}/health")
+
+    def children(self) -> list[int]:
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self) -> None:
+        workers = self.children()
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            self.killed.append(workers[0])
+
+    def start(self, timeout: float = 30.0) -> float:
+        if self.proc is None or self.proc.poll() is not None:
+            return super().start(timeout)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            workers = self.children()
+            if len(workers) == self.workers and not set(workers) & set(self.killed):
+                try:
+                    if requests.get(self.ready_url, timeout=1).status_code == 200:
+                        self.ready_at = time.time()
+                        return time.monotonic() - started
+                except requests.RequestException:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"no new worker in {timeout} s:\n{self.output()}")
+
+    def shutdown(self) -> None:
+        workers = self.children()
+        self.stop()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _query(self, sql: str) -> list[dict[str, Any]]:
+        async def fetch() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                return [dict(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        # Called from the test's thread, with no event loop of its own running.
+        return asyncio.run(fetch())
