@@ -264,24 +264,48 @@ def settings_check(env: Mapping[str, str]) -> tuple[Check, Settings | None]:
 
 
 async def database_checks(env: Mapping[str, str]) -> list[Check]:
-    """Reachable, migrated to the latest version, writable: three lines."""
+    """Reachable, migrated to the latest version, writable, durable: four lines."""
     try:
         url = database_url(env)
         schema = await read_schema(url)
     except DatabaseProblem as exc:
         return [Check("database", False, str(exc)), Check("schema", None, "needs the database"),
-                Check("writes", None, "needs the database")]
+                Check("writes", None, "needs the database"), Check("durability", None, "needs the database")]
     reached = Check("database", True, f"{hide_password(url)} reached")
+    durable = await durability_check(url)
     problem = schema.problem()
     if problem is not None:
-        return [reached, Check("schema", False, problem), Check("writes", None, "needs the schema")]
+        return [reached, Check("schema", False, problem), Check("writes", None, "needs the schema"), durable]
     migrated = Check("schema", True, f"version {schema.version}, the latest")
     try:
         await try_write(url)
     except DatabaseProblem as exc:
         return [reached, migrated, Check("writes", False, f"{exc}: give the database user the right to write "
-                                                           "(and not a read-only server or file)")]
-    return [reached, migrated, Check("writes", True, "a test write was accepted (and rolled back)")]
+                                                           "(and not a read-only server or file)"), durable]
+    return [reached, migrated, Check("writes", True, "a test write was accepted (and rolled back)"), durable]
+
+
+async def durability_check(url: str) -> Check:
+    """A commit the database acknowledged must survive a crash of its server: PostgreSQL's `fsync`
+    and `synchronous_commit` on (SQLite: the gateway sets WAL and synchronous=FULL itself)."""
+    name = "durability"
+    if not is_postgresql(url):
+        return Check(name, True, "SQLite, WAL with synchronous=FULL (the gateway sets both)")
+    try:
+        conn = await pg_connect(url)
+    except DatabaseProblem as exc:
+        return Check(name, None, str(exc))
+    try:
+        fsync, commit = await conn.fetchval("SHOW fsync"), await conn.fetchval("SHOW synchronous_commit")
+    except PG_ERRORS as exc:
+        return Check(name, None, f"could not read the server's settings ({_reason(exc)})")
+    finally:
+        await conn.close()
+    said = f"fsync={fsync}, synchronous_commit={commit}"
+    if fsync != "on" or commit == "off":
+        return Check(name, False, f"{said}: a crash of the database server would forget payments it acknowledged; "
+                                  "set both to on in postgresql.conf")
+    return Check(name, True, said)
 
 
 async def oauth_check(s: Settings | None) -> Check:
