@@ -87,6 +87,7 @@ class SharedLimiter:
         self.window = window
         self._store = store
         self._clock = clock
+        self._local = SlidingWindowLimiter(limit, window)  # this process's first gate for lookups
 
     async def take(self, key: str) -> float:
         """Reserve an event for `key` now if the limit allows (0.0), else the seconds to wait."""
@@ -118,18 +119,24 @@ class SharedLimiter:
         return max(0.001, self.window - (now - float(row[1])))
 
     async def lookup(self, key: str, read: Callable[[], Awaitable[T | None]]) -> tuple[T | None, float]:
-        """`read()` for a client under its limit; a miss is counted after it (a hit costs one read of
-        the count, no write). Lookups in flight together when the limit is reached may each still be
-        answered: the limit can be overrun by a client's concurrency, once per window."""
-        wait = await self.waiting(key)
+        """`read()` within the limit, in two gates. In this process, as `LocalLimiter.lookup`: each
+        lookup reserved before its read and given back on a hit, so a crowd of lookups at once is cut
+        exactly. Across processes, the misses counted in the database: checked before the read (a
+        read of the count), a miss written after it; a hit writes nothing. Each other process can
+        let at most `limit` lookups of its own through before it sees the shared count."""
+        wait = self._local.acquire(key)
         if wait:
             return None, wait
+        wait = await self.waiting(key)
+        if wait:
+            self._local.release(key)
+            return None, wait
         found = await read()
-        if found is None:
-            wait = await self.take(key)
-            if wait:
-                return None, wait
-        return found, 0.0
+        if found is not None:
+            self._local.release(key)
+            return found, 0.0
+        wait = await self.take(key)
+        return None, wait
 
     async def give_back(self, key: str) -> None:
         """Give back the newest event for `key` (what it stood for did not happen after all)."""
