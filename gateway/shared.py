@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -32,7 +34,14 @@ from .storage import TransactionStore, utc_now
 
 log = logging.getLogger(__name__)
 
-INSTANCE = f"{secrets.token_hex(6)}"  # this process, as leases and change notices name it
+
+
+def process_name() -> str:
+    """This process, as the leases it holds name it: host, pid and a random part. Made when asked
+    (a lease holder is made after gunicorn forks its workers), never at import: forked workers
+    would all inherit one name, and each would take the others' leases for its own."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+
 TOKEN_NAME = "daraja"
 TOKEN_LEASE = "oauth-refresh"
 WAIT_STEP = 0.05
@@ -150,10 +159,10 @@ class SharedLimiter:
 class Leases:
     """Named leases in the database: `claim` takes one if it is free or run out, `release` gives it up."""
 
-    def __init__(self, store: Callable[[], TransactionStore], *, holder: str = INSTANCE,
+    def __init__(self, store: Callable[[], TransactionStore], *, holder: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self.holder = holder
+        self.holder = holder or process_name()
         self._clock = clock
 
     async def claim(self, name: str, key: str, seconds: float) -> bool:
@@ -198,6 +207,7 @@ class SharedTokens:
         self._leases = leases
         self._clock = clock
         self._lease_seconds = lease_seconds
+        self._one_at_a_time = asyncio.Lock()  # this process's callers: one asks, the others find its token
 
     async def _stored(self, max_margin: float, refused: str | None) -> tuple[str, float, float] | None:
         row = await self._store().fetch_one("SELECT token, expires_epoch, lifetime FROM oauth_tokens WHERE name = ?",
@@ -210,6 +220,11 @@ class SharedTokens:
     async def get(self, fetch: Callable[[], Awaitable[tuple[str, int]]], *, max_margin: float,
                   refused: str | None = None) -> tuple[str, float, float]:
         """(token, seconds left, lifetime) of a usable token."""
+        async with self._one_at_a_time:
+            return await self._get(fetch, max_margin, refused)
+
+    async def _get(self, fetch: Callable[[], Awaitable[tuple[str, int]]], max_margin: float,
+                   refused: str | None) -> tuple[str, float, float]:
         deadline = time.monotonic() + self._lease_seconds + 5
         while True:
             found = await self._stored(max_margin, refused)
