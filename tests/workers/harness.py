@@ -46,9 +46,26 @@ class Instance(Process):
 
     def children(self) -> list[int]:
         """The worker processes of a `--workers` instance (gunicorn's arbiter is `proc`)."""
-        assert self.proc is not None
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        return children_of(self)
+
+    def shutdown(self) -> None:
+        shut_down(self)
+
+
+def children_of(process: Process) -> list[int]:
+    if process.proc is None or process.proc.poll() is not None:
+        return []
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.proc.pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def shut_down(process: Process) -> None:
+    """SIGTERM (gunicorn's arbiter stops its workers), then SIGKILL to any worker left behind."""
+    workers = children_of(process)
+    process.stop()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def push(session: aiohttp.ClientSession, base: str, phone: str, amount: int = 10,
@@ -104,10 +121,7 @@ class WorkersGateway(Gateway):
         Process.__init__(self, "gateway", ["--workers", str(workers)], env, workdir, f"{self.url}/health")
 
     def children(self) -> list[int]:
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        return children_of(self)
 
     def kill(self) -> None:
         workers = self.children()
@@ -132,11 +146,7 @@ class WorkersGateway(Gateway):
         raise AssertionError(f"no new worker in {timeout} s:\n{self.output()}")
 
     def shutdown(self) -> None:
-        workers = self.children()
-        self.stop()
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        shut_down(self)
 
     def _query(self, sql: str) -> list[dict[str, Any]]:
         async def fetch() -> list[dict[str, Any]]:

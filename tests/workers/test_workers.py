@@ -5,10 +5,7 @@ test runs real processes over loopback HTTP and checks what the shop and Daraja 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.migrations import MIGRATIONS
 from gateway.payments import iso
 from tests.gateway.crash_harness import ROOT, RUN, clean_env
 from tests.workers.harness import Instance, Simulator, free_port, oauth_requests, push, query, wait_for
@@ -55,11 +53,7 @@ async def instances(sim: Simulator, postgres_url: str, tmp_path: Path) -> AsyncI
         yield start
     finally:
         for instance in started:
-            kids = instance.children() if instance.proc is not None and instance.proc.poll() is None else []
-            instance.stop()  # SIGTERM: gunicorn's arbiter stops its workers
-            for pid in kids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            instance.shutdown()
 
 
 def phones(count: int, first: int = 254711000000) -> list[str]:
@@ -99,6 +93,21 @@ async def test_one_port_served_by_two_workers(instances: Started, postgres_url: 
     served = await query(postgres_url, "SELECT COUNT(DISTINCT pid) FROM pg_stat_activity WHERE datname = "
                                        "current_database() AND pid <> pg_backend_pid()")
     assert served[0][0] >= 2
+
+
+async def test_processes_starting_at_once_on_an_empty_database_migrate_it_once(
+        sim: Simulator, postgres_url: str, tmp_path: Path) -> None:
+    a = Instance("a", sim, postgres_url, tmp_path, workers=3)
+    b = Instance("b", sim, postgres_url, tmp_path)
+    try:
+        await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
+        versions = await query(postgres_url, "SELECT version FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in versions] == list(range(len(MIGRATIONS)))
+        upgraded = [line for line in (a.log_text() + b.log_text()).splitlines() if "database upgraded" in line]
+        assert len(upgraded) == len(MIGRATIONS), upgraded  # each version applied by one of the four processes
+    finally:
+        a.shutdown()
+        b.shutdown()
 
 
 # -- one OAuth token for every process ------------------------------------------------------------
@@ -211,8 +220,8 @@ async def test_start_up_recovery_runs_in_one_instance(sim: Simulator, postgres_u
                  e["checkoutRequestId"] == unverified]
         assert len(asked) == 1, f"Daraja asked {len(asked)} times about the one callback to verify"
     finally:
-        a.stop()
-        b.stop()
+        a.shutdown()
+        b.shutdown()
 
 
 async def _row_exists(database_url: str, cid: str) -> bool:
