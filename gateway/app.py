@@ -19,10 +19,10 @@ from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .middlewares import json_errors, security_headers
 from .orders import install_orders
-from .payments import PaymentService, reconcile_forever
+from .payments import PROCESS_LEASE, PaymentService, reconcile_forever
 from .shared import Leases, SharedTokens, limiter_for
 from .storage import SqliteTransactionStore, TransactionStore
-from .storage_pg import PostgresTransactionStore
+from .storage_pg import UNAVAILABLE, PostgresTransactionStore
 from .streams import StreamLimits, enable_streams
 from .webhooks import install_webhooks
 
@@ -52,6 +52,7 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
         leases = None
         if store.shared:  # other processes may serve from this database: share what they must agree on
             leases = app[PAYMENTS].leases = Leases(lambda: store)
+            await leases.claim("process", leases.holder, PROCESS_LEASE)  # alive before its first push
             daraja.tokens.source = SharedTokens(lambda: store, leases)
             await store.watch_changes(app[PAYMENTS].heard)
         reconciler = asyncio.create_task(reconcile_forever(app[PAYMENTS], RECONCILE_TICK, leases))
@@ -62,6 +63,9 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
             await app[PAYMENTS].close()
+            if leases is not None:
+                with contextlib.suppress(*UNAVAILABLE):  # gone: it will run out by itself
+                    await leases.release("process", leases.holder)
             await store.close()
 
 

@@ -272,8 +272,8 @@ _POSTGRESQL_2 = """
     """
 
 # What several gateway processes on one database share: leases (one holder at a time, until a time:
-# the OAuth refresh, the recovery pass, a push for an order), the events the abuse limits count, and
-# the OAuth token itself.
+# the OAuth refresh, the recovery pass, a push for an order, each live process's heartbeat), the
+# events the abuse limits count, the OAuth token itself, and which process sent each push.
 _3 = """
 CREATE TABLE leases (
     name        TEXT NOT NULL,
@@ -289,6 +289,7 @@ CREATE TABLE limit_events (
     at_epoch DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX limit_events_key ON limit_events (name, key, at_epoch);
+ALTER TABLE push_attempts ADD COLUMN sender TEXT;
 CREATE TABLE oauth_tokens (
     name          TEXT PRIMARY KEY,
     token         TEXT NOT NULL,

@@ -53,6 +53,8 @@ ADOPT_WINDOW = 30 * 60.0
 VERIFY_GIVE_UP = 3600.0
 VERIFY_CONCURRENCY = 8
 RECOVERY_EVERY = 15.0  # seconds between recovery passes (the first runs at start-up)
+HEARTBEAT_EVERY = 2.0  # several processes: each renews its "alive" lease this often …
+PROCESS_LEASE = 10.0  # … for this long (a process silent for longer is taken for dead)
 DEFERRED_MAX = 100_000  # callbacks kept in memory while the database is unreachable
 OTHERS_POLL = 0.05  # how often a callback reads whether another process's push has its answer yet
 MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
@@ -153,7 +155,8 @@ class PaymentService:
         async with self.store.transaction() as t:
             # The order goes with the attempt: a payment adopted or repaired from it still pays its order.
             attempt_id = await t.insert_attempt(checkout.phone, checkout.amount, checkout.account_reference,
-                                                checkout.description, self.clock(), checkout.order_id)
+                                                checkout.description, self.clock(), checkout.order_id,
+                                                self.leases.holder if self.leases else None)
         answered = asyncio.get_running_loop().create_future()
         self._pushes_in_flight.setdefault(checkout.phone, set()).add(answered)
         self._attempts_in_flight.add(attempt_id)
@@ -279,16 +282,21 @@ class PaymentService:
             await self._wait_for_other_processes(phones)
 
     async def _wait_for_other_processes(self, phones: list[str]) -> None:
-        """Pushes to these phones that another process sent and is still waiting on (their attempts
-        are `sending` in the database): wait, reading the database, until each has its answer."""
+        """Pushes to these phones that another live process sent and is still waiting on (their
+        attempts are `sending` in the database): wait, reading the database, until each has its
+        answer. A process that died (its heartbeat lease ran out) will never get its answer: its
+        pushes are not waited for (the callback is then matched through Daraja's query)."""
         if not phones:
             return
         deadline = time.monotonic() + self.answer_deadline()
         marks = ", ".join("?" for _ in phones)
         while time.monotonic() < deadline:
+            now = self.clock()
             row = await self.store.fetch_one(
                 f"SELECT COUNT(*) FROM push_attempts WHERE state = 'sending' AND created_epoch >= ? "
-                f"AND phone IN ({marks})", (self.clock() - self.answer_deadline(), *phones))
+                f"AND phone IN ({marks}) AND (sender IS NULL OR sender IN "
+                f"(SELECT key FROM leases WHERE name = 'process' AND until_epoch > ?))",
+                (now - self.answer_deadline(), *phones, now))
             if row is None or not int(row[0]):
                 return
             await asyncio.sleep(OTHERS_POLL)
@@ -671,10 +679,13 @@ async def reconcile_forever(service: PaymentService, tick: float = 1.0, leases: 
     """Reconcile due payments every `tick`; recover every RECOVERY_EVERY, starting now. With `leases`
     (several processes on one database), a recovery pass runs in one process at a time, and not
     again anywhere until RECOVERY_EVERY has passed: the first process to start recovers."""
-    last_recovery = float("-inf")
+    last_recovery = last_beat = float("-inf")
     away_since: float | None = None  # the database has been unreachable since then
     while True:
         try:
+            if leases is not None and time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                await leases.claim("process", leases.holder, PROCESS_LEASE)  # "this process is alive"
+                last_beat = time.monotonic()
             if time.monotonic() - last_recovery >= RECOVERY_EVERY:
                 last_recovery = time.monotonic()
                 if leases is None or await leases.claim("recovery", "", RECOVERY_EVERY):

@@ -87,6 +87,7 @@ class PushAttempt:
     created_at: str
     created_epoch: float
     order_id: str | None = None
+    sender: str | None = None  # the process that sent it (several processes on one database)
 
 
 @dataclass(frozen=True)
@@ -220,11 +221,11 @@ class StoreTransaction(_Reads):
         return int(row[0])
 
     async def insert_attempt(self, phone: str, amount: int, account_reference: str, description: str,
-                             now: float, order_id: str | None = None) -> int:
+                             now: float, order_id: str | None = None, sender: str | None = None) -> int:
         return await self._insert_returning_id(
             "INSERT INTO push_attempts (phone, amount, account_reference, description, state, created_at, "
-            "created_epoch, order_id) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?)",
-            (phone, amount, account_reference, description, utc_now(), now, order_id))
+            "created_epoch, order_id, sender) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?)",
+            (phone, amount, account_reference, description, utc_now(), now, order_id, sender))
 
     async def set_attempt(self, attempt_id: int, state: str, checkout_request_id: str | None = None, *,
                           only_from: tuple[str, ...] = ("sending", "unknown")) -> bool:
