@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 
+import pytest
+
 from gateway.shared import Leases, SharedLimiter, SharedTokens, process_name
 from tests.gateway.test_storage import make_store, store  # noqa: F401 - fixtures: a store on each database
 
@@ -128,3 +130,26 @@ async def test_one_token_fetch_for_every_process_and_one_refresh_when_it_is_refu
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_callback_waits_for_a_live_process_s_push_and_not_for_a_dead_one_s(store):  # noqa: F811
+    from gateway.config import load_settings
+    from gateway.payments import PaymentService
+
+    # Only the store is used here: whether the database shows pushes still on their way.
+    service = PaymentService(store, None, load_settings({}))  # type: ignore[arg-type]
+    now = service.clock()
+    live, dead = Leases(lambda: store), Leases(lambda: store)
+    await live.claim("process", live.holder, 10)
+    async with store.transaction() as t:
+        waiting_live = await t.insert_attempt("254711000001", 10, "A", "d", now, sender=live.holder)
+        await t.insert_attempt("254711000002", 10, "B", "d", now, sender=dead.holder)  # never beat: dead
+    await asyncio.wait_for(service._wait_for_other_processes(["254711000002"]), 1)  # returns at once
+    with pytest.raises(TimeoutError):  # the live process's push may still be answered: wait for it
+        await asyncio.wait_for(service._wait_for_other_processes(["254711000001"]), 0.5)
+    waiter = asyncio.ensure_future(service._wait_for_other_processes(["254711000001", "254711000002"]))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    async with store.transaction() as t:
+        await t.set_attempt(waiting_live, "accepted", "ws_CO_1")  # its answer came
+    await asyncio.wait_for(waiter, 1)

@@ -98,7 +98,9 @@ def test_a_worker_killed_mid_burst_loses_no_payment(world: tuple[Simulator, Clus
     waited, why = wait_quiet(sim, gateway, timeout=90)
     c = compare(sim, gateway, {r.checkout_request_id: r for r in burst.ok()})
     # A callback for a push the dead worker was sending does not wait for an answer that cannot come
-    # (3 × DARAJA_TIMEOUT_SECONDS + 5 s = 50 s): only until the worker's heartbeat runs out (10 s).
+    # (3 × DARAJA_TIMEOUT_SECONDS + 5 s = 50 s), only until the worker's heartbeat runs out (10 s);
+    # the next recovery pass (every 15 s) would also match it. The wait itself is tested exactly in
+    # tests/gateway/test_shared.py; this bound says neither path is lost.
     adopted = gateway._query("SELECT t.settled_at FROM push_attempts a JOIN transactions t "
                              "ON t.checkout_request_id = a.checkout_request_id WHERE a.state = 'adopted'")
     after_kill = sorted(epoch(r["settled_at"]) - burst.kills[0].at for r in adopted if r["settled_at"])
