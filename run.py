@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
@@ -24,6 +26,7 @@ from dotenv import load_dotenv
 
 from gateway import doctor
 from gateway.config import ConfigError, Settings, is_postgresql, load_settings
+from gateway.logs import configure_logging
 from simulator.settings import SimulatorConfigError, SimulatorSettings, load_simulator_settings
 
 KEEPALIVE_SECONDS = 15.0
@@ -112,6 +115,16 @@ def worker_count(option: int | None, env: Mapping[str, str], settings: Settings)
     return workers
 
 
+def shared_metrics_directory() -> None:
+    """With several workers, each counts in files of PROMETHEUS_MULTIPROC_DIR (a new empty directory
+    unless one is given) and /metrics on any of them answers the sums (prometheus-client's
+    multiprocess mode, chosen when it is imported: this runs first)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = tempfile.mkdtemp(prefix="mpesa-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        atexit.register(shutil.rmtree, directory, True)
+
+
 def serve_workers(make_app: Callable[[], web.Application], host: str, port: int, workers: int) -> None:
     """`workers` processes serving one port: gunicorn's arbiter (it binds the socket, forks the workers,
     starts a new one when one dies, and stops them gracefully on SIGTERM or SIGINT), each worker
@@ -132,6 +145,11 @@ def serve_workers(make_app: Callable[[], web.Application], host: str, port: int,
         "proc_name": "mpesa-gateway",
         "control_socket_disable": True,  # no gunicornc socket: two instances on one machine would share its path
     }
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        # A dead worker's gauges are dropped; its counters stay in the sums.
+        options["child_exit"] = lambda _server, worker: multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -173,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load_dotenv()  # real environment variables win over .env
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    configure_logging("text")
     try:
         env = dict(os.environ)  # command-line options win over the environment and .env
         if args.port is not None:
@@ -190,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"(consumer key {simulator.consumer_key}, shortcode {simulator.shortcode})", flush=True)
         else:
             settings, simulator_settings = load(env)
+            configure_logging(settings.log_format)
             workers = worker_count(args.workers, env, settings)
             host, port = settings.host, settings.port
             if workers > 1:
+                if settings.metrics_enabled:
+                    shared_metrics_directory()  # before prometheus-client is imported (by build_app)
                 # In simulator mode the simulator is the process MPESA_BASE_URL names: none is mounted.
                 build_app(settings, with_simulator=False)  # refuses a bad composition before any worker starts
                 print(banner(settings, None) + f"\nWorkers: {workers}", flush=True)

@@ -18,6 +18,7 @@ from .daraja.client import DarajaClient
 from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .middlewares import json_errors, security_headers
+from .observability import METRICS, install_observability, request_ids
 from .orders import install_orders
 from .payments import PROCESS_LEASE, PaymentService, reconcile_forever
 from .shared import Leases, SharedTokens, limiter_for
@@ -48,6 +49,7 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
             session, base_url=settings.base_url, consumer_key=settings.consumer_key,
             consumer_secret=settings.consumer_secret, shortcode=settings.shortcode, passkey=settings.passkey,
             transaction_type=settings.transaction_type, party_b=settings.party_b, timeout=settings.daraja_timeout)
+        daraja.observer = app[METRICS].daraja_call
         app[PAYMENTS] = PaymentService(store, daraja, settings)
         leases = None
         if store.shared:  # other processes may serve from this database: share what they must agree on
@@ -86,8 +88,10 @@ def create_app(settings: Settings) -> web.Application:
     middlewares = [security_headers, json_errors]
     if settings.trusted_proxies:
         middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
+    middlewares.insert(0, request_ids)  # first: every answer and every log line of a request carry its id
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    install_observability(app)  # request ids, metrics, GET /metrics when enabled
     app[PUSH_LIMITER] = limiter_for(app, "push-phone", settings.push_limit_per_phone, settings.push_limit_window)
     app[CLIENT_PUSH_LIMITER] = limiter_for(app, "push-client", settings.push_limit_per_client,
                                            settings.push_limit_window)

@@ -7,6 +7,7 @@ client that talks to the gateway directly cannot choose its address by sending t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 
@@ -20,25 +21,32 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+@functools.lru_cache(maxsize=16)
+def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n) for n in trusted)
+
+
+def peer_trusted(request: web.Request, trusted: tuple[str, ...]) -> bool:
+    """Whether the socket's peer (not what any header says) is one of the `trusted` networks."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not peer or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(trusted))
+
+
 class TrustedProxies(XForwardedFiltered):
     """X-Forwarded-For is believed only from a peer in `trusted`; from anyone else it is ignored."""
 
     def __init__(self, trusted: tuple[str, ...]) -> None:
         super().__init__(set(trusted))
-        self._networks = [ipaddress.ip_network(n) for n in trusted]
-
-    def _peer_trusted(self, request: web.Request) -> bool:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(peer[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self._networks)
+        self._peers = trusted
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self._peer_trusted(request):
+        if not peer_trusted(request, self._peers):
             return await handler(request)
         return await super().middleware(request, handler)

@@ -201,6 +201,10 @@ class Settings:
     webhook_retry_for: float = _setting(3 * 86_400.0, "WEBHOOK_RETRY_SECONDS", _positive)  # then "failed"
     webhook_timeout: float = _setting(10.0, "WEBHOOK_TIMEOUT_SECONDS", _positive)
     admin_token: str = _setting("", "ADMIN_TOKEN", _secret(16), secret=True)  # "": no /admin
+    # What the operator sees of the running gateway (gateway/observability.py).
+    log_format: str = _setting("text", "LOG_FORMAT", _one_of("text", "json"))
+    metrics_enabled: bool = _setting(False, "METRICS_ENABLED", _switch)  # GET /metrics
+    metrics_token: str = _setting("", "METRICS_TOKEN", _secret(16), secret=True)  # "": /metrics needs no token
 
     # The pay page.
     poll_interval: float = _setting(3.0, "CHECKOUT_POLL_INTERVAL_SECONDS", _positive)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from .config import Settings
 from .daraja.errors import DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
+from .observability import METRICS
 from .payments import token_matches
 from .result_messages import customer_message, daraja_answer
 from .storage import Transaction
@@ -167,26 +169,39 @@ async def stk_push(request: web.Request) -> web.Response:
 
 async def push_checkout(request: web.Request, checkout: Checkout) -> web.Response:
     """The push itself, within the per-client and per-phone limits."""
+    pushes = request.app[METRICS].pushes
     client = client_address(request)
     wait = await request.app[CLIENT_PUSH_LIMITER].take(client)
     if wait:
+        pushes.labels("limited").inc()
         # Stops one client firing prompts at many phones.
         raise too_many("Too many payment requests from your connection. Please wait a few minutes and try again.",
                        wait)
     per_phone = request.app[PUSH_LIMITER]
     wait = await per_phone.take(checkout.phone)  # reserved before the push: concurrent requests cannot all pass
     if wait:
+        pushes.labels("limited").inc()
         # Stops a checkout being used to bombard someone's phone with payment prompts.
         raise too_many("Too many payment requests to this phone. Please wait a few minutes and try again.", wait)
+    started = time.perf_counter()
+    phone = mask_phone(checkout.phone)
     try:
-        started = await request.app[PAYMENTS].start(checkout)
+        pushed = await request.app[PAYMENTS].start(checkout)
     except (DarajaError, DarajaUnavailable) as exc:
         if _refused(exc):  # no prompt reached the phone: a refusal must not lock the customer out
             await per_phone.give_back(checkout.phone)
+        outcome = "refused" if isinstance(exc, DarajaError) else "unknown" if exc.maybe_sent else "unavailable"
+        pushes.labels(outcome).inc()
+        log.info("STK push to %s: %s", phone, outcome, extra={
+            "phone": phone, "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
         return daraja_failure(exc)
-    tx = started.transaction
+    tx = pushed.transaction
+    pushes.labels("accepted").inc()
+    log.info("STK push to %s: accepted as %s", phone, tx.checkout_request_id, extra={
+        "payment_id": tx.checkout_request_id, "phone": phone, "outcome": "accepted",
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
     return web.json_response({"success": True, "checkoutRequestId": tx.checkout_request_id,
-                              "message": "STK push sent successfully", "paymentToken": started.token})
+                              "message": "STK push sent successfully", "paymentToken": pushed.token})
 
 
 def status_body(tx: Transaction, detailed: bool = False) -> dict[str, Any]:
@@ -336,20 +351,26 @@ async def daraja_callback(request: web.Request) -> web.Response:
     try:
         body = loads_json(raw)
     except (ValueError, RecursionError):
-        log.warning("callback body is not JSON: rejected (kept in the callback log)")
+        request.app[METRICS].callbacks.labels("malformed").inc()
+        log.warning("callback body is not JSON: rejected (kept in the callback log)", extra={"outcome": "malformed"})
         async with payments.store.transaction() as t:  # kept, capped: it may still be a money trail
             await t.log_callback(None, "malformed", raw.decode("utf-8", "replace"), note="not JSON")
         return callback_ack(1, "Rejected: body is not JSON", 400)
+    counted = request.app[METRICS].callbacks
     try:
         result = await payments.apply_callback(body, raw.decode("utf-8", "replace"))
     except MalformedCallback as exc:
-        log.warning("malformed callback rejected: %s", exc)
+        counted.labels("malformed").inc()
+        log.warning("malformed callback rejected: %s", exc, extra={"outcome": "malformed"})
         return callback_ack(1, f"Rejected: {exc}", 400)
     except UNAVAILABLE:
         # Daraja sends a callback once: with the database away, it is kept in memory and applied as
         # soon as the database is back (the reconciler's query settles the payment if this process dies first).
+        counted.labels("deferred").inc()
         payments.defer_callback(body, raw.decode("utf-8", "replace"))
         return callback_ack(0, "Accepted")
-    log.info("callback %s: %s", result.transaction.checkout_request_id if result.transaction else "-",
-             result.outcome)
+    counted.labels(result.outcome).inc()
+    payment_id = result.transaction.checkout_request_id if result.transaction else None
+    log.info("callback %s: %s", payment_id or "-", result.outcome,
+             extra={"payment_id": payment_id, "outcome": result.outcome})
     return callback_ack(0, "Accepted")

@@ -44,6 +44,7 @@ from yarl import URL
 from .config import ConfigError, Settings
 from .handlers import status_body
 from .keys import PAYMENTS, SETTINGS
+from .observability import METRICS
 from .payments import iso
 from .storage import Listener, StoreTransaction, Transaction, TransactionStore
 
@@ -218,7 +219,9 @@ class Deliveries:
     """The outbox's worker: claims due events, delivers them (a few at once), records each attempt."""
 
     def __init__(self, store: TransactionStore, settings: Settings, session: aiohttp.ClientSession, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 counted: Callable[[str], None] = lambda result: None) -> None:
+        self.counted = counted  # told of each attempt: delivered, retrying, failed, cut short
         self.store = store
         self.settings = settings
         self.session = session
@@ -356,6 +359,8 @@ class Deliveries:
                     "last_error = ? WHERE event_id = ?",
                     (retry_at if retry_at is not None else min(now + retry_delay(self.settings, attempts), deadline),
                      outcome.status, outcome.error, event.event_id))
+        self.counted("cut_short" if retry_at is not None else "delivered" if outcome.delivered
+                     else "failed" if now >= deadline else "retrying")
         if retry_at is not None:
             log.warning("webhook %s %s attempt %d to %s cut short by the shutdown; it is sent again at the next "
                         "start", event.kind, event.event_id, attempts, self._where)
@@ -420,7 +425,8 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     # No cookie jar: every delivery stands alone, and a receiver cannot fill the gateway's memory
     # with cookies. (Redirects are not followed, and an answer's body is read at most ERROR_CAP bytes.)
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
-        deliveries = Deliveries(store, settings, session)
+        webhooks = app[METRICS].webhooks
+        deliveries = Deliveries(store, settings, session, counted=lambda result: webhooks.labels(result).inc())
         holder.append(deliveries)
         _WORKERS[store] = deliveries
         task = asyncio.create_task(deliveries.run())

@@ -136,6 +136,9 @@ class DarajaClient:
         self._party_b = party_b or shortcode
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.tokens = TokenCache(self._fetch_token, clock=clock)
+        # Told of every call: (call, seconds, Daraja's errorCode or "unavailable" or None, and for
+        # a query "pending"/"settled"/the error). The gateway's metrics listen here.
+        self.observer: Callable[[str, float, str | None, str | None], None] | None = None
 
     async def stk_push(self, req: StkPushRequest) -> StkPushAccepted:
         timestamp = nairobi_timestamp()
@@ -217,6 +220,23 @@ class DarajaClient:
                        **kwargs: Any) -> tuple[int, dict[str, Any]]:
         """One call. With `sends_payment`, failures after the request may have gone out say so."""
         url = self._base_url + path
+        started = time.perf_counter()
+        try:
+            status, data = await self._exchange(method, url, path, sends_payment, kwargs)
+        except DarajaUnavailable:
+            self._observe(path, started, "unavailable", None)
+            raise
+        error = _error_code(status, data)
+        self._observe(path, started, error, _query_result(status, data, error) if path == STK_QUERY_PATH else None)
+        return status, data
+
+    def _observe(self, path: str, started: float, error: str | None, query: str | None) -> None:
+        if self.observer is not None:
+            call = CALLS.get(path.split("?")[0], path)
+            self.observer(call, time.perf_counter() - started, error, query or (error if call == "stkquery" else None))
+
+    async def _exchange(self, method: str, url: str, path: str, sends_payment: bool,
+                        kwargs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         try:
             async with self._session.request(method, url, timeout=self._timeout, **kwargs) as resp:
                 raw = await resp.read()
@@ -240,6 +260,24 @@ class DarajaClient:
             raise DarajaUnavailable(f"Daraja answered HTTP {status} with JSON that is not an object",
                                     maybe_sent=sends_payment)
         return status, data
+
+
+CALLS = {OAUTH_PATH.split("?")[0]: "oauth", STK_PUSH_PATH: "stkpush", STK_QUERY_PATH: "stkquery"}
+
+
+def _error_code(status: int, data: dict[str, Any]) -> str | None:
+    """Daraja's errorCode of an answer that is an error (or its HTTP status), else None."""
+    if status == 200:
+        code = code_str_or_none(data.get("ResponseCode"))
+        return None if code in (None, "0") else f"ResponseCode {code}"
+    given = data.get("errorCode")
+    return str(given)[:40] if isinstance(given, (str, int)) else f"HTTP {status}"
+
+
+def _query_result(status: int, data: dict[str, Any], error: str | None) -> str | None:
+    if error is None and "ResultCode" in data:
+        return "pending" if code_str_or_none(data.get("ResultCode")) == "4999" else "settled"
+    return "pending" if error == "500.001.1001" else error
 
 
 def code_str_or_none(value: Any) -> str | None:

@@ -110,6 +110,20 @@ async def test_processes_starting_at_once_on_an_empty_database_migrate_it_once(
         b.shutdown()
 
 
+async def test_the_metrics_of_several_workers_are_summed_by_any_of_them(instances: Started) -> None:
+    gateway = instances("metered", workers=2, METRICS_ENABLED="true")
+    async with aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(*(push(session, gateway.url, p) for p in phones(40)))
+        assert [code for code, _ in answers] == [200] * 40
+        seen = set()
+        for _ in range(6):  # new connections: the answers come from either worker
+            async with aiohttp.ClientSession() as fresh, fresh.get(f"{gateway.url}/metrics") as resp:
+                text = await resp.text()
+            seen.add(next(line for line in text.splitlines()
+                          if line.startswith('mpesa_stk_pushes_total{outcome="accepted"}')))
+    assert seen == {'mpesa_stk_pushes_total{outcome="accepted"} 40.0'}, seen
+
+
 # -- one OAuth token for every process ------------------------------------------------------------
 
 async def test_a_thousand_pushes_over_two_instances_cause_one_oauth_request(instances: Started, sim: Simulator) -> None:

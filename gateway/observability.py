@@ -1,0 +1,150 @@
+"""What the gateway tells its operator while it runs: a request id on every answer and every log
+line the request writes, logs as text or JSON, and Prometheus metrics.
+
+* **Request ids.** `X-Request-Id` is taken from the request when a trusted proxy (TRUSTED_PROXIES)
+  sent it and it is a plain token (letters, digits, `._:-`, at most 128); otherwise a new one is
+  made. It is on every answer (streams and errors too) and, through a context variable, on every
+  log line written while the request is handled, including by tasks it starts.
+* **Logs.** `LOG_FORMAT=text` (the default) or `json`: one object per line with the time, level,
+  logger, message, request id and, where the line carries them, the payment id, the phone
+  (masked), the outcome and timings.
+* **Metrics.** `GET /metrics` in Prometheus' text format (prometheus-client) when
+  METRICS_ENABLED=true, behind `Authorization: Bearer METRICS_TOKEN` when that is set. With several
+  workers (`run.py --workers N`) the processes write to PROMETHEUS_MULTIPROC_DIR, and any worker's
+  answer sums them all.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from .clients import peer_trusted
+from .keys import SETTINGS
+from .logs import REQUEST_ID
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HEADER = "X-Request-Id"
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+def request_id_of(request: web.Request) -> str:
+    """The request's id: its trusted proxy's, if that one is plain, else a new one."""
+    given = request.headers.get(HEADER, "")
+    networks = request.app[SETTINGS].trusted_proxies
+    if given and networks and _PLAIN_ID.fullmatch(given) and peer_trusted(request, networks):
+        return given
+    return new_request_id()
+
+
+class Metrics:
+    """The gateway's counters and histograms, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pushes = Counter("mpesa_stk_pushes", "STK pushes asked for, by outcome (accepted, limited, refused "
+                              "by Daraja, unavailable: nothing sent, unknown: the answer was lost)", ["outcome"],
+                              registry=r)
+        self.callbacks = Counter("mpesa_callbacks", "Daraja callbacks received, by outcome", ["outcome"], registry=r)
+        self.queries = Counter("mpesa_stk_queries", "STK queries sent to Daraja, by result (pending, settled, or "
+                               "the error)", ["result"], registry=r)
+        self.webhooks = Counter("mpesa_webhook_deliveries", "Webhook delivery attempts to the shop, by result",
+                                ["result"], registry=r)
+        self.daraja_errors = Counter("mpesa_daraja_errors", "Errors from Daraja, by call and errorCode (or "
+                                     "unavailable)", ["call", "code"], registry=r)
+        self.daraja_seconds = Histogram("mpesa_daraja_request_seconds", "Time of each call to Daraja", ["call"],
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.http_seconds = Histogram("mpesa_http_request_seconds", "Time to answer each request to the public "
+                                      "endpoints, by route, method and status", ["route", "method", "status"],
+                                      buckets=LATENCY_BUCKETS, registry=r)
+
+    def daraja_call(self, call: str, seconds: float, error: str | None, query_result: str | None) -> None:
+        """The Daraja client's observer: one call's time, its error if any, a query's result."""
+        self.daraja_seconds.labels(call).observe(seconds)
+        if error is not None:
+            self.daraja_errors.labels(call, error).inc()
+        if query_result is not None:
+            self.queries.labels(query_result).inc()
+
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+PUBLIC_ROUTES = ("/stkpush", "/stkpush/status", "/stkpush/{checkout_request_id}/events", "/health", "/orders",
+                 "/orders/{order_id}", "/checkout/{order_id}", "/checkout/{order_id}/status",
+                 "/checkout/{order_id}/events", "/catalogue", "/catalogue/orders")
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request its id (the answer carries it: see `_stamp`), and time the public endpoints."""
+    rid = request_id_of(request)
+    request[REQUEST_ID_KEY] = rid
+    token = REQUEST_ID.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers[HEADER] = rid
+        raise
+    finally:
+        REQUEST_ID.reset(token)
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+        if route in PUBLIC_ROUTES:
+            request.app[METRICS].http_seconds.labels(route, request.method, str(status)).observe(
+                time.perf_counter() - started)
+
+
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any answer's headers go out (streams and static files too): its request id."""
+    rid = request.get(REQUEST_ID_KEY)
+    if rid:
+        response.headers[HEADER] = rid
+
+
+def metrics_text(app: web.Application) -> bytes:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:  # several workers: each wrote its own files; sum them all
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(registry))
+    return bytes(generate_latest(app[METRICS].registry))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response({"success": False, "message": "This needs the metrics token: "
+                                      "Authorization: Bearer <METRICS_TOKEN>"}, status=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    return web.Response(body=metrics_text(request.app), headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                                                  "Cache-Control": "no-store"})
+
+
+def install_observability(app: web.Application) -> None:
+    """The request-id middleware goes first in the app's list (see create_app); this adds the
+    header stamp, the metrics and, when enabled, GET /metrics."""
+    app[METRICS] = Metrics()
+    app.on_response_prepare.append(_stamp)
+    if app[SETTINGS].metrics_enabled:
+        app.router.add_get("/metrics", metrics)
