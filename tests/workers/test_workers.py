@@ -82,8 +82,8 @@ def test_workers_are_refused_where_they_cannot_share(tmp_path: Path) -> None:
 
 async def test_one_port_served_by_two_workers(instances: Started, postgres_url: str) -> None:
     gateway = instances("workers", workers=2)
+    assert await wait_for(lambda: asyncio.sleep(0, len(gateway.children()) == 2), 10)  # both forked and running
     workers = gateway.children()
-    assert len(workers) == 2, workers
     async with aiohttp.ClientSession() as session:
         answers = await asyncio.gather(*(push(session, gateway.url, phone) for phone in phones(300)))
     assert [code for code, _ in answers] == [200] * 300, [a for a in answers if a[0] != 200][:3]
