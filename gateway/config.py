@@ -318,6 +318,9 @@ def _daraja_by_mode(s: Settings, given: dict[str, Any]) -> dict[str, Any]:
         if s.passkey == SANDBOX_PASSKEY:
             raise ConfigError("MPESA_PASSKEY is Safaricom's public sandbox passkey: production needs your own "
                               "(from the go-live e-mail)")
+        if s.metrics_enabled and not s.metrics_token:
+            raise ConfigError("METRICS_ENABLED in production needs METRICS_TOKEN (16+ characters): the metrics "
+                              "tell anyone who asks how many payments the shop takes")
     if s.base_url:  # MPESA_BASE_URL: production credentials never travel in plain HTTP
         derived["base_url"] = _url("MPESA_BASE_URL", s.base_url, https_only=mode == "production")
     derived["base_url"] = derived["base_url"].rstrip("/")

@@ -35,6 +35,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HEADER = "X-Request-Id"
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Label values come from a fixed set or a fixed shape, so that no client (or odd answer) can make
+# the metrics grow without bound.
+_DARAJA_CODE = re.compile(r"[0-9][0-9.]{0,19}|ResponseCode [0-9]{1,6}|HTTP [0-9]{3}|unavailable|pending|settled")
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -77,9 +81,14 @@ class Metrics:
         """The Daraja client's observer: one call's time, its error if any, a query's result."""
         self.daraja_seconds.labels(call).observe(seconds)
         if error is not None:
-            self.daraja_errors.labels(call, error).inc()
+            self.daraja_errors.labels(call, bounded(error)).inc()
         if query_result is not None:
-            self.queries.labels(query_result).inc()
+            self.queries.labels(bounded(query_result)).inc()
+
+
+def bounded(code: str) -> str:
+    """A Daraja code or result as a label: itself if it has a code's shape, else "other"."""
+    return code if _DARAJA_CODE.fullmatch(code) else "other"
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
@@ -109,7 +118,8 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
         REQUEST_ID.reset(token)
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
         if route in PUBLIC_ROUTES:
-            request.app[METRICS].http_seconds.labels(route, request.method, str(status)).observe(
+            method = request.method if request.method in _METHODS else "other"
+            request.app[METRICS].http_seconds.labels(route, method, str(status)).observe(
                 time.perf_counter() - started)
 
 

@@ -177,3 +177,36 @@ def test_json_logs_carry_the_request_id_payment_id_masked_phone_outcome_and_timi
     assert len(callback) == 1 and HEX_ID.fullmatch(callback[0]["requestId"]) and callback[0]["requestId"] != rid
     gateways = [line["message"] for line in lines if line["logger"].startswith("gateway")]
     assert not [m for m in gateways if "254712345672" in m]  # the gateway masks the phone in its lines
+
+
+def test_production_metrics_need_a_token():
+    from gateway.config import ConfigError, load_settings
+    from tests.gateway.test_config import PRODUCTION
+
+    with pytest.raises(ConfigError, match="METRICS_ENABLED in production needs METRICS_TOKEN"):
+        load_settings({**PRODUCTION, "METRICS_ENABLED": "true"})
+    assert load_settings({**PRODUCTION, "METRICS_ENABLED": "true", "METRICS_TOKEN": "t" * 20}).metrics_enabled
+
+
+async def test_no_request_can_make_the_metrics_grow_without_bound(start_app):
+    running = await start_app(METRICS_ENABLED="true")
+    for i in range(40):
+        await running.client.request(f"X{i}METHOD", "/stkpush")
+        await running.client.post(f"/no/such/route/{i}")
+        await running.client.post("/stkpush/status", json={"checkoutRequestId": f"ws_CO_{i}"})
+    text = await (await running.client.get("/metrics")).text()
+    series = {line.split(" ")[0] for line in text.splitlines() if line.startswith("mpesa_http_request_seconds_count")}
+    # 120 requests: the status polls' two answers (404, then 429 once the lookup limit is reached);
+    # made-up methods and paths add nothing.
+    assert series == {'mpesa_http_request_seconds_count{method="POST",route="/stkpush/status",status="404"}',
+                      'mpesa_http_request_seconds_count{method="POST",route="/stkpush/status",status="429"}'}, series
+    assert "METHOD" not in text and "/no/such" not in text
+
+
+def test_daraja_codes_become_labels_only_in_their_own_shape():
+    from gateway.observability import bounded
+
+    assert [bounded(c) for c in ("500.001.1001", "404.001.03", "HTTP 502", "ResponseCode 1", "unavailable",
+                                 "pending", "settled")] == ["500.001.1001", "404.001.03", "HTTP 502",
+                                                            "ResponseCode 1", "unavailable", "pending", "settled"]
+    assert [bounded(c) for c in ("x" * 40, "1" * 30, "DROP TABLE", "")] == ["other"] * 4
