@@ -1,0 +1,191 @@
+"""Status polls against a bare aiohttp handler, measured side by side with wrk.
+
+    .venv/bin/python bench/status_vs_bare.py                 # 3 rounds, wrk -t1 -c32 -d5s
+    .venv/bin/python bench/status_vs_bare.py --also /path/to/another/checkout   # its gateway too, same rounds
+
+It starts, on 127.0.0.1:
+- the gateway (`python run.py`, simulator mode, a fresh SQLite file, lookup limit off) with one
+  payment pushed and settled, so every poll reads a completed payment;
+- a bare aiohttp server whose handler parses the same JSON body and answers a body of the same
+  size (the baseline: what aiohttp itself costs);
+- with `--also DIR`: the gateway of another checkout (DIR/run.py with DIR/.venv/bin/python), to
+  compare two versions in one run.
+Then `wrk` POSTs `{"checkoutRequestId": …}` to each in turn, alternating, `--rounds` times, and
+prints requests/s, p50 and p99 for each round, the medians, and the ratios to the baseline. wrk
+runs on the same two cores as the servers (as in CI); the ratio is what is comparable. Needs wrk
+(`apt-get install wrk`). Stops everything it started, even on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE = r'''
+import sys
+from aiohttp import web
+
+size = int(sys.argv[2])
+
+
+async def status(request):
+    body = await request.json()
+    cid = str(body.get("checkoutRequestId", ""))
+    answer = {"success": True, "status": "completed", "checkoutRequestId": cid, "pad": ""}
+    raw = web.json_response(answer).body
+    answer["pad"] = "x" * max(0, size - len(raw))
+    return web.json_response(answer)
+
+
+app = web.Application()
+app.router.add_post("/stkpush/status", status)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: the server exited ({proc.returncode})")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer in {timeout} s")
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    body: str
+
+
+def start_gateway(root: Path, work: Path, name: str) -> tuple[subprocess.Popen[bytes], Target]:
+    port = free_port()
+    python = root / ".venv" / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "DATABASE_"))}
+    env.update(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
+               LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
+               SIMULATOR_AUTO_ANSWER_SECONDS="600", SIMULATOR_CALLBACK_DELAY_SECONDS="0")
+    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([str(python if python.exists() else sys.executable), str(root / "run.py")],
+                            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    wait_up(f"{base}/health", proc)
+    pushed = requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 10}, timeout=10).json()
+    cid = pushed["checkoutRequestId"]
+    requests.post(f"{base}/simulator/api/prompts/{cid}/pin", json={"pin": "12345"}, timeout=10)
+    for _ in range(100):
+        answer = requests.post(f"{base}/stkpush/status", json={"checkoutRequestId": cid}, timeout=10).json()
+        if answer.get("status") == "completed":
+            break
+        time.sleep(0.05)
+    else:
+        raise SystemExit(f"{name}: the payment did not complete")
+    return proc, Target(name, f"{base}/stkpush/status", json.dumps({"checkoutRequestId": cid}))
+
+
+def wrk(target: Target, seconds: int, connections: int, work: Path) -> tuple[float, float, float]:
+    script = work / "post.lua"
+    body = target.body.replace("\\", "\\\\").replace('"', '\\"')
+    script.write_text(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          target.url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{target.name}: {errors[1]} answers were not 2xx:\n{out}")
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rate, percentile("50"), percentile("99")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--also", type=Path, help="another checkout whose gateway is measured in the same rounds")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="status-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        proc, gateway = start_gateway(ROOT, work, "gateway")
+        procs.append(proc)
+        targets = [gateway]
+        if args.also:
+            proc, other = start_gateway(args.also.resolve(), work, f"gateway@{args.also.name}")
+            procs.append(proc)
+            targets.append(other)
+        size = len(requests.post(gateway.url, data=gateway.body, headers={"Content-Type": "application/json"},
+                                 timeout=10).content)
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE, str(port), str(size)], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(bare)
+        base = Target("bare aiohttp", f"http://127.0.0.1:{port}/stkpush/status", gateway.body)
+        wait_up(f"http://127.0.0.1:{port}/", bare)
+        targets.insert(0, base)
+        print(f"POST /stkpush/status for a completed payment ({size}-byte answer); wrk -t1 -c{args.connections} "
+              f"-d{args.seconds}s; {args.rounds} rounds alternating; {os.cpu_count()} CPUs shared with wrk")
+        results: dict[str, list[tuple[float, float, float]]] = {t.name: [] for t in targets}
+        for n in range(1, args.rounds + 1):
+            for target in targets:
+                rate, p50, p99 = wrk(target, args.seconds, args.connections, work)
+                results[target.name].append((rate, p50, p99))
+                print(f"round {n}  {target.name:<28} {rate:9,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
+                      flush=True)
+        print()
+        baseline = statistics.median(r[0] for r in results[base.name])
+        for name, rows in results.items():
+            rate = statistics.median(r[0] for r in rows)
+            ratios = [r[0] / b[0] for r, b in zip(rows, results[base.name], strict=True)]
+            print(f"median  {name:<28} {rate:9,.0f} req/s  p50 {statistics.median(r[1] for r in rows):6.2f} ms  "
+                  f"p99 {statistics.median(r[2] for r in rows):6.2f} ms  ratio to bare {rate / baseline:.2f} "
+                  f"(per round {', '.join(f'{x:.2f}' for x in ratios)})")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
