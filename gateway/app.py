@@ -19,6 +19,7 @@ from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .middlewares import json_errors, security_headers
 from .observability import METRICS, install_observability, request_ids
+from .openapi import install_openapi
 from .orders import install_orders
 from .payments import PROCESS_LEASE, PaymentService, reconcile_forever
 from .shared import Leases, SharedTokens, limiter_for
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(payments_ctx)
     browser_routes = install_orders(app)  # the shop's orders, idempotent requests, the demo catalogue
     install_webhooks(app)  # the outbox and its delivery to the shop (gateway/webhooks.py)
+    install_openapi(app)  # the contract: /openapi.json, rendered at /docs (gateway/openapi.py)
     api = [
         app.router.add_post("/stkpush", stk_push),
         app.router.add_post("/stkpush/status", stk_status),

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .keys import RUNNER, SIMULATOR
 from .models import SimulatedDaraja
+from .openapi import DARAJA_PREFIX
 from .responses import daraja_errors, journal_requests
 from .runner import SimulatorRunner
 from .scenarios import CatalogueError, load_catalogue
@@ -57,9 +58,11 @@ def create_daraja_app(sim: SimulatedDaraja) -> web.Application:
     return app
 
 
-def create_control_app(sim: SimulatedDaraja) -> web.Application:
+def create_control_app(sim: SimulatedDaraja, daraja_prefix: str = "") -> web.Application:
+    """The control API and pages; `daraja_prefix`: where Daraja's paths are, for its OpenAPI document."""
     app = web.Application()
     app[SIMULATOR] = sim
+    app[DARAJA_PREFIX] = daraja_prefix
     app.add_routes(CONTROL_ROUTES)
     enable_streams(app)
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("simulator", "templates"), autoescape=True)
@@ -72,7 +75,7 @@ def mount_simulator(app: web.Application, settings: SimulatorSettings) -> Simula
     sim = build_simulator(settings)
     app[SIMULATOR] = sim
     app.add_subapp("/daraja", create_daraja_app(sim))
-    app.add_subapp("/simulator", create_control_app(sim))
+    app.add_subapp("/simulator", create_control_app(sim, "/daraja"))
     app.cleanup_ctx.append(_runtime(sim))
     return sim
 

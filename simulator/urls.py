@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import control, pages, responses
+from . import control, openapi, pages, responses
 
 DARAJA_ROUTES = [
     web.get("/oauth/v1/generate", responses.oauth_generate, allow_head=False),
@@ -34,6 +34,7 @@ CONTROL_ROUTES = [
     web.get("/api/subscribers", control.list_subscribers),
     web.get("/api/subscribers/{msisdn}", control.get_subscriber),
     web.get("/api/events", control.events),
+    web.get("/openapi.json", openapi.openapi_json),
     web.get("", pages.overview, name="simulator_overview"),
     web.get("/", pages.overview),
     web.get("/phone", pages.phone_picker, name="phone_picker"),
