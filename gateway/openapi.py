@@ -375,6 +375,16 @@ def schemas() -> dict[str, Schema]:
     }
 
 
+def _with_request_ids(all_paths: dict[str, Any]) -> dict[str, Any]:
+    """Every answer carries X-Request-Id (gateway/observability.py)."""
+    for operations in all_paths.values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                for answer in operation["responses"].values():
+                    answer.setdefault("headers", {})["X-Request-Id"] = {"$ref": "#/components/headers/RequestId"}
+    return all_paths
+
+
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the gateway's public API."""
@@ -389,7 +399,7 @@ def document() -> dict[str, Any]:
                 "same shape. The Daraja callback endpoint and the operator's pages are not part of this contract."),
         },
         "tags": [{"name": n} for n in ("payments", "orders", "checkout", "catalogue", "service")],
-        "paths": paths(),
+        "paths": _with_request_ids(paths()),
         "components": {
             "schemas": schemas(),
             "parameters": {
@@ -404,6 +414,9 @@ def document() -> dict[str, Any]:
                                       "schema": {"type": "string"}},
             },
             "headers": {
+                "RequestId": {"description": "This request's id, as the gateway's log lines carry it: a trusted "
+                              "proxy's (TRUSTED_PROXIES) if it sent a plain one, else 16 hex digits",
+                              "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}},
                 "RetryAfter": {"description": "Seconds to wait before trying again (on some answers of this status)",
                                "schema": {"type": "string", "pattern": "^[0-9]+$"}},
                 "RetryAfterAlways": {"description": "Seconds to wait before trying again", "required": True,
