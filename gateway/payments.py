@@ -285,18 +285,21 @@ class PaymentService:
         """Pushes to these phones that another live process sent and is still waiting on (their
         attempts are `sending` in the database): wait, reading the database, until each has its
         answer. A process that died (its heartbeat lease ran out) will never get its answer: its
-        pushes are not waited for (the callback is then matched through Daraja's query)."""
+        pushes are not waited for (the callback is then matched through Daraja's query). Nor are
+        this process's own (in memory, exactly) or unsigned ones (written by a release before)."""
         if not phones:
             return
         deadline = time.monotonic() + self.answer_deadline()
         marks = ", ".join("?" for _ in phones)
+        me = self.leases.holder if self.leases else ""
         while time.monotonic() < deadline:
             now = self.clock()
+            # This process's own pushes were waited for in `_wait_for_pushes` (exactly, in memory).
             row = await self.store.fetch_one(
                 f"SELECT COUNT(*) FROM push_attempts WHERE state = 'sending' AND created_epoch >= ? "
-                f"AND phone IN ({marks}) AND (sender IS NULL OR sender IN "
+                f"AND phone IN ({marks}) AND sender IS NOT NULL AND sender <> ? AND sender IN "
                 f"(SELECT key FROM leases WHERE name = 'process' AND until_epoch > ?))",
-                (now - self.answer_deadline(), *phones, now))
+                (now - self.answer_deadline(), *phones, me, now))
             if row is None or not int(row[0]):
                 return
             await asyncio.sleep(OTHERS_POLL)
