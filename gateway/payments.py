@@ -298,7 +298,7 @@ class PaymentService:
             row = await self.store.fetch_one(
                 f"SELECT COUNT(*) FROM push_attempts WHERE state = 'sending' AND created_epoch >= ? "
                 f"AND phone IN ({marks}) AND sender IS NOT NULL AND sender <> ? AND sender IN "
-                f"(SELECT key FROM leases WHERE name = 'process' AND until_epoch > ?))",
+                f"(SELECT key FROM leases WHERE name = 'process' AND until_epoch > ?)",
                 (now - self.answer_deadline(), *phones, me, now))
             if row is None or not int(row[0]):
                 return
