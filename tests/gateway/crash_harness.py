@@ -60,15 +60,21 @@ class Process:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited early ({self.proc.returncode}):\n{self.output()}")
-            try:
-                if requests.get(self.ready_url, timeout=1).status_code == 200:
-                    self.ready_at = time.time()
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
+            if self.answering():
+                return time.monotonic() - started
             time.sleep(0.05)
         self.kill()
         raise AssertionError(f"{self.name} did not answer {self.ready_url} in {timeout} s:\n{self.output()}")
+
+    def answering(self) -> bool:
+        """Whether `ready_url` answers 200 now (and if so, `ready_at` is now)."""
+        try:
+            if requests.get(self.ready_url, timeout=1).status_code == 200:
+                self.ready_at = time.time()
+                return True
+        except requests.RequestException:
+            pass
+        return False
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no flush, no goodbye, like a power cut to the process."""

@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import requests
 
 from tests.conftest import free_port
 from tests.gateway.crash_harness import Gateway, Process, Simulator, clean_env
@@ -135,13 +134,8 @@ class WorkersGateway(Gateway):
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             workers = self.children()
-            if len(workers) == self.workers and not set(workers) & set(self.killed):
-                try:
-                    if requests.get(self.ready_url, timeout=1).status_code == 200:
-                        self.ready_at = time.time()
-                        return time.monotonic() - started
-                except requests.RequestException:
-                    pass
+            if len(workers) == self.workers and not set(workers) & set(self.killed) and self.answering():
+                return time.monotonic() - started
             time.sleep(0.05)
         raise AssertionError(f"no new worker in {timeout} s:\n{self.output()}")
 
