@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .clients import TrustedProxies
 from .config import ConfigError, Settings, is_postgresql, sqlite_path
@@ -86,12 +86,13 @@ def route_taking(app: web.Application, path: str) -> str | None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    middlewares = [security_headers, json_errors]
+    middlewares = [json_errors]
     if settings.trusted_proxies:
         middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
     middlewares.insert(0, request_ids)  # first: every answer and every log line of a request carry its id
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app.on_response_prepare.append(security_headers)
     install_observability(app)  # request ids, metrics, GET /metrics when enabled
     app[PUSH_LIMITER] = limiter_for(app, "push-phone", settings.push_limit_per_phone, settings.push_limit_window)
     app[CLIENT_PUSH_LIMITER] = limiter_for(app, "push-client", settings.push_limit_per_client,
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     ]
     # A pay page served from FRONTEND_URL: it sends Idempotency-Key and reads Retry-After (429s).
     # /orders is not here: the shop's backend calls it, never a browser.
+    cors_signals = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_headers=("Content-Type", "Idempotency-Key"), expose_headers=("Retry-After", "Idempotent-Replayed"),
         allow_methods=("GET", "POST"), max_age=600)})
@@ -118,7 +120,26 @@ def create_app(settings: Settings) -> web.Application:
         cors.add(route)
     for route in browser_routes:
         cors.add(route)
+    only_with_origin(app, first=cors_signals)
     return app
+
+
+def only_with_origin(app: web.Application, first: int) -> None:
+    """aiohttp-cors looks up every answer's route configuration before it finds that the request
+    has no Origin (CORS 6.1.1) and does nothing. Its answer hooks (from `first` on) now run only
+    for requests with an Origin; a request without one (a server, a same-origin GET, most polls)
+    skips that work."""
+    signals = app.on_response_prepare
+    for position in range(first, len(signals)):
+        signals[position] = _with_origin(signals[position])
+
+
+def _with_origin(hook: Callable[[web.Request, web.StreamResponse], Awaitable[object]]) \
+        -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def if_origin(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN in request.headers:
+            await hook(request, response)
+    return if_origin
 
 
 def add_callback_route(app: web.Application) -> None:

@@ -66,11 +66,12 @@ def parse_amount(raw: Any, max_amount: int) -> int:
 # emoji sequences and some scripts need them.
 _JOINERS = frozenset("\u200c\u200d")
 _HIDDEN = frozenset(("Cf", "Co", "Zl", "Zp"))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
 def is_clean_text(text: str) -> bool:
     """Text that can be stored and sent as UTF-8, without control characters."""
-    return encodable(text) and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text)
+    return encodable(text) and _CONTROL.search(text) is None
 
 
 def is_visible_text(text: str) -> bool:

@@ -26,16 +26,14 @@ SECURITY_HEADERS = {
 }
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers.update({k: v for k, v in SECURITY_HEADERS.items() if k not in exc.headers})
-        raise
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, before its headers go out (errors, streams and static files too): the
+    security headers the handler did not set itself. A signal (`on_response_prepare`), not a
+    middleware: a stream's headers are sent before its handler returns."""
+    headers = response.headers
     for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
+        if name not in headers:
+            headers[name] = value
 
 
 @web.middleware

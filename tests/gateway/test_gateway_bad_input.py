@@ -257,6 +257,15 @@ async def test_every_answer_carries_security_headers(running):
         assert resp.headers["X-Content-Type-Options"] == "nosniff", path
 
 
+async def test_a_live_update_stream_carries_security_headers_too(running):
+    """A stream's headers go out before its handler returns: they are set as the answer is prepared."""
+    pushed = await running.push("0700000000", 10)
+    async with running.client.get(f"/stkpush/{pushed['checkoutRequestId']}/events") as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_too_many_pushes_to_one_phone_get_429_with_retry_after(start_app):
     running = await start_app(PUSH_LIMIT_PER_PHONE="2", PUSH_LIMIT_WINDOW_SECONDS="60")
     for _ in range(2):

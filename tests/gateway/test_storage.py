@@ -145,6 +145,58 @@ async def test_readers_never_see_a_transaction_before_it_commits(store):
     assert await store.get("ws_CO_1") is not None
 
 
+async def test_a_status_read_never_sees_a_change_before_it_commits(store):
+    async with store.transaction() as t:
+        await t.insert(_tx(1))
+    changed, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with store.transaction() as t:
+            assert await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed", "receipt": "R1"})
+            changed.set()
+            await release.wait()
+
+    task = asyncio.create_task(writer())
+    await changed.wait()
+    seen = await store.get("ws_CO_1")
+    assert seen is not None and (seen.status, seen.receipt) == ("pending", None)  # not paid until it is
+    release.set()
+    await task
+    seen = await store.get("ws_CO_1")
+    assert seen is not None and (seen.status, seen.receipt) == ("completed", "R1")
+
+
+async def test_a_busy_sqlite_file_sends_the_status_read_to_the_readers_thread(tmp_path):
+    """The point read runs on the loop's thread and never waits for a lock there: when SQLite
+    answers "busy" (a checkpoint, a recovery), the read is made again on the reader's thread."""
+
+    class Busy:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def execute(self, *_: object) -> None:
+            self.calls += 1
+            raise sqlite3.OperationalError("database is locked")
+
+        def close(self) -> None:
+            pass
+
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+        quick, busy = store._quick, Busy()
+        store._quick = busy  # type: ignore[assignment]
+        found = await store.get("ws_CO_1")
+        assert busy.calls == 1
+        assert found is not None and found.checkout_request_id == "ws_CO_1"
+        assert await store.get("ws_CO_2") is None
+        store._quick = quick
+    finally:
+        await store.close()
+
+
 async def test_a_cancelled_unit_of_work_rolls_back_and_frees_the_store(store):
     started = asyncio.Event()
 
