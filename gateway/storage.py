@@ -49,7 +49,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Transaction:
     checkout_request_id: str
     merchant_request_id: str  # "" when not known (a payment repaired from its push attempt)
@@ -122,6 +122,8 @@ def _row_to_tx(row: Row) -> Transaction:
     values["late"] = bool(values["late"])
     return Transaction(**values)
 
+
+KNOWN_PAYMENTS = 20_000  # payments kept in memory between changes of the SQLite file (status polls)
 
 # One payment by id, its columns in the dataclass's order (`_tuple_to_tx`): the status poll's read.
 _GET_TX = f"SELECT {', '.join(_COLUMNS)} FROM transactions WHERE checkout_request_id = ?"
@@ -371,6 +373,8 @@ class SqliteTransactionStore(TransactionStore):
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None
+        self._known: dict[str, Transaction] = {}  # payments read since the database last changed
+        self._known_version: int | None = None
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -409,15 +413,34 @@ class SqliteTransactionStore(TransactionStore):
 
     async def get(self, checkout_request_id: str) -> Transaction | None:
         """A payment as last committed. In autocommit mode each statement reads the newest
-        committed snapshot (WAL), never the writer's transaction under way."""
+        committed snapshot (WAL), never the writer's transaction under way.
+
+        Payments read are kept (`_known`) while the database is unchanged: SQLite's data_version
+        moves whenever any other connection commits (this process's writer or another process),
+        and the first read after that starts afresh. A poll of an unchanged database costs one
+        pragma instead of a query."""
         quick = self._quick
         if quick is None:
             raise RuntimeError("store is not open")
         try:
+            version = quick.execute("PRAGMA data_version").fetchall()[0][0]
+            if version != self._known_version:
+                self._known.clear()
+                self._known_version = version
+            elif (known := self._known.get(checkout_request_id)) is not None:
+                return known
             rows = quick.execute(_GET_TX, (checkout_request_id,)).fetchall()  # to the end: no snapshot held
         except sqlite3.OperationalError:  # the file is busy (a checkpoint, a recovery): wait off the loop
             return await super().get(checkout_request_id)
-        return _tuple_to_tx(rows[0]) if rows else None
+        if not rows:
+            return None
+        tx = _tuple_to_tx(rows[0])
+        # The row is as new as `version` or newer (nothing awaited since, so this process's writer
+        # has not committed): kept under `version`, it is dropped at the next change at the latest.
+        if len(self._known) >= KNOWN_PAYMENTS:
+            del self._known[next(iter(self._known))]  # the oldest kept
+        self._known[checkout_request_id] = tx
+        return tx
 
     def _read(self) -> aiosqlite.Connection:
         if self._reader is None:

@@ -166,6 +166,35 @@ async def test_a_status_read_never_sees_a_change_before_it_commits(store):
     assert seen is not None and (seen.status, seen.receipt) == ("completed", "R1")
 
 
+async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_path, monkeypatch):
+    """Status polls are answered from memory while the file is unchanged; a change committed by
+    anyone (this store's writer, another connection, another process) is seen by the next read."""
+    monkeypatch.setattr("gateway.storage.KNOWN_PAYMENTS", 3)
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        async with store.transaction() as t:
+            for i in range(5):
+                await t.insert(_tx(i))
+        first = await store.get("ws_CO_1")
+        assert await store.get("ws_CO_1") is first  # unchanged file: from memory
+        other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+        other.execute("UPDATE transactions SET status = 'completed', receipt = 'R9' WHERE checkout_request_id = 'ws_CO_1'")
+        other.close()
+        seen = await store.get("ws_CO_1")
+        assert seen is not None and (seen.status, seen.receipt) == ("completed", "R9")
+        async with store.transaction() as t:
+            assert await t.update("ws_CO_1", {"receipt": "R9"}, {"description": "changed here"})
+        seen = await store.get("ws_CO_1")
+        assert seen is not None and seen.description == "changed here"
+        for i in range(5):  # more than the store keeps: the oldest make way, every read is still right
+            assert (await store.get(f"ws_CO_{i}")).checkout_request_id == f"ws_CO_{i}"  # type: ignore[union-attr]
+        assert len(store._known) == 3
+        assert await store.get("ws_CO_404") is None
+    finally:
+        await store.close()
+
+
 async def test_a_busy_sqlite_file_sends_the_status_read_to_the_readers_thread(tmp_path):
     """The point read runs on the loop's thread and never waits for a lock there: when SQLite
     answers "busy" (a checkpoint, a recovery), the read is made again on the reader's thread."""
