@@ -192,7 +192,10 @@ def control_paths() -> dict[str, Any]:
             "tags": ["control"], "summary": "Server-sent events: `prompts` (the list) after every change",
             "parameters": [_query("msisdn", "Only this number's"), LIMIT],
             "responses": {"200": {"description": "The stream", "content": {"text/event-stream": {
-                "schema": {"type": "string"}}}},
+                "schema": {"type": "object", "description": "One server-sent event (its fields, as read from the "
+                                                            "stream)", "required": ["event", "data"], "properties": {
+                    "event": {"const": "prompts"},
+                    "data": {"type": "string", "contentMediaType": JSON, "contentSchema": prompts}}}}}},
                 "400": _control_error("A bad msisdn or limit")}}},
         "/simulator/openapi.json": {"get": {
             "tags": ["control"], "summary": "This document",
