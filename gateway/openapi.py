@@ -331,7 +331,8 @@ def schemas() -> dict[str, Schema]:
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
             "metadata": {"type": "object", "description": "Yours: up to 4 KiB and 5 levels, kept and returned"},
             "currency": {"const": "KES"},
-        }, "description": "`items` or `amount`, not both"},
+        }, "description": "`items` or `amount`, not both",
+            "oneOf": [{"required": ["items"]}, {"required": ["amount"]}]},
         "Order": {"type": "object", "required": [
             "success", "orderId", "amount", "currency", "status", "reference", "description", "items", "metadata",
             "checkoutUrl", "createdAt", "paidAt", "checkoutRequestId"], "properties": {
