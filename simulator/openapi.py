@@ -51,7 +51,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
             "schema": schema or {"type": "string"}}
 
 
-LIMIT = _query("limit", "At most this many, newest first", {"type": "string", "pattern": "^[0-9]{1,9}$"})
+LIMIT = _query("limit", "At most this many, newest first",
+               {"type": "string", "pattern": "^0*[1-9][0-9]*$", "maxLength": 9})
 PROMPT_ID = _path("checkoutRequestId", "A prompt's CheckoutRequestID")
 MSISDN = _path("msisdn", "A Safaricom number like 254708374149")
 PROMPT_ANSWERS = {
