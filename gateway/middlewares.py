@@ -47,7 +47,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPNotFound:
         return failure("Not found", 404)
     except web.HTTPMethodNotAllowed as exc:
-        return failure(f"Method {request.method} not allowed", 405, allowed=sorted(exc.allowed_methods))
+        allowed = sorted(exc.allowed_methods)
+        return failure(f"Method {request.method} not allowed", 405, headers={"Allow": ", ".join(allowed)},
+                       allowed=allowed)
     except web.HTTPException:
         raise
     except UNAVAILABLE as exc:

@@ -59,12 +59,17 @@ def _failure(description: str, *, retry_after: bool = False, replayed: bool = Fa
     return _json(ref("Failure"), description, headers)
 
 
-def _sse(description: str) -> dict[str, Any]:
+def _sse(description: str, data: Schema) -> dict[str, Any]:
+    """A stream of server-sent events; its schema is of one event (its fields, as read from the stream),
+    each a `status` event whose data is the JSON `data` schema."""
     return {"description": description,
-            "content": {"text/event-stream": {"schema": {"type": "string", "description": (
-                "Server-sent events named `status`, each carrying the JSON status body "
-                "(the /stkpush/status answer, schema PaymentStatus, or CheckoutStatus with `status: none`); "
-                "comments keep the connection alive every 15 s.")}}}}
+            "content": {"text/event-stream": {"schema": {
+                "type": "object", "required": ["event", "data"], "description": (
+                    "One server-sent event: `status`, its data the JSON status body (the /stkpush/status answer, "
+                    "schema PaymentStatus, or CheckoutStatus with `status: none`); comments keep the connection "
+                    "alive every 15 s."),
+                "properties": {"event": {"const": "status"},
+                               "data": {"type": "string", "contentMediaType": JSON, "contentSchema": data}}}}}}
 
 
 BAD_BODY = ("Bad input, with `field` naming it where there is one: body not JSON, not an object, a field named "
@@ -153,7 +158,7 @@ def paths() -> dict[str, Any]:
                 {"$ref": "#/components/parameters/PaymentTokenQuery"},
             ],
             "responses": {
-                "200": _sse("The stream of `status` events"),
+                "200": _sse("The stream of `status` events", ref("PaymentStatus")),
                 "204": {"description": "The client left before the stream started"},
                 "404": _failure("Transaction not found"),
                 "429": _failure(LOOKUPS + "; or " + STREAMS, always=True),
@@ -217,7 +222,7 @@ def paths() -> dict[str, Any]:
                            "`status` event `{\"status\": \"none\", …}` and the end of the stream.",
             "parameters": [_order_id_parameter()],
             "responses": {
-                "200": _sse("The stream of `status` events"),
+                "200": _sse("The stream of `status` events", {"anyOf": [ref("PaymentStatus"), ref("CheckoutStatus")]}),
                 "204": {"description": "The client left before the stream started"},
                 "404": _failure("Order not found"),
                 "429": _failure(LOOKUPS + "; or " + STREAMS, always=True),
@@ -326,7 +331,8 @@ def schemas() -> dict[str, Schema]:
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
             "metadata": {"type": "object", "description": "Yours: up to 4 KiB and 5 levels, kept and returned"},
             "currency": {"const": "KES"},
-        }, "description": "`items` or `amount`, not both"},
+        }, "description": "`items` or `amount`, not both",
+            "oneOf": [{"required": ["items"]}, {"required": ["amount"]}]},
         "Order": {"type": "object", "required": [
             "success", "orderId", "amount", "currency", "status", "reference", "description", "items", "metadata",
             "checkoutUrl", "createdAt", "paidAt", "checkoutRequestId"], "properties": {

@@ -51,7 +51,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
             "schema": schema or {"type": "string"}}
 
 
-LIMIT = _query("limit", "At most this many, newest first", {"type": "string", "pattern": "^[0-9]{1,9}$"})
+LIMIT = _query("limit", "At most this many, newest first",
+               {"type": "string", "pattern": "^0*[1-9][0-9]*$", "maxLength": 9})
 PROMPT_ID = _path("checkoutRequestId", "A prompt's CheckoutRequestID")
 MSISDN = _path("msisdn", "A Safaricom number like 254708374149")
 PROMPT_ANSWERS = {
@@ -192,7 +193,10 @@ def control_paths() -> dict[str, Any]:
             "tags": ["control"], "summary": "Server-sent events: `prompts` (the list) after every change",
             "parameters": [_query("msisdn", "Only this number's"), LIMIT],
             "responses": {"200": {"description": "The stream", "content": {"text/event-stream": {
-                "schema": {"type": "string"}}}},
+                "schema": {"type": "object", "description": "One server-sent event (its fields, as read from the "
+                                                            "stream)", "required": ["event", "data"], "properties": {
+                    "event": {"const": "prompts"},
+                    "data": {"type": "string", "contentMediaType": JSON, "contentSchema": prompts}}}}}},
                 "400": _control_error("A bad msisdn or limit")}}},
         "/simulator/openapi.json": {"get": {
             "tags": ["control"], "summary": "This document",

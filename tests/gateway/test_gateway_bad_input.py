@@ -107,6 +107,15 @@ async def test_wrong_methods_and_unknown_paths_answer_json(running):
     assert (resp.status, await resp.json()) == (404, {"success": False, "message": "Not found"})
 
 
+@pytest.mark.parametrize("method, path", [("PUT", "/stkpush"), ("TRACE", "/health"), ("DELETE", "/orders")])
+async def test_a_wrong_method_is_answered_with_the_allowed_ones_in_allow(running, method, path):
+    """RFC 9110: a 405 carries Allow, the methods the resource takes (the JSON body lists them too)."""
+    resp = await running.client.request(method, path)
+    body = await resp.json()
+    assert resp.status == 405 and body["allowed"]
+    assert resp.headers["Allow"].split(", ") == body["allowed"]
+
+
 async def test_health_reports_service_mode_and_database(running):
     resp = await running.client.get("/health")
     body = await resp.json()
