@@ -1,17 +1,19 @@
 """Durable payments: an SQLite file by default.
 
 Every change is made inside `async with store.transaction() as tx:`, one isolated unit of work:
-the writer connection is held by one transaction at a time (an asyncio lock, `BEGIN IMMEDIATE`),
-so no other coroutine's statements can join it, commit it or roll it back. Reads that decide a
-write are made through `tx`, inside the same transaction. Reads that only answer a question
-(a status poll) go to a second, read-only connection (aiosqlite, in its own thread), which sees
-committed data only (WAL).
+the writer connection is held by one unit at a time (an asyncio lock), so no other coroutine's
+statements can join it, commit it or roll it back. Reads that decide a write are made through
+`tx`, inside the same unit. Reads that only answer a question go to read-only connections that
+see committed data only (WAL): a payment by id (a status poll) on the loop's thread, anything
+else through aiosqlite, in its own thread.
 
-The writer's statements run on the event loop's thread, synchronously: each takes microseconds
-and a commit one fsync, while a hop to a worker thread per statement, made while holding the
-write lock, lets every other task run in between and stretches each transaction many times
-over (bench/checkout_latency.py measured about half the push throughput that way). One process
-writes a SQLite file; several workers need PostgreSQL.
+The writer's statements run on the event loop's thread, synchronously: each takes microseconds,
+while a hop to a worker thread per statement, made while holding the write lock, lets every other
+task run in between and stretches each unit many times over (bench/checkout_latency.py measured
+about half the push throughput that way). The COMMIT is the exception: its fsync takes far
+longer than any statement, so it runs off the loop, and the units that queued meanwhile are
+committed together by the next one (group commit: each unit is a savepoint; its block ends only
+once it is durable). One process writes a SQLite file; several workers need PostgreSQL.
 
 Every callback body that arrives is kept in `callback_log` (capped in size), including
 duplicates, forgeries and callbacks for ids we do not know: that log is the last line of defence
@@ -376,6 +378,7 @@ class SqliteTransactionStore(TransactionStore):
         self._known: dict[str, Transaction] = {}  # payments read since the database last changed
         self._known_version: int | None = None
         self._write_lock = asyncio.Lock()
+        self._batch: _Batch | None = None  # units of work done but not yet committed
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,6 +406,15 @@ class SqliteTransactionStore(TransactionStore):
 
     async def close(self) -> None:
         async with self._write_lock:  # let a transaction under way finish first
+            batch, self._batch = self._batch, None
+            if batch is not None and self._writer is not None:  # units done, their commit not yet made
+                try:
+                    self._writer.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    _rollback(self._writer)
+                    batch.done.set_exception(exc)
+                else:
+                    batch.done.set_result(None)
             if self._reader is not None:
                 await self._reader.close()
             if self._quick is not None:
@@ -459,22 +471,94 @@ class SqliteTransactionStore(TransactionStore):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
-        """One isolated unit of work: committed when the block ends, rolled back if it raises (or
-        is cancelled while it awaits something else). Transactions run one at a time."""
-        async with self._write_lock:
+        """One isolated unit of work: durable when the block ends, rolled back if it raises (or is
+        cancelled while it awaits something else). Units run one at a time.
+
+        Group commit: a unit is a savepoint inside the writer's open SQLite transaction, and the
+        units that queued for the writer while one ran are committed with it, by one COMMIT (one
+        fsync, made off the event loop's thread). Each block ends only once its unit is committed,
+        so nothing is answered or acted on before it is durable; a unit that fails rolls back to
+        its savepoint and takes no other unit with it; a COMMIT that fails fails every unit of
+        its batch."""
+        await self._write_lock.acquire()
+        batch: _Batch | None = None
+        failed = True
+        try:
             db = self._writer
             if db is None:
                 raise RuntimeError("store is not open")
+            if self._batch is None:
+                db.execute("BEGIN IMMEDIATE")
+                self._batch = _Batch(asyncio.get_running_loop())
+            batch = self._batch
             tx = SqliteTransaction(db, self._listeners)
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("SAVEPOINT unit")
             try:
                 yield tx
-                db.execute("COMMIT")
             except BaseException:
-                _rollback(db)
+                _undo_unit(db)
                 raise
             finally:
                 tx._conn = None
+            db.execute("RELEASE unit")
+            failed = False
+        finally:
+            self._write_lock.release()
+            if batch is not None:
+                await self._committed(batch, failed)
+
+    async def _committed(self, batch: _Batch, failed: bool) -> None:
+        """Wait until `batch` is committed (or has failed), committing it if no other unit has.
+        Runs to the end even if the caller is cancelled: the unit is in the batch either way."""
+        finishing = asyncio.ensure_future(self._commit(batch))
+        try:
+            await asyncio.shield(finishing)
+        except asyncio.CancelledError:
+            await asyncio.wait([finishing])
+            raise
+        if failed:  # the unit's own error is what its caller sees
+            with contextlib.suppress(BaseException):
+                await batch.done
+            return
+        await batch.done
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Take the writer after the units queued for it (they joined `batch`) and commit them all,
+        unless one of them has already."""
+        if batch.done.done():
+            return
+        async with self._write_lock:
+            if self._batch is not batch:
+                return
+            self._batch = None
+            db = self._writer
+            try:
+                if db is None:
+                    raise RuntimeError("store is not open")
+                # Off the loop's thread: the fsync takes far longer than any statement, and the
+                # units that queue meanwhile form the next batch. The lock is held until it is done.
+                await asyncio.to_thread(db.execute, "COMMIT")
+            except BaseException as exc:
+                if db is not None:
+                    _rollback(db)
+                batch.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                batch.done.set_result(None)
+
+
+class _Batch:
+    """Units of work committed together: `done` when their COMMIT is (or has failed)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+
+
+def _undo_unit(db: sqlite3.Connection) -> None:
+    """Roll back one unit's savepoint, leaving the batch's other units as they are."""
+    db.execute("ROLLBACK TO unit")
+    db.execute("RELEASE unit")
 
 
 def _migrate(db: sqlite3.Connection) -> None:

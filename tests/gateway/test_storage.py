@@ -179,7 +179,8 @@ async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_
         first = await store.get("ws_CO_1")
         assert await store.get("ws_CO_1") is first  # unchanged file: from memory
         other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
-        other.execute("UPDATE transactions SET status = 'completed', receipt = 'R9' WHERE checkout_request_id = 'ws_CO_1'")
+        other.execute("UPDATE transactions SET status = 'completed', receipt = 'R9' "
+                      "WHERE checkout_request_id = 'ws_CO_1'")
         other.close()
         seen = await store.get("ws_CO_1")
         assert seen is not None and (seen.status, seen.receipt) == ("completed", "R9")
@@ -191,6 +192,75 @@ async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_
             assert (await store.get(f"ws_CO_{i}")).checkout_request_id == f"ws_CO_{i}"  # type: ignore[union-attr]
         assert len(store._known) == 3
         assert await store.get("ws_CO_404") is None
+    finally:
+        await store.close()
+
+
+async def test_sqlite_units_that_queue_together_commit_together_and_each_ends_durable(tmp_path):
+    """Group commit: 60 units at once make far fewer COMMITs (fsyncs) than units, and every
+    block ends only once its unit is committed (another connection sees its row at that moment)."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    commits: list[str] = []
+    assert store._writer is not None
+    store._writer.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+    unseen: list[int] = []
+
+    async def unit(i: int) -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(i))
+        seen = other.execute("SELECT 1 FROM transactions WHERE checkout_request_id = ?", (f"ws_CO_{i}",)).fetchone()
+        if seen is None:
+            unseen.append(i)
+
+    try:
+        await asyncio.gather(*(unit(i) for i in range(60)))
+        assert unseen == []
+        assert 1 <= len(commits) <= 20, len(commits)
+        assert await store.count() == 60
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path):
+    """A COMMIT refused (here a deferred constraint, checked at COMMIT) undoes its whole batch, and
+    every unit in it raises: none of them is reported done. The next units commit as usual."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    assert store._writer is not None
+    store._writer.execute("PRAGMA foreign_keys=ON")
+    store._writer.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    store._writer.execute("CREATE TABLE child (parent_id INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    holding, go = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+            holding.set()
+            await go.wait()  # the others queue for the writer meanwhile: one batch
+
+    async def breaks_the_commit() -> None:
+        async with store.transaction() as t:
+            await t.execute("INSERT INTO child (parent_id) VALUES (42)")  # no parent 42: refused at COMMIT
+
+    async def third() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(3))
+
+    try:
+        tasks = [asyncio.create_task(first())]
+        await holding.wait()
+        tasks += [asyncio.create_task(breaks_the_commit()), asyncio.create_task(third())]
+        await asyncio.sleep(0.05)
+        go.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+        assert await store.get("ws_CO_1") is None and await store.get("ws_CO_3") is None
+        async with store.transaction() as t:
+            await t.insert(_tx(4))
+        assert await store.get("ws_CO_4") is not None
     finally:
         await store.close()
 
