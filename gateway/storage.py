@@ -125,6 +125,7 @@ def _row_to_tx(row: Row) -> Transaction:
     return Transaction(**values)
 
 
+WRITE_WAIT_SECONDS = 2.0  # how long a unit of work waits for another writer of the SQLite file
 KNOWN_PAYMENTS = 20_000  # payments kept in memory between changes of the SQLite file (status polls)
 
 # One payment by id, its columns in the dataclass's order (`_tuple_to_tx`): the status poll's read.
@@ -388,8 +389,12 @@ class SqliteTransactionStore(TransactionStore):
         writer.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed payment survives a power cut too, not just a crash of this process.
         writer.execute("PRAGMA synchronous=FULL")
-        writer.execute("PRAGMA busy_timeout=2000")
+        writer.execute(f"PRAGMA busy_timeout={WRITE_WAIT_SECONDS * 1000:.0f}")
         _migrate(writer)
+        # From now on a busy file is waited for in `_begin`, off the loop: a batch of this store
+        # may be open while its next units are on their way, and another store (or process) on
+        # the file waiting synchronously on the loop's thread would keep them from arriving.
+        writer.execute("PRAGMA busy_timeout=0")
         self._writer = writer
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader.row_factory = sqlite3.Row
@@ -488,7 +493,7 @@ class SqliteTransactionStore(TransactionStore):
             if db is None:
                 raise RuntimeError("store is not open")
             if self._batch is None:
-                db.execute("BEGIN IMMEDIATE")
+                await _begin(db)
                 self._batch = _Batch(asyncio.get_running_loop())
             batch = self._batch
             tx = SqliteTransaction(db, self._listeners)
@@ -553,6 +558,22 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
+
+
+async def _begin(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting up to WRITE_WAIT_SECONDS for another writer of the file to finish,
+    in short sleeps on the loop rather than in SQLite's busy handler on the loop's thread."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WRITE_WAIT_SECONDS
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY  # extended codes too
+            if not busy or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(0.002)
 
 
 def _undo_unit(db: sqlite3.Connection) -> None:
