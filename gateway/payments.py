@@ -39,7 +39,15 @@ from .daraja.errors import DarajaError, DarajaUnavailable, RateLimited, SystemBu
 from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
 from .shared import Leases
-from .storage import LoggedCallback, PushAttempt, StoreTransaction, Transaction, TransactionStore, capped_body
+from .storage import (
+    MISSING_BATCH,
+    LoggedCallback,
+    PushAttempt,
+    StoreTransaction,
+    Transaction,
+    TransactionStore,
+    capped_body,
+)
 from .storage_pg import UNAVAILABLE
 
 log = logging.getLogger("gateway.payments")
@@ -53,6 +61,7 @@ ADOPT_WINDOW = 30 * 60.0
 VERIFY_GIVE_UP = 3600.0
 VERIFY_CONCURRENCY = 8
 RECOVERY_EVERY = 15.0  # seconds between recovery passes (the first runs at start-up)
+FULL_RECOVERY_EVERY = 3600.0  # … of which one looks at every push attempt ever made (see `recover`)
 HEARTBEAT_EVERY = 2.0  # several processes: each renews its "alive" lease this often …
 PROCESS_LEASE = 10.0  # … for this long (a process silent for longer is taken for dead)
 DEFERRED_MAX = 100_000  # callbacks kept in memory while the database is unreachable
@@ -137,6 +146,7 @@ class PaymentService:
         # overtakes its push's answer waits for it rather than guessing.
         self._pushes_in_flight: dict[str, set[asyncio.Future[None]]] = {}
         self._attempts_in_flight: set[int] = set()
+        self._attempts_checked_to = 0  # the recovery pass has seen every attempt up to this id
         self._verifications: dict[str, asyncio.Task[None]] = {}
         self._verify_requested: set[str] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
@@ -615,8 +625,10 @@ class PaymentService:
         within the Daraja time-out, and some slack."""
         return self.settings.daraja_timeout * 3 + 5
 
-    async def recover(self) -> dict[str, int]:
-        """Finish what a crash (or a lost answer) left half done. Run at start-up and periodically."""
+    async def recover(self, everything: bool = True) -> dict[str, int]:
+        """Finish what a crash (or a lost answer) left half done. Run at start-up and periodically;
+        `everything=False`: accepted attempts are looked at only among those made since this
+        process's previous pass (see below)."""
         now = self.clock()
         counts = {"lost_answers": 0, "repaired": 0, "callbacks": 0}
         stale = [a for a in await self.store.stale_attempts(now - self.answer_deadline())
@@ -627,7 +639,15 @@ class PaymentService:
                     counts["lost_answers"] += await t.set_attempt(attempt.id, "unknown", only_from=("sending",))
             log.warning("%d push attempt(s) never got Daraja's answer (a crash or a time-out); each is kept, and "
                         "a callback that Daraja's query confirms will be matched to it", counts["lost_answers"])
-        for attempt in await self.store.accepted_attempts_without_payment():
+        # A push's attempt is marked accepted in the unit of work that stores its payment, so an
+        # accepted attempt without one is what a crash of an earlier release, a restore or a hand
+        # edit leaves: looked for among all attempts at start-up and hourly (that join grows with
+        # every push ever made: about a second at 1,000,000), else among the newer ones only.
+        newest = await self.store.last_attempt_id()
+        missing = await self.store.accepted_attempts_without_payment(0 if everything else self._attempts_checked_to)
+        if len(missing) < MISSING_BATCH:  # all found (else the rest come in the next pass)
+            self._attempts_checked_to = newest
+        for attempt in missing:
             assert attempt.checkout_request_id is not None
             async with self.store.transaction() as t:
                 if await t.get(attempt.checkout_request_id) is not None:
@@ -682,7 +702,7 @@ async def reconcile_forever(service: PaymentService, tick: float = 1.0, leases: 
     """Reconcile due payments every `tick`; recover every RECOVERY_EVERY, starting now. With `leases`
     (several processes on one database), a recovery pass runs in one process at a time, and not
     again anywhere until RECOVERY_EVERY has passed: the first process to start recovers."""
-    last_recovery = last_beat = float("-inf")
+    last_recovery = last_beat = last_full = float("-inf")
     away_since: float | None = None  # the database has been unreachable since then
     while True:
         try:
@@ -692,7 +712,10 @@ async def reconcile_forever(service: PaymentService, tick: float = 1.0, leases: 
             if time.monotonic() - last_recovery >= RECOVERY_EVERY:
                 last_recovery = time.monotonic()
                 if leases is None or await leases.claim("recovery", "", RECOVERY_EVERY):
-                    await service.recover()
+                    everything = time.monotonic() - last_full >= FULL_RECOVERY_EVERY
+                    await service.recover(everything)
+                    if everything:
+                        last_full = time.monotonic()
             await service.apply_deferred()
             await service.reconcile_due()
             if away_since is not None:

@@ -125,6 +125,7 @@ def _row_to_tx(row: Row) -> Transaction:
     return Transaction(**values)
 
 
+MISSING_BATCH = 500  # accepted attempts without their payment, repaired per recovery pass at most
 WRITE_WAIT_SECONDS = 2.0  # how long a unit of work waits for another writer of the SQLite file
 KNOWN_PAYMENTS = 20_000  # payments kept in memory between changes of the SQLite file (status polls)
 
@@ -341,13 +342,19 @@ class TransactionStore(_Reads):
                                "ORDER BY id LIMIT 500", (older_than,))
         return [PushAttempt(**dict(r)) for r in rows]
 
-    async def accepted_attempts_without_payment(self) -> list[PushAttempt]:
-        """Attempts Daraja accepted (they have an id) whose payment row is missing."""
+    async def accepted_attempts_without_payment(self, after_id: int = 0) -> list[PushAttempt]:
+        """Attempts Daraja accepted (they have an id) whose payment row is missing, of those after
+        attempt `after_id` (a range of the primary key: the recovery pass's later runs look only at
+        attempts made since its previous run, not at every push ever made)."""
         rows = await self.fetch_all(
             "SELECT a.* FROM push_attempts a LEFT JOIN transactions t ON t.checkout_request_id = a.checkout_request_id "
-            "WHERE a.state IN ('accepted', 'adopted') AND a.checkout_request_id IS NOT NULL "
-            "AND t.checkout_request_id IS NULL ORDER BY a.id LIMIT 500")
+            "WHERE a.id > ? AND a.state IN ('accepted', 'adopted') AND a.checkout_request_id IS NOT NULL "
+            f"AND t.checkout_request_id IS NULL ORDER BY a.id LIMIT {MISSING_BATCH}", (after_id,))
         return [PushAttempt(**dict(r)) for r in rows]
+
+    async def last_attempt_id(self) -> int:
+        row = await self.fetch_one("SELECT MAX(id) FROM push_attempts")
+        return int(row[0]) if row and row[0] is not None else 0
 
     async def open_callbacks(self, received_before: str) -> list[LoggedCallback]:
         rows = await self.fetch_all(

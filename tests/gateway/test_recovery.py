@@ -100,3 +100,19 @@ async def test_a_verification_cut_short_is_finished_at_recovery(start_app):
     await running.payments.recover()
     assert await final_outcomes(running, cid) == ["unverified"]
     assert (await running.payments.get(cid)).status == "pending"
+
+
+async def test_periodic_passes_look_only_at_attempts_made_since_the_previous_pass(start_app):
+    """The join of every attempt ever made against the payments grows with the shop's history
+    (about a second at 1,000,000 pushes): the periodic passes look at the newer attempts only, the
+    start-up and hourly ones (`everything`) at all of them."""
+    running = await start_app(**SLOW_RECONCILE)
+    older = (await running.push("0700000007", 100))["checkoutRequestId"]
+    await running.payments.recover()
+    newer = (await running.push("0700000008", 100))["checkoutRequestId"]
+    async with database(running) as db:
+        await db.execute("DELETE FROM transactions WHERE checkout_request_id IN (?, ?)", (older, newer))
+    assert (await running.payments.recover(everything=False))["repaired"] == 1
+    assert await running.payments.get(newer) is not None and await running.payments.get(older) is None
+    assert (await running.payments.recover())["repaired"] == 1
+    assert await running.payments.get(older) is not None
