@@ -148,6 +148,14 @@ def token_of(n: int, salt: str = "bench") -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(f"{salt}:{n}".encode()).digest()).decode().rstrip("=")
 
 
+def _base36(n: int, width: int) -> str:
+    digits = ""
+    while n or len(digits) < width:
+        n, d = divmod(n, 36)
+        digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[d] + digits
+    return digits
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -196,13 +204,14 @@ def payment(n: int, created: float, status: str, salt: str = "bench",
     token_hash = hashlib.sha256(token.encode()).hexdigest()
     seeded = SeededPayment(cid, token, phone)
     attempt = (phone, amount, "Payment", "Payment", "accepted", cid, _iso(created - 0.02), created - 0.02, None, None)
+    tx: tuple[object, ...]
     if status == "pending":
         tx = (cid, merchant, phone, amount, "Payment", "Payment", "pending", None, None, None, None, None, 0, 0, None,
               0, created + reconcile_after, _iso(created), _iso(created), None, token_hash, None)
         return seeded, tx, attempt, None
     settled = created + 0.01
     if status == "completed":
-        receipt = "U" + hashlib.sha256(f"{salt}:{n}:receipt".encode()).hexdigest()[:9].upper()
+        receipt = "U" + hashlib.sha256(f"{salt}:{n}:receipt".encode()).hexdigest()[0].upper() + _base36(n, 8)
         date = int(f"{datetime.fromtimestamp(settled, EAT):%Y%m%d%H%M%S}")
         code, desc = "0", "The service request is processed successfully."
         metadata = {"Item": [{"Name": "Amount", "Value": float(amount)},

@@ -1,0 +1,174 @@
+"""Status polls with few and with many stored payments: does p99 grow with the table?
+
+    .venv/bin/python bench/status_at_scale.py            # 1,000 vs 1,000,000 payments, 3 rounds, wrk -c32 -d15s
+    .venv/bin/python bench/status_at_scale.py --large 200000 --rounds 5
+
+Builds two SQLite databases with the production schema (`python run.py migrate`), then inserts, in
+one transaction each, payments as the gateway leaves them once settled by their callback (85 %
+completed, 15 % failed, pushed over the last year): the `transactions` row (token hash, raw callback,
+receipt), its `push_attempts` row (accepted) and its `callback_log` row (applied), so every index is
+as large as it would be. The large database is built once and kept in --cache-dir (outside the
+repository; rebuilt when the schema or the row shape changes) and copied for each run, so that the
+gateway's own writes never change the cached copy.
+
+Then it starts one gateway (`python run.py`, simulator mode, lookup limit off) on each database and
+polls POST /stkpush/status with wrk, as the pay page does ({"checkoutRequestId", "paymentToken"}),
+rotating over --sample payments spread evenly over the table (not one hot row), in alternating
+rounds. Prints requests/s, p50 and p99 per database and round, the medians, and the ratio
+p99(large) / p99(small) (the target: under 2). wrk runs on the same cores as the gateways. Stops
+everything it started, even on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
+from bench._common import (  # noqa: E402
+    ROOT,
+    WrkResult,
+    clean_env,
+    free_port,
+    migrate,
+    payments,
+    post_script,
+    python_of,
+    seed_sqlite,
+    start_process,
+    stop,
+    token_of,
+    wait_up,
+    wrk,
+)
+
+YEAR = 365 * 24 * 3600.0
+ROW_SHAPE = "2"  # bump when bench/_common.py's rows change: the cached database is rebuilt
+
+
+def cache_key(count: int) -> str:
+    sources = (ROOT / "gateway" / "migrations.py").read_bytes() + ROW_SHAPE.encode()
+    return f"payments-{count}-{hashlib.sha256(sources).hexdigest()[:12]}.sqlite3"
+
+
+def build(path: Path, count: int, work: Path) -> float:
+    """A migrated SQLite file at `path` with `count` settled payments; returns seconds taken."""
+    started = time.monotonic()
+    partial = path.with_suffix(".building")
+    for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+        leftover.unlink(missing_ok=True)
+    migrate(ROOT, f"sqlite:///{partial}", work)
+    start = time.time() - YEAR
+    seed_sqlite(partial, payments(count, start=start, step=YEAR / count), keep_every=count)
+    partial.rename(path)
+    return time.monotonic() - started
+
+
+def sample(path: Path, count: int, size: int) -> list[str]:
+    """Status bodies for `size` payments spread evenly over the table (rowid order = insertion order)."""
+    step = max(1, count // size)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT rowid, checkout_request_id FROM transactions WHERE (rowid - 1) % ? = 0 "
+                          "ORDER BY rowid LIMIT ?", (step, size)).fetchall()
+    finally:
+        db.close()
+    return [json.dumps({"checkoutRequestId": cid, "paymentToken": token_of(rowid - 1)}) for rowid, cid in rows]
+
+
+def start_gateway(database: Path, work: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{database}",
+                    LOOKUP_LIMIT_PER_CLIENT="0")
+    proc = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / f"{name}.log")
+    wait_up(f"http://127.0.0.1:{port}/health", proc, timeout=60)
+    return proc, f"http://127.0.0.1:{port}/stkpush/status"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=1_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=1_000, help="payments polled in turn (spread over the table)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=15,
+                        help="per round; 15 or more: each round then includes a recovery pass (every 15 s)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mpesa-gateway-bench")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="status-scale-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        targets: dict[str, tuple[str, Path]] = {}
+        for count in (args.small, args.large):
+            cached = args.cache_dir / cache_key(count)
+            if cached.exists():
+                print(f"{count:>9,} payments: cached database {cached} ({cached.stat().st_size / 2**20:,.0f} MiB)")
+            else:
+                took = build(cached, count, work)
+                print(f"{count:>9,} payments: built {cached} in {took:.1f} s "
+                      f"({cached.stat().st_size / 2**20:,.0f} MiB)", flush=True)
+            copy = work / f"{count}.sqlite3"
+            started = time.monotonic()
+            shutil.copyfile(cached, copy)
+            print(f"{'':>9}  copied for this run in {time.monotonic() - started:.1f} s", flush=True)
+            name = f"{count:,} payments"
+            targets[name] = ("", copy)
+        scripts: dict[str, Path] = {}
+        for count, name in zip((args.small, args.large), targets, strict=True):
+            proc, url = start_gateway(targets[name][1], work, f"gateway-{count}")
+            procs.append(proc)
+            targets[name] = (url, targets[name][1])
+            bodies = sample(targets[name][1], count, args.sample)
+            first = requests.post(url, data=bodies[0], headers={"Content-Type": "application/json"}, timeout=10)
+            if first.status_code != 200 or first.json().get("amount") is None:
+                raise SystemExit(f"{name}: the sample payment was not found with its details: {first.text}")
+            scripts[name] = work / f"post-{count}.lua"
+            scripts[name].write_text(post_script(bodies))
+            wrk(url, scripts[name], 1, args.connections)  # warm-up: page cache, connections
+        print(f"POST /stkpush/status with paymentToken over {args.sample:,} payments spread over each table; "
+              f"wrk -t1 -c{args.connections} -d{args.seconds}s; {args.rounds} rounds alternating; "
+              f"{os.cpu_count()} CPUs shared with wrk", flush=True)
+        results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+        for n in range(1, args.rounds + 1):
+            for name, (url, _) in targets.items():
+                result = wrk(url, scripts[name], args.seconds, args.connections)
+                results[name].append(result)
+                print(f"round {n}  {name:<20} {result.rate:9,.0f} req/s  p50 {result.p50:6.2f} ms  "
+                      f"p99 {result.p99:6.2f} ms  socket errors {result.errors}", flush=True)
+        print()
+        medians = {}
+        for name, rows in results.items():
+            medians[name] = statistics.median(r.p99 for r in rows)
+            print(f"median  {name:<20} {statistics.median(r.rate for r in rows):9,.0f} req/s  "
+                  f"p50 {statistics.median(r.p50 for r in rows):6.2f} ms  p99 {medians[name]:6.2f} ms")
+        small, large = list(targets)
+        ratio = medians[large] / medians[small]
+        per_round = [b.p99 / a.p99 for a, b in zip(results[small], results[large], strict=True)]
+        print(f"p99 ratio {large} / {small}: {ratio:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}); "
+              f"target under 2: {'met' if ratio < 2 else 'NOT met'}")
+    finally:
+        stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
