@@ -28,15 +28,16 @@ Set-up, before the measured minute:
     each), or with --seed inserted directly into the database (the rows a push writes, their first
     STK query an hour away, so the reconciler leaves them alone).
 
-The minute: the checkouts are split over --generators processes; checkout i polls at t0 + offset_i
-+ 3k (offsets spread uniformly over 3 s). A poll due while the previous one is still unanswered is
+The minute: the checkouts are split over --generators processes; checkout i polls at t0 + offset_i +
+3k (offsets spread uniformly over 3 s). A poll due while the previous one is still unanswered is
 sent when that answer comes, and its latency still counts from when it was due (response time minus
 intended send time: no coordinated omission). Live checkouts open their stream at t0 + offset_i and
 keep it to the end. Prints polls sent against intended and the rate, p50/p99/max latency, errors
-(non-2xx, connection errors, time-outs after 10 s, wrong bodies), streams opened/refused/dropped and
-the time to their first event, the CPU seconds of the gateway, the simulator and the generators, and
-whether the target (0 errors, p99 under 100 ms) is met; with --profile, where the gateway spends its
-time (py-spy, sampling the gateway process, top functions by own and by total samples).
+(non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
+bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
+gateway, the simulator and the generators, and whether the target (0 errors, p99 under 100 ms) is
+met; with --profile, where the gateway spends its time (py-spy, sampling the gateway process, top
+functions by own and by total samples).
 Loopback only; stops everything it started, even on Ctrl-C.
 """
 
@@ -49,6 +50,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import resource
 import shutil
 import sqlite3
@@ -75,7 +77,9 @@ from bench._common import (  # noqa: E402
     wait_up,
 )
 
-POLL_TIMEOUT = 10.0  # a poll unanswered this long is an error (the page aborts after 2 × 3 s, at least 5 s)
+POLL_TIMEOUT = 6.0  # a poll unanswered this long is an error: the page aborts it then (2 × 3 s, at least 5 s)
+STREAM_OPEN_TIMEOUT = 10.0  # a stream whose first event takes longer counts as failed
+LEVELS = ("WARNING", "ERROR", "CRITICAL")
 FIRST_PHONE = 254_711_000_000  # 2547110…: clear of the simulator's catalogue (2547000000xx)
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
@@ -194,7 +198,7 @@ async def follower(checkout: Checkout, host: str, port: int, t0: float, end: flo
                f"X-Forwarded-For: {client_address(checkout.index)}\r\nX-Forwarded-Proto: https\r\n\r\n").encode()
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(POLL_TIMEOUT):
+        async with asyncio.timeout(STREAM_OPEN_TIMEOUT):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
@@ -326,7 +330,7 @@ def profile_summary(raw: Path, top: int = 18) -> str:
             continue
         n = int(count)
         samples += n
-        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        frames = [re.sub(r":\d+\)$", ")", f.strip()) for f in stack.split(";") if f.strip()]  # per function
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
@@ -335,7 +339,7 @@ def profile_summary(raw: Path, top: int = 18) -> str:
             total[frame] += n
     if not samples:
         return "no samples"
-    lines = [f"{samples:,} samples of the gateway process (all threads; idle ones included)",
+    lines = [f"{samples:,} samples of the gateway process on a CPU (any of its threads; idle time not sampled)",
              "  own samples (where the CPU is):"]
     lines += [f"    {n / samples:6.1%}  {name}" for name, n in own.most_common(top)]
     lines.append("  total samples (the function or anything it calls):")
@@ -457,7 +461,7 @@ def main() -> int:
         raw_profile = work / "profile.txt"
         if args.profile:
             profiler = subprocess.Popen([args.py_spy, "record", "--pid", str(gateway.pid), "--duration",
-                                         str(int(args.seconds)), "--rate", "50", "--format", "raw", "--idle",
+                                         str(int(args.seconds)), "--rate", "50", "--format", "raw",
                                          "--output", str(raw_profile)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         tallies = [out.get(timeout=args.seconds + 120) for _ in generators]
@@ -467,6 +471,9 @@ def main() -> int:
             p.join(10)
         states = pending_count(database)
         report(tallies, args, n_live, cpu, states)
+        levels = collections.Counter(line.split()[2] for line in (work / "gateway.log").read_text(errors="replace")
+                                     .splitlines() if len(line.split()) > 2 and line.split()[2] in LEVELS)
+        print(f"gateway log: {dict(levels) or 'no warnings or errors'}")
         if profiler is not None:
             profiler.wait(30)
             if raw_profile.exists():
