@@ -102,6 +102,7 @@ class Tally:
     """What one generator process saw."""
 
     latencies: array[float] = field(default_factory=lambda: array("d"))  # ms, polls answered 200
+    due_at: array[float] = field(default_factory=lambda: array("d"))  # s after t0 each of those was due
     intended: int = 0  # polls due within the minute
     sent: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -170,6 +171,7 @@ async def poller(checkout: Checkout, host: str, port: int, t0: float, end: float
                 status, body, keep = 0, b"", False
             if status == 200 and b'"pending"' in body and expected in body:
                 tally.latencies.append((loop.time() - intended) * 1000)
+                tally.due_at.append(intended - t0)
             elif status:
                 tally.errors[f"HTTP {status}" if status != 200 else "unexpected body"] += 1
             if not keep and writer is not None:
@@ -365,6 +367,12 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
           f"({len(latencies) / args.seconds:,.0f}/s achieved vs {intended / args.seconds:,.0f}/s intended)")
     print(f"latency from the intended send time: p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
           f"p99.9 {percentile(latencies, 99.9):.1f} ms  max {latencies[-1] if latencies else float('nan'):.1f} ms")
+    slices: dict[int, list[float]] = collections.defaultdict(list)
+    for t in tallies:
+        for due, latency in zip(t.due_at, t.latencies, strict=True):
+            slices[int(due // 10)].append(latency)
+    print("p99 by 10-s slice of the minute (when the polls were due): " + ", ".join(
+        f"{k * 10}-{k * 10 + 10} s {percentile(sorted(v), 99):.0f} ms" for k, v in sorted(slices.items())))
     print(f"errors: {n_errors:,}" + (f" ({dict(errors)})" if errors else "")
           + f"; connections opened for polls: {sum(t.connects for t in tallies):,}")
     print(f"streams: {sum(t.streams_opened for t in tallies):,} opened of {n_live:,}, refused/failed "
@@ -457,6 +465,7 @@ def main() -> int:
         for p in generators:
             p.start()
         time.sleep(max(0.0, t0_wall - time.time()))
+        load_before = os.getloadavg()[0]
         cpu_before = {"gateway": cpu_seconds(gateway.pid), "simulator": cpu_seconds(simulator.pid)}
         raw_profile = work / "profile.txt"
         if args.profile:
@@ -473,7 +482,13 @@ def main() -> int:
         report(tallies, args, n_live, cpu, states)
         levels = collections.Counter(line.split()[2] for line in (work / "gateway.log").read_text(errors="replace")
                                      .splitlines() if len(line.split()) > 2 and line.split()[2] in LEVELS)
-        print(f"gateway log: {dict(levels) or 'no warnings or errors'}")
+        samples = collections.Counter(re.sub(r"ws_CO_\d+|\d+(\.\d+)?", "#", line.split(": ", 1)[-1])
+                                      for line in (work / "gateway.log").read_text(errors="replace").splitlines()
+                                      if len(line.split()) > 2 and line.split()[2] in LEVELS)
+        print(f"gateway log: {dict(levels) or 'no warnings or errors'}"
+              + "".join(f"\n  {n:,} x {text[:160]}" for text, n in samples.most_common(3)))
+        print(f"load average (1 min) on this machine, all users: {os.getloadavg()[0]:.1f} at the end, "
+              f"{load_before:.1f} at the start")
         if profiler is not None:
             profiler.wait(30)
             if raw_profile.exists():
