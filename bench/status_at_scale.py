@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -40,7 +40,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
 from bench._common import (  # noqa: E402
+    ATTEMPT_COLUMNS,
+    CALLBACK_COLUMNS,
     ROOT,
+    TX_COLUMNS,
     WrkResult,
     clean_env,
     free_port,
@@ -78,25 +81,56 @@ def build(path: Path, count: int, work: Path) -> float:
     return time.monotonic() - started
 
 
-def sample(path: Path, count: int, size: int) -> list[str]:
-    """Status bodies for `size` payments spread evenly over the table (rowid order = insertion order)."""
-    step = max(1, count // size)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+async def sample(database_url: str, count: int, size: int) -> list[str]:
+    """Status bodies for `size` payments spread evenly over the table (rowid: insertion order, on both)."""
+    from gateway.app import open_store
+
+    store = open_store(database_url)
+    await store.open()
     try:
-        rows = db.execute("SELECT rowid, checkout_request_id FROM transactions WHERE (rowid - 1) % ? = 0 "
-                          "ORDER BY rowid LIMIT ?", (step, size)).fetchall()
+        rows = await store.fetch_all("SELECT rowid, checkout_request_id FROM transactions WHERE (rowid - 1) % ? = 0 "
+                                     "ORDER BY rowid LIMIT ?", (max(1, count // size), size))
     finally:
-        db.close()
-    return [json.dumps({"checkoutRequestId": cid, "paymentToken": token_of(rowid - 1)}) for rowid, cid in rows]
+        await store.close()
+    return [json.dumps({"checkoutRequestId": row[1], "paymentToken": token_of(int(row[0]) - 1)}) for row in rows]
 
 
-async def periodic_reads(database: Path) -> dict[str, float]:
+async def build_postgresql(admin_url: str, count: int, work: Path) -> tuple[str, float]:
+    """A database on the cluster with `count` settled payments (COPY, one transaction, then ANALYZE)."""
+    import asyncpg
+
+    started = time.monotonic()
+    name = f"payments_{count}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    migrate(ROOT, url, work)
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            for _, rows in payments(count, start=time.time() - YEAR, step=YEAR / count):
+                await conn.copy_records_to_table("transactions", records=rows.transactions,
+                                                 columns=TX_COLUMNS.split(", "))
+                await conn.copy_records_to_table("push_attempts", records=rows.attempts,
+                                                 columns=ATTEMPT_COLUMNS.split(", "))
+                await conn.copy_records_to_table("callback_log", records=rows.callbacks,
+                                                 columns=CALLBACK_COLUMNS.split(", "))
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return url, time.monotonic() - started
+
+
+async def periodic_reads(database_url: str) -> dict[str, float]:
     """How long the reads the gateway makes on its own, between polls, take on `database` (ms): the
     recovery pass's (every 15 s) and the reconciler's (every second). They share the one reader
-    connection with the status polls, so a slow one holds every poll queued behind it."""
-    from gateway.storage import SqliteTransactionStore
+    connection with the status polls (SQLite), so a slow one holds every poll queued behind it."""
+    from gateway.app import open_store
 
-    store = SqliteTransactionStore(database)
+    store = open_store(database_url)
     await store.open()
     now = time.time()
     reads: dict[str, Callable[[], Awaitable[object]]] = {
@@ -116,9 +150,9 @@ async def periodic_reads(database: Path) -> dict[str, float]:
     return took
 
 
-def start_gateway(database: Path, work: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(database_url: str, work: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{database}",
+    env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=database_url,
                     LOOKUP_LIMIT_PER_CLIENT="0")
     proc = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / f"{name}.log")
     wait_up(f"http://127.0.0.1:{port}/health", proc, timeout=60)
@@ -134,6 +168,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15,
                         help="per round; 15 or more: each round then includes a recovery pass (every 15 s)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--postgresql", action="store_true",
+                        help="also on a throw-away PostgreSQL cluster (tests/pg_cluster.py), built each run")
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mpesa-gateway-bench")
     args = parser.parse_args()
@@ -144,63 +180,83 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="status-scale-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        targets: dict[str, tuple[str, Path]] = {}
-        for count in (args.small, args.large):
-            cached = args.cache_dir / cache_key(count)
-            if cached.exists():
-                print(f"{count:>9,} payments: cached database {cached} ({cached.stat().st_size / 2**20:,.0f} MiB)")
-            else:
-                took = build(cached, count, work)
-                print(f"{count:>9,} payments: built {cached} in {took:.1f} s "
-                      f"({cached.stat().st_size / 2**20:,.0f} MiB)", flush=True)
-            copy = work / f"{count}.sqlite3"
-            started = time.monotonic()
-            shutil.copyfile(cached, copy)
-            print(f"{'':>9}  copied for this run in {time.monotonic() - started:.1f} s", flush=True)
-            name = f"{count:,} payments"
-            targets[name] = ("", copy)
-        scripts: dict[str, Path] = {}
-        for count, name in zip((args.small, args.large), targets, strict=True):
-            proc, url = start_gateway(targets[name][1], work, f"gateway-{count}")
-            procs.append(proc)
-            targets[name] = (url, targets[name][1])
-            bodies = sample(targets[name][1], count, args.sample)
-            first = requests.post(url, data=bodies[0], headers={"Content-Type": "application/json"}, timeout=10)
-            if first.status_code != 200 or first.json().get("amount") is None:
-                raise SystemExit(f"{name}: the sample payment was not found with its details: {first.text}")
-            scripts[name] = work / f"post-{count}.lua"
-            scripts[name].write_text(post_script(bodies))
-            wrk(url, scripts[name], 1, args.connections)  # warm-up: page cache, connections
-        print(f"POST /stkpush/status with paymentToken over {args.sample:,} payments spread over each table; "
-              f"wrk -t1 -c{args.connections} -d{args.seconds}s; {args.rounds} rounds alternating; "
-              f"{os.cpu_count()} CPUs shared with wrk", flush=True)
-        results: dict[str, list[WrkResult]] = {name: [] for name in targets}
-        for n in range(1, args.rounds + 1):
-            for name, (url, _) in targets.items():
-                result = wrk(url, scripts[name], args.seconds, args.connections)
-                results[name].append(result)
-                print(f"round {n}  {name:<20} {result.rate:9,.0f} req/s  p50 {result.p50:6.2f} ms  "
-                      f"p99 {result.p99:6.2f} ms  max {result.max:7.1f} ms  socket errors {result.errors}", flush=True)
-        print()
-        medians = {}
-        for name, rows in results.items():
-            medians[name] = statistics.median(r.p99 for r in rows)
-            print(f"median  {name:<20} {statistics.median(r.rate for r in rows):9,.0f} req/s  "
-                  f"p50 {statistics.median(r.p50 for r in rows):6.2f} ms  p99 {medians[name]:6.2f} ms")
-        small, large = list(targets)
-        ratio = medians[large] / medians[small]
-        per_round = [b.p99 / a.p99 for a, b in zip(results[small], results[large], strict=True)]
-        for name, (_, database) in targets.items():
-            reads = asyncio.run(periodic_reads(database))
-            print(f"{name}: the gateway's own periodic reads: "
-                  + ", ".join(f"{k} {v:.1f} ms" for k, v in reads.items()))
-        print(f"p99 ratio {large} / {small}: {ratio:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}); "
-              f"target under 2: {'met' if ratio < 2 else 'NOT met'}")
+        with contextlib.ExitStack() as stack:
+            databases = sqlite_databases(args, work)
+            if args.postgresql:
+                from tests.pg_cluster import running_cluster
+
+                server = stack.enter_context(running_cluster(durable=True))
+                for count in (args.small, args.large):
+                    url, took = asyncio.run(build_postgresql(server.url, count, work))
+                    print(f"{count:>9,} payments: PostgreSQL database built in {took:.1f} s", flush=True)
+                    databases.append((f"PostgreSQL {count:,}", count, url))
+            measure(args, databases, work, procs)
     finally:
         stop(procs)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
+
+def sqlite_databases(args: argparse.Namespace, work: Path) -> list[tuple[str, int, str]]:
+    """(name, payments, DATABASE_URL) of a copy of each cached SQLite database, built if missing."""
+    databases = []
+    for count in (args.small, args.large):
+        cached = args.cache_dir / cache_key(count)
+        if cached.exists():
+            print(f"{count:>9,} payments: cached database {cached} ({cached.stat().st_size / 2**20:,.0f} MiB)")
+        else:
+            took = build(cached, count, work)
+            print(f"{count:>9,} payments: built {cached} in {took:.1f} s "
+                  f"({cached.stat().st_size / 2**20:,.0f} MiB)", flush=True)
+        copy = work / f"{count}.sqlite3"
+        started = time.monotonic()
+        shutil.copyfile(cached, copy)
+        print(f"{'':>9}  copied for this run in {time.monotonic() - started:.1f} s", flush=True)
+        databases.append((f"SQLite {count:,}", count, f"sqlite:///{copy}"))
+    return databases
+
+
+def measure(args: argparse.Namespace, databases: list[tuple[str, int, str]], work: Path,
+            procs: list[subprocess.Popen[bytes]]) -> None:
+    """Alternating wrk rounds on a gateway per database; the figures and ratios large / small."""
+    targets: dict[str, str] = {}
+    scripts: dict[str, Path] = {}
+    for name, count, database_url in databases:
+        proc, url = start_gateway(database_url, work, f"gateway-{len(procs)}")
+        procs.append(proc)
+        targets[name] = url
+        bodies = asyncio.run(sample(database_url, count, args.sample))
+        first = requests.post(url, data=bodies[0], headers={"Content-Type": "application/json"}, timeout=10)
+        if first.status_code != 200 or first.json().get("amount") is None:
+            raise SystemExit(f"{name}: the sample payment was not found with its details: {first.text}")
+        scripts[name] = work / f"post-{len(procs)}.lua"
+        scripts[name].write_text(post_script(bodies))
+        wrk(url, scripts[name], 1, args.connections)  # warm-up: page cache, connections
+    print(f"POST /stkpush/status with paymentToken over {args.sample:,} payments spread over each table; "
+          f"wrk -t1 -c{args.connections} -d{args.seconds}s; {args.rounds} rounds alternating; "
+          f"{os.cpu_count()} CPUs shared with wrk", flush=True)
+    results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+    for n in range(1, args.rounds + 1):
+        for name, url in targets.items():
+            result = wrk(url, scripts[name], args.seconds, args.connections)
+            results[name].append(result)
+            print(f"round {n}  {name:<20} {result.rate:9,.0f} req/s  p50 {result.p50:6.2f} ms  "
+                  f"p99 {result.p99:6.2f} ms  max {result.max:7.1f} ms  socket errors {result.errors}", flush=True)
+    print()
+    medians = {}
+    for name, rows in results.items():
+        medians[name] = statistics.median(r.p99 for r in rows)
+        print(f"median  {name:<20} {statistics.median(r.rate for r in rows):9,.0f} req/s  "
+              f"p50 {statistics.median(r.p50 for r in rows):6.2f} ms  p99 {medians[name]:6.2f} ms")
+    for name, _, database_url in databases:
+        reads = asyncio.run(periodic_reads(database_url))
+        print(f"{name}: the gateway's own periodic reads: "
+              + ", ".join(f"{k} {v:.1f} ms" for k, v in reads.items()))
+    for small, large in zip(list(targets)[::2], list(targets)[1::2], strict=True):
+        ratio = medians[large] / medians[small]
+        per_round = [b.p99 / a.p99 for a, b in zip(results[small], results[large], strict=True)]
+        print(f"p99 ratio {large} / {small}: {ratio:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}); "
+              f"target under 2: {'met' if ratio < 2 else 'NOT met'}")
 
 if __name__ == "__main__":
     sys.exit(main())
