@@ -31,7 +31,8 @@ Set-up, before the measured minute:
 The minute: the checkouts are split over --generators processes; checkout i polls at t0 + offset_i +
 3k (offsets spread uniformly over 3 s). A poll due while the previous one is still unanswered is
 sent when that answer comes, and its latency still counts from when it was due (response time minus
-intended send time: no coordinated omission). Live checkouts open their stream at t0 + offset_i and
+intended send time: no coordinated omission); polls still waiting to be sent when the minute is over
+count as errors ("still due at the end"). Live checkouts open their stream at t0 + offset_i and
 keep it to the end. Prints polls sent against intended and the rate, p50/p99/max latency, errors
 (non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
 bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
@@ -155,6 +156,9 @@ async def poller(checkout: Checkout, host: str, port: int, t0: float, end: float
             delay = intended - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            elif loop.time() >= end:  # a backlog left when the minute is over: due, never answered
+                tally.errors["still due at the end"] += 1
+                continue
             tally.sent += 1
             try:
                 async with asyncio.timeout(POLL_TIMEOUT):
@@ -473,7 +477,7 @@ def main() -> int:
                                          str(int(args.seconds)), "--rate", "50", "--format", "raw",
                                          "--output", str(raw_profile)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        tallies = [out.get(timeout=args.seconds + 120) for _ in generators]
+        tallies = [out.get(timeout=args.seconds + 60) for _ in generators]
         cpu = {name: cpu_seconds(p.pid) - cpu_before[name] for name, p in (("gateway", gateway),
                                                                            ("simulator", simulator))}
         for p in generators:
