@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +32,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
+from bench._common import ROOT, clean_env, free_port, post_script, python_of, start_process, stop, wait_up  # noqa: E402
+from bench._common import wrk as run_wrk  # noqa: E402
 
 BARE = r'''
 import sys
@@ -59,25 +58,6 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: the server exited ({proc.returncode})")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer in {timeout} s")
-
-
 @dataclass
 class Target:
     name: str
@@ -87,14 +67,10 @@ class Target:
 
 def start_gateway(root: Path, work: Path, name: str) -> tuple[subprocess.Popen[bytes], Target]:
     port = free_port()
-    python = root / ".venv" / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "DATABASE_"))}
-    env.update(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
-               LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
-               SIMULATOR_AUTO_ANSWER_SECONDS="600", SIMULATOR_CALLBACK_DELAY_SECONDS="0")
-    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([str(python if python.exists() else sys.executable), str(root / "run.py")],
-                            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
+                    LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
+                    SIMULATOR_AUTO_ANSWER_SECONDS="600", SIMULATOR_CALLBACK_DELAY_SECONDS="0")
+    proc = start_process([python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     wait_up(f"{base}/health", proc)
     pushed = requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 10}, timeout=10).json()
@@ -112,20 +88,9 @@ def start_gateway(root: Path, work: Path, name: str) -> tuple[subprocess.Popen[b
 
 def wrk(target: Target, seconds: int, connections: int, work: Path) -> tuple[float, float, float]:
     script = work / "post.lua"
-    body = target.body.replace("\\", "\\\\").replace('"', '\\"')
-    script.write_text(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          target.url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"{target.name}: {errors[1]} answers were not 2xx:\n{out}")
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return rate, percentile("50"), percentile("99")
+    script.write_text(post_script([target.body]))
+    result = run_wrk(target.url, script, seconds, connections)
+    return result.rate, result.p50, result.p99
 
 
 def main() -> int:
@@ -175,14 +140,7 @@ def main() -> int:
                   f"p99 {statistics.median(r[2] for r in rows):6.2f} ms  ratio to bare {rate / baseline:.2f} "
                   f"(per round {', '.join(f'{x:.2f}' for x in ratios)})")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(procs)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

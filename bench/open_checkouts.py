@@ -1,0 +1,512 @@
+"""Many open checkouts against one gateway process: each polls its payment's status every 3 s, and a
+share of them also follow it on live updates (server-sent events), for a minute.
+
+    .venv/bin/python bench/open_checkouts.py                       # 10,000 checkouts, 20 % live, 60 s
+    .venv/bin/python bench/open_checkouts.py --checkouts 2000 --seconds 20 --live-share 0.5
+    .venv/bin/python bench/open_checkouts.py --live-without-polls  # live checkouts do not poll
+    .venv/bin/python bench/open_checkouts.py --profile             # py-spy samples the gateway meanwhile
+
+What a browser's open checkout sends (web/static/js/payment.js): after its push, the pay page opens
+an EventSource on GET /stkpush/{checkoutRequestId}/events?paymentToken=… and, alongside it (not only
+when the stream fails), POSTs {"checkoutRequestId", "paymentToken"} to /stkpush/status every
+pollIntervalMs (3 s), each poll sent 3 s after the previous answer. Here every checkout has its own
+keep-alive connection for its polls (and another for its stream), as 10,000 browsers would, and
+its own client address (X-Forwarded-For from a trusted proxy, TRUSTED_PROXIES=127.0.0.1/32, as
+behind nginx): every per-client limit stays at its default.
+
+Set-up, before the measured minute:
+  - a standalone simulator (`run.py simulator`) whose customers never answer
+    (SIMULATOR_AUTO_ANSWER_SECONDS and SIMULATOR_PROMPT_LIFETIME_SECONDS 3600; numbers outside the
+    catalogue): no callback comes, so every payment stays pending;
+  - the gateway (`run.py`, simulator mode, MPESA_BASE_URL pointing at that simulator, a fresh SQLite
+    file) with its defaults but for STREAM_LIMIT_TOTAL (raised to the number of live checkouts plus
+    10 %: the default 1,000 is sized for a smaller shop) and TRUSTED_PROXIES. The reconciler runs
+    as in production: from 20 s after each push it sends STK queries (at most 50 a second), which
+    the simulator answers "still being processed"; PAYMENT_TIMEOUT_SECONDS (300) is longer than the
+    pushes plus the minute, so no payment is given up while measured;
+  - the payments are created by real pushes (POST /stkpush, one distinct phone and client address
+    each), or with --seed inserted directly into the database (the rows a push writes, their first
+    STK query an hour away, so the reconciler leaves them alone).
+
+The minute: the checkouts are split over --generators processes; checkout i polls at t0 + offset_i +
+3k (offsets spread uniformly over 3 s). A poll due while the previous one is still unanswered is
+sent when that answer comes, and its latency still counts from when it was due (response time minus
+intended send time: no coordinated omission); polls still waiting to be sent when the minute is over
+count as errors ("still due at the end"). Live checkouts open their stream at t0 + offset_i and
+keep it to the end. Prints polls sent against intended and the rate, p50/p99/max latency, errors
+(non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
+bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
+gateway, the simulator and the generators, and whether the target (0 errors, p99 under 100 ms) is
+met; with --profile, where the gateway spends its time (py-spy, sampling the gateway process, top
+functions by own and by total samples).
+Loopback only; stops everything it started, even on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
+from bench._common import (  # noqa: E402
+    ROOT,
+    clean_env,
+    free_port,
+    migrate,
+    payments,
+    python_of,
+    seed_sqlite,
+    start_process,
+    stop,
+    wait_up,
+)
+
+POLL_TIMEOUT = 6.0  # a poll unanswered this long is an error: the page aborts it then (2 × 3 s, at least 5 s)
+STREAM_OPEN_TIMEOUT = 10.0  # a stream whose first event takes longer counts as failed
+LEVELS = ("WARNING", "ERROR", "CRITICAL")
+FIRST_PHONE = 254_711_000_000  # 2547110…: clear of the simulator's catalogue (2547000000xx)
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+def client_address(i: int) -> str:
+    return f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+
+
+@dataclass(frozen=True)
+class Checkout:
+    index: int
+    checkout_request_id: str
+    token: str
+    live: bool
+    polls: bool
+
+
+@dataclass
+class Tally:
+    """What one generator process saw."""
+
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # ms, polls answered 200
+    due_at: array[float] = field(default_factory=lambda: array("d"))  # s after t0 each of those was due
+    intended: int = 0  # polls due within the minute
+    sent: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    connects: int = 0
+    streams_opened: int = 0
+    streams_refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    streams_dropped: int = 0
+    first_event_ms: array[float] = field(default_factory=lambda: array("d"))
+    stream_events: int = 0
+    cpu_seconds: float = 0.0
+
+
+# -- the load generator (one process: a share of the checkouts) ---------------------------------
+
+
+def request_bytes(host: str, checkout: Checkout) -> bytes:
+    body = json.dumps({"checkoutRequestId": checkout.checkout_request_id, "paymentToken": checkout.token},
+                      separators=(",", ":")).encode()
+    head = (f"POST /stkpush/status HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
+            f"Content-Length: {len(body)}\r\nUser-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json\r\nOrigin: http://{host}\r\nReferer: http://{host}/pay.html\r\n"
+            f"Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-GB,en;q=0.9\r\n"
+            f"Cache-Control: no-cache\r\nPragma: no-cache\r\nX-Forwarded-For: {client_address(checkout.index)}\r\n"
+            f"X-Forwarded-Proto: https\r\n\r\n")
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """(status, body, whether the server keeps the connection open)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, body, headers.get("connection", "").lower() != "close"
+
+
+async def poller(checkout: Checkout, host: str, port: int, t0: float, end: float, offset: float,
+                 interval: float, tally: Tally) -> None:
+    loop = asyncio.get_running_loop()
+    request = request_bytes(host, checkout)
+    expected = f'"{checkout.checkout_request_id}"'.encode()
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    k = 0
+    try:
+        while (intended := t0 + offset + k * interval) < end:
+            k += 1
+            tally.intended += 1
+            delay = intended - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif loop.time() >= end:  # a backlog left when the minute is over: due, never answered
+                tally.errors["still due at the end"] += 1
+                continue
+            tally.sent += 1
+            try:
+                async with asyncio.timeout(POLL_TIMEOUT):
+                    if writer is None or reader is None:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        tally.connects += 1
+                    writer.write(request)
+                    status, body, keep = await read_response(reader)
+            except TimeoutError:
+                tally.errors["time-out"] += 1
+                status, body, keep = 0, b"", False
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+                tally.errors[f"connection: {type(exc).__name__}"] += 1
+                status, body, keep = 0, b"", False
+            if status == 200 and b'"pending"' in body and expected in body:
+                tally.latencies.append((loop.time() - intended) * 1000)
+                tally.due_at.append(intended - t0)
+            elif status:
+                tally.errors[f"HTTP {status}" if status != 200 else "unexpected body"] += 1
+            if not keep and writer is not None:
+                writer.close()
+                reader = writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def complete_event(seen: bytes) -> bool:
+    """Whether `seen` holds a whole `status` event (its data line and the blank line after it)."""
+    _, found, rest = seen.partition(b"event: status")
+    return bool(found) and b"data:" in rest and (b"\r\n\r\n" in rest or b"\n\n" in rest)
+
+
+async def follower(checkout: Checkout, host: str, port: int, t0: float, end: float, offset: float,
+                   tally: Tally) -> None:
+    """An EventSource: open at t0 + offset, read events until `end`; a stream that ends before is dropped."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, t0 + offset - loop.time()))
+    opened_at = loop.time()
+    path = f"/stkpush/{checkout.checkout_request_id}/events?paymentToken={checkout.token}"
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+               f"User-Agent: {USER_AGENT}\r\nReferer: http://{host}/pay.html\r\nAccept-Language: en-GB,en;q=0.9\r\n"
+               f"X-Forwarded-For: {client_address(checkout.index)}\r\nX-Forwarded-Proto: https\r\n\r\n").encode()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(STREAM_OPEN_TIMEOUT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            status = int(head.split(" ", 2)[1])
+            if status != 200 or "text/event-stream" not in head.lower():
+                tally.streams_refused[f"HTTP {status}"] += 1
+                return
+            tally.streams_opened += 1
+            seen = b""
+            while not complete_event(seen):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(seen, None)
+                seen += chunk
+            tally.first_event_ms.append((loop.time() - opened_at) * 1000)
+            tally.stream_events += 1
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+            IndexError) as exc:
+        tally.streams_refused[type(exc).__name__] += 1
+        if writer is not None:
+            writer.close()
+        return
+    try:
+        async with asyncio.timeout(max(0.0, end - loop.time())):
+            while True:
+                chunk = await reader.read(65536)  # chunked SSE frames: events and pings
+                if not chunk:
+                    tally.streams_dropped += 1
+                    return
+                tally.stream_events += chunk.count(b"event: status")
+    except TimeoutError:
+        pass  # held to the end
+    except OSError:
+        tally.streams_dropped += 1
+    finally:
+        writer.close()
+
+
+async def generate(checkouts: list[Checkout], port: int, t0_wall: float, seconds: float,
+                   interval: float, offsets: list[float]) -> Tally:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + (t0_wall - time.time())
+    end = t0 + seconds
+    tally = Tally()
+    host = f"127.0.0.1:{port}"
+    tasks = []
+    for checkout, offset in zip(checkouts, offsets, strict=True):
+        if checkout.polls:
+            tasks.append(poller(checkout, host, port, t0, end, offset, interval, tally))
+        if checkout.live:
+            tasks.append(follower(checkout, host, port, t0, end, offset, tally))
+    await asyncio.gather(*tasks)
+    return tally
+
+
+def generator_main(checkouts: list[Checkout], offsets: list[float], port: int, t0_wall: float, seconds: float,
+                   interval: float, out: Any) -> None:
+    raise_fd_limit()
+    started = time.process_time()
+    tally = asyncio.run(generate(checkouts, port, t0_wall, seconds, interval, offsets))
+    tally.cpu_seconds = time.process_time() - started
+    out.put(tally)
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# -- set-up ---------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def push_all(base: str, count: int, concurrency: int) -> list[tuple[str, str]]:
+    """Real pushes: one distinct phone and client address each. Returns (checkoutRequestId, paymentToken)."""
+    import aiohttp
+
+    found: list[tuple[str, str] | None] = [None] * count
+    queue = iter(range(count))
+    problems: collections.Counter[str] = collections.Counter()
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in queue:
+            phone = str(FIRST_PHONE + i)
+            async with session.post(f"{base}/stkpush", json={"phone": phone, "amount": 10 + i % 990},
+                                    headers={"X-Forwarded-For": client_address(i)}) as answer:
+                data = await answer.json()
+                if answer.status == 200 and data.get("success"):
+                    found[i] = (data["checkoutRequestId"], data["paymentToken"])
+                else:
+                    problems[f"{answer.status} {data.get('message')}"] += 1
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    if problems:
+        raise SystemExit(f"pushes refused: {dict(problems)}")
+    return [f for f in found if f is not None]
+
+
+def pending_count(database: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT status, COUNT(*) FROM transactions GROUP BY status").fetchall())
+    finally:
+        db.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def profile_summary(raw: Path, top: int = 18) -> str:
+    """py-spy's collapsed stacks (--format raw) as the functions with the most own and total samples."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [re.sub(r":\d+\)$", ")", f.strip()) for f in stack.split(";") if f.strip()]  # per function
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    if not samples:
+        return "no samples"
+    lines = [f"{samples:,} samples of the gateway process on a CPU (any of its threads; idle time not sampled)",
+             "  own samples (where the CPU is):"]
+    lines += [f"    {n / samples:6.1%}  {name}" for name, n in own.most_common(top)]
+    lines.append("  total samples (the function or anything it calls):")
+    lines += [f"    {n / samples:6.1%}  {name}" for name, n in total.most_common(top + 12)]
+    return "\n".join(lines)
+
+
+def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dict[str, float],
+           states: dict[str, int]) -> bool:
+    """Print the minute's figures; whether the target was met."""
+    latencies = sorted(x for t in tallies for x in t.latencies)
+    errors: collections.Counter[str] = collections.Counter()
+    refused: collections.Counter[str] = collections.Counter()
+    for t in tallies:
+        errors.update(t.errors)
+        refused.update(t.streams_refused)
+    intended = sum(t.intended for t in tallies)
+    sent = sum(t.sent for t in tallies)
+    first_events = sorted(x for t in tallies for x in t.first_event_ms)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    n_errors = sum(errors.values())
+    print(f"polls: {intended:,} due, {sent:,} sent, {len(latencies):,} answered 200 pending "
+          f"({len(latencies) / args.seconds:,.0f}/s achieved vs {intended / args.seconds:,.0f}/s intended)")
+    print(f"latency from the intended send time: p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+          f"p99.9 {percentile(latencies, 99.9):.1f} ms  max {latencies[-1] if latencies else float('nan'):.1f} ms")
+    slices: dict[int, list[float]] = collections.defaultdict(list)
+    for t in tallies:
+        for due, latency in zip(t.due_at, t.latencies, strict=True):
+            slices[int(due // 10)].append(latency)
+    print("p99 by 10-s slice of the minute (when the polls were due): " + ", ".join(
+        f"{k * 10}-{k * 10 + 10} s {percentile(sorted(v), 99):.0f} ms" for k, v in sorted(slices.items())))
+    print(f"errors: {n_errors:,}" + (f" ({dict(errors)})" if errors else "")
+          + f"; connections opened for polls: {sum(t.connects for t in tallies):,}")
+    print(f"streams: {sum(t.streams_opened for t in tallies):,} opened of {n_live:,}, refused/failed "
+          f"{sum(refused.values()):,}" + (f" ({dict(refused)})" if refused else "")
+          + f", dropped before the end {sum(t.streams_dropped for t in tallies):,}; first event p50 "
+          f"{percentile(first_events, 50):.1f} ms p99 {percentile(first_events, 99):.1f} ms; "
+          f"status events {sum(t.stream_events for t in tallies):,}")
+    print(f"CPU seconds during the {args.seconds:g} s: gateway {cpu['gateway']:.1f} "
+          f"({cpu['gateway'] / args.seconds:.0%} of a core), simulator {cpu['simulator']:.1f}, generators "
+          f"{sum(t.cpu_seconds for t in tallies):.1f} ({', '.join(f'{t.cpu_seconds:.1f}' for t in tallies)})")
+    print(f"payments after the run: {states}")
+    met = n_errors == 0 and p99 < 100 and sum(refused.values()) == 0 \
+        and sum(t.streams_dropped for t in tallies) == 0 and len(latencies) >= 0.99 * intended
+    print(f"target (0 errors, p99 under 100 ms): {'met' if met else 'NOT met'}")
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkouts", type=int, default=10_000)
+    parser.add_argument("--live-share", type=float, default=0.2, help="share of checkouts on live updates (SSE)")
+    parser.add_argument("--live-without-polls", action="store_true",
+                        help="live checkouts only stream (the page polls alongside its stream: default)")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--interval", type=float, default=3.0, help="seconds between a checkout's polls")
+    parser.add_argument("--generators", type=int, default=3, help="load generator processes")
+    parser.add_argument("--seed", action="store_true", help="insert the pending payments instead of pushing them")
+    parser.add_argument("--push-concurrency", type=int, default=64)
+    parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy during the minute")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/benchtools/bin/py-spy")
+    args = parser.parse_args()
+    limit = raise_fd_limit()
+    n_live = round(args.checkouts * args.live_share)
+    sockets = args.checkouts + n_live
+    if limit < sockets + 1000:
+        print(f"the open-file limit ({limit}) is below the {sockets:,} sockets each side needs", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="open-checkouts-"))
+    database = work / "gateway.sqlite3"
+    procs: list[subprocess.Popen[bytes]] = []
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        sim_port, port = free_port(), free_port()
+        simulator = start_process(
+            [python_of(ROOT), str(ROOT / "run.py"), "simulator", "--port", str(sim_port)], work,
+            clean_env(HOST="127.0.0.1", MPESA_ENV="simulator", SIMULATOR_AUTO_ANSWER_SECONDS="3600",
+                      SIMULATOR_PROMPT_LIFETIME_SECONDS="3600"), work / "simulator.log")
+        procs.append(simulator)
+        wait_up(f"http://127.0.0.1:{sim_port}/simulator/api/clock", simulator)
+        database_url = f"sqlite:///{database}"
+        created = time.monotonic()
+        seeded: list[tuple[str, str]] = []
+        if args.seed:
+            migrate(ROOT, database_url, work)
+            kept = seed_sqlite(database, payments(args.checkouts, start=time.time() - 30, step=0.002,
+                                                  status="pending", salt=f"open-{os.getpid()}",
+                                                  reconcile_after=3600))
+            seeded = [(s.checkout_request_id, s.token) for s in kept]
+        env = clean_env(HOST="127.0.0.1", PORT=str(port), MPESA_ENV="simulator",
+                        MPESA_BASE_URL=f"http://127.0.0.1:{sim_port}", DATABASE_URL=database_url,
+                        TRUSTED_PROXIES="127.0.0.1/32", STREAM_LIMIT_TOTAL=str(max(1000, n_live + n_live // 10)))
+        gateway = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / "gateway.log")
+        procs.append(gateway)
+        base = f"http://127.0.0.1:{port}"
+        wait_up(f"{base}/health", gateway)
+        if not args.seed:
+            seeded = asyncio.run(push_all(base, args.checkouts, args.push_concurrency))
+        how = "inserted" if args.seed else "pushed"
+        print(f"{len(seeded):,} pending payments {how} in {time.monotonic() - created:.1f} s", flush=True)
+        live_every = round(1 / args.live_share) if args.live_share > 0 else 0  # every 5th: 20 %
+        checkouts = []
+        for i, (cid, token) in enumerate(seeded):
+            live = bool(live_every) and i % live_every == 0
+            checkouts.append(Checkout(i, cid, token, live, polls=not (live and args.live_without_polls)))
+        n_live = sum(c.live for c in checkouts)
+        n_poll = sum(c.polls for c in checkouts)
+        offsets = [args.interval * i / len(checkouts) for i in range(len(checkouts))]
+        print(f"{len(checkouts):,} open checkouts for {args.seconds:g} s against one gateway process: {n_poll:,} "
+              f"polling every {args.interval:g} s ({n_poll / args.interval:,.0f} polls/s intended), {n_live:,} on "
+              f"live updates{' (not polling)' if args.live_without_polls else ' (polling too, as the page does)'}; "
+              f"{args.generators} generator processes; {os.cpu_count()} CPUs shared by all", flush=True)
+        t0_wall = time.time() + 2.0 + 0.0001 * len(checkouts)  # the generators' set-up before the first poll
+        out: Any = multiprocessing.get_context("fork").Queue()
+        generators = []
+        for g in range(args.generators):
+            mine = list(range(g, len(checkouts), args.generators))
+            generators.append(multiprocessing.get_context("fork").Process(
+                target=generator_main, args=([checkouts[i] for i in mine], [offsets[i] for i in mine], port,
+                                             t0_wall, args.seconds, args.interval, out), daemon=True))
+        for p in generators:
+            p.start()
+        time.sleep(max(0.0, t0_wall - time.time()))
+        load_before = os.getloadavg()[0]
+        cpu_before = {"gateway": cpu_seconds(gateway.pid), "simulator": cpu_seconds(simulator.pid)}
+        raw_profile = work / "profile.txt"
+        if args.profile:
+            profiler = subprocess.Popen([args.py_spy, "record", "--pid", str(gateway.pid), "--duration",
+                                         str(int(args.seconds)), "--rate", "50", "--format", "raw",
+                                         "--output", str(raw_profile)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        tallies = [out.get(timeout=args.seconds + 60) for _ in generators]
+        cpu = {name: cpu_seconds(p.pid) - cpu_before[name] for name, p in (("gateway", gateway),
+                                                                           ("simulator", simulator))}
+        for p in generators:
+            p.join(10)
+        states = pending_count(database)
+        report(tallies, args, n_live, cpu, states)
+        levels = collections.Counter(line.split()[2] for line in (work / "gateway.log").read_text(errors="replace")
+                                     .splitlines() if len(line.split()) > 2 and line.split()[2] in LEVELS)
+        samples = collections.Counter(re.sub(r"ws_CO_\d+|\d+(\.\d+)?", "#", line.split(": ", 1)[-1])
+                                      for line in (work / "gateway.log").read_text(errors="replace").splitlines()
+                                      if len(line.split()) > 2 and line.split()[2] in LEVELS)
+        print(f"gateway log: {dict(levels) or 'no warnings or errors'}"
+              + "".join(f"\n  {n:,} x {text[:160]}" for text, n in samples.most_common(3)))
+        print(f"load average (1 min) on this machine, all users: {os.getloadavg()[0]:.1f} at the end, "
+              f"{load_before:.1f} at the start")
+        if profiler is not None:
+            profiler.wait(30)
+            if raw_profile.exists():
+                print(profile_summary(raw_profile))
+            else:
+                print("py-spy wrote no profile (is ptrace allowed?)")
+    finally:
+        if profiler is not None and profiler.poll() is None:
+            profiler.kill()
+        stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
