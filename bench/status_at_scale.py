@@ -129,16 +129,21 @@ async def build_postgresql(admin_url: str, count: int, work: Path) -> tuple[str,
 
 async def periodic_reads(database_url: str) -> dict[str, float]:
     """How long the reads the gateway makes on its own, between polls, take on `database` (ms): the
-    recovery pass's (every 15 s) and the reconciler's (every second). They share the one reader
-    connection with the status polls (SQLite), so a slow one holds every poll queued behind it."""
+    recovery pass's (every 15 s; the check of every attempt ever made at start-up and hourly only)
+    and the reconciler's (every second). On SQLite they run on the aiosqlite reader's thread; a
+    status poll reads on a connection of its own."""
     from gateway.app import open_store
 
     store = open_store(database_url)
     await store.open()
     now = time.time()
+    newest = await store.last_attempt_id()
     reads: dict[str, Callable[[], Awaitable[object]]] = {
              "recovery: stale_attempts": lambda: store.stale_attempts(now - 60),
-             "recovery: accepted_attempts_without_payment": store.accepted_attempts_without_payment,
+             "recovery (start-up, hourly): accepted_attempts_without_payment, every attempt":
+                 store.accepted_attempts_without_payment,
+             "recovery (every 15 s): accepted_attempts_without_payment, since the previous pass":
+                 lambda: store.accepted_attempts_without_payment(newest - 100),
              "recovery: open_callbacks": lambda: store.open_callbacks("9999"),
              "reconciler: due_for_query": lambda: store.due_for_query(now)}
     took = {}
