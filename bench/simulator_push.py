@@ -192,6 +192,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--no-via-standalone", action="store_true",
                         help="leave out the gateway whose MPESA_BASE_URL is the standalone simulator")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' logs and databases (path printed)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -262,7 +263,10 @@ def main() -> int:
             return 1
     finally:
         stop(procs)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"logs and databases kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
