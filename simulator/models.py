@@ -157,6 +157,7 @@ class SimulatedDaraja:
         self._prompts: dict[str, Prompt] = {}  # in creation order
         self._receipts: set[str] = set()  # the receipts of the kept prompts: new ones must differ
         self._open_by_msisdn: dict[str, int] = {}  # how many open prompts each number has
+        self._open_prompts = 0  # the sum of those
         # A min-heap, so that catching up with the clock costs O(log n) however many prompts are open.
         self._deadlines: list[tuple[float, str]] = []  # (answer or expiry time, CheckoutRequestID)
         self._faults = FaultBook()
@@ -248,6 +249,7 @@ class SimulatedDaraja:
         self._receipts.clear()
         self._deadlines.clear()
         self._open_by_msisdn.clear()
+        self._open_prompts = 0
         self._faults.clear()
         self._callbacks.reset()  # callbacks already on their way belong to the world before the reset
         self._limits.reset()
@@ -336,6 +338,7 @@ class SimulatedDaraja:
             prompt.answer_at = now + delay
         self._prompts[prompt.checkout_request_id] = prompt
         self._open_by_msisdn[prompt.msisdn] = self._open_by_msisdn.get(prompt.msisdn, 0) + 1
+        self._open_prompts += 1
         self._forget_old_prompts()
         heapq.heappush(self._deadlines, (min(prompt.answer_at or prompt.expires_at, prompt.expires_at),
                                          prompt.checkout_request_id))
@@ -357,7 +360,7 @@ class SimulatedDaraja:
         past the cap."""
         if len(self._prompts) <= MAX_SETTLED_PROMPTS:
             return
-        excess = len(self._prompts) - MAX_SETTLED_PROMPTS - sum(self._open_by_msisdn.values())
+        excess = len(self._prompts) - MAX_SETTLED_PROMPTS - self._open_prompts
         if excess <= 0:
             return
         oldest_settled = itertools.islice((p for p in self._prompts.values() if not p.open), excess)
@@ -434,20 +437,24 @@ class SimulatedDaraja:
             else self._faker.random_int(2_000, 80_000)
         found = self._subscribers[msisdn] = Subscriber(msisdn, self._faker.name(), balance)
         self._recently_seen[msisdn] = None
-        self._forget_idle_subscribers()
+        self._forget_idle_subscribers(keep=msisdn)
         return found
 
     def list_subscribers(self) -> list[Subscriber]:
         return list(self._subscribers.values())
 
-    def _forget_idle_subscribers(self) -> None:
+    def _forget_idle_subscribers(self, keep: str) -> None:
         """Past the cap, forget the customers seen least recently, except those with an open prompt
-        (its settlement needs their balance); anyone forgotten comes back as new when asked for."""
+        (its settlement needs their balance) and `keep`, the one just asked for (a push is about to
+        open a prompt for them); anyone forgotten comes back as new when asked for."""
+        idle = len(self._subscribers) - len(self._open_by_msisdn) - (keep not in self._open_by_msisdn)
+        if len(self._subscribers) <= MAX_SUBSCRIBERS or idle <= 0:
+            return  # nobody may go: without this, every new customer would walk past every open one
         for _ in range(len(self._recently_seen)):
             if len(self._subscribers) <= MAX_SUBSCRIBERS:
                 return
             msisdn = next(iter(self._recently_seen))
-            if msisdn in self._open_by_msisdn:
+            if msisdn in self._open_by_msisdn or msisdn == keep:
                 self._recently_seen.move_to_end(msisdn)
             else:
                 del self._recently_seen[msisdn], self._subscribers[msisdn]
@@ -482,6 +489,7 @@ class SimulatedDaraja:
         prompt.result_desc = callback_desc(code, self.settings.daraja)
         prompt.settled_at = now
         self._open_by_msisdn[prompt.msisdn] -= 1
+        self._open_prompts -= 1
         if not self._open_by_msisdn[prompt.msisdn]:
             del self._open_by_msisdn[prompt.msisdn]
         behaviour = prompt.scenario
@@ -503,6 +511,7 @@ class SimulatedDaraja:
                                    checkout_request_id=prompt.checkout_request_id, result_code=code,
                                    result_desc=prompt.result_desc)
         self._callbacks.schedule_settlement(prompt.checkout_request_id, prompt.callback_url, body, behaviour, now)
+        self._forget_idle_subscribers(keep=prompt.msisdn)  # customers kept for their open prompts may go now
         self._changed()
         return prompt
 

@@ -238,3 +238,15 @@ def test_a_customer_with_an_open_prompt_is_not_forgotten(monkeypatch):
     assert "254711000001" in sim.subscribers
     assert sim.enter_pin(prompt.checkout_request_id, "12345").result_code == "0"
     assert sim.subscriber("254711000001").balance == 6
+
+
+def test_a_new_customer_is_kept_when_every_other_one_has_an_open_prompt(monkeypatch):
+    monkeypatch.setattr(models, "MAX_SUBSCRIBERS", 2)
+    sim = SimulatedDaraja(SimulatorSettings(lock_subscriber=False), catalogue=load_catalogue(), clock=Clock())
+    sim.push(push_body("254711000001"))
+    sim.push(push_body("254711000002"))
+    sim.add_faults({"balance": 7}, count=1)
+    prompt = sim.push(push_body("254711000003"))  # past the cap, but nobody else may be forgotten
+    assert set(sim.subscribers) == {"254711000001", "254711000002", "254711000003"}
+    assert sim.enter_pin(prompt.checkout_request_id, "12345").result_code == "0"
+    assert sim.subscriber("254711000003").balance == 6  # the balance the fault set, not a new customer's
