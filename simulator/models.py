@@ -52,10 +52,18 @@ DAILY_LIMIT = 500_000  # KES a customer may transact in a day
 @dataclass
 class Subscriber:
     msisdn: str
-    name: str
+    # The name, or how to make it the first time it is asked for (Faker takes longer than the rest
+    # of a push, and under load most customers' names are never shown).
+    name_source: str | Callable[[], str]
     balance: int  # KES
     day: str = ""  # the Nairobi date of `spent_today`
     spent_today: int = 0
+
+    @property
+    def name(self) -> str:
+        if not isinstance(self.name_source, str):
+            self.name_source = self.name_source()
+        return self.name_source
 
     def pay(self, amount: int, day: str) -> int:
         """Take `amount` from the balance; returns what the customer may still transact today."""
@@ -431,14 +439,28 @@ class SimulatedDaraja:
         if found is not None:
             self._recently_seen.move_to_end(msisdn)
             return found
-        self._faker.seed_instance(int(msisdn))
         scenario = self.catalogue.get(msisdn)
-        balance = scenario.balance if scenario and scenario.balance is not None \
-            else self._faker.random_int(2_000, 80_000)
-        found = self._subscribers[msisdn] = Subscriber(msisdn, self._faker.name(), balance)
+        if scenario is not None and scenario.balance is not None:
+            balance, listed = scenario.balance, True
+        else:
+            balance, listed = self._seeded_balance(msisdn), False
+        found = self._subscribers[msisdn] = Subscriber(msisdn, lambda: self._seeded_name(msisdn, listed), balance)
         self._recently_seen[msisdn] = None
         self._forget_idle_subscribers(keep=msisdn)
         return found
+
+    def _seeded_balance(self, msisdn: str) -> int:
+        """A customer's balance: Faker's first draw, seeded by the number."""
+        self._faker.seed_instance(int(msisdn))
+        return int(self._faker.random_int(2_000, 80_000))
+
+    def _seeded_name(self, msisdn: str, listed_balance: bool) -> str:
+        """A customer's name: Faker's draw after the balance's (none for a catalogue balance), seeded
+        by the number, so it is the same whenever it is first asked for."""
+        self._faker.seed_instance(int(msisdn))
+        if not listed_balance:
+            self._faker.random_int(2_000, 80_000)
+        return str(self._faker.name())
 
     def list_subscribers(self) -> list[Subscriber]:
         return list(self._subscribers.values())

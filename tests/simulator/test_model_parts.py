@@ -250,3 +250,14 @@ def test_a_new_customer_is_kept_when_every_other_one_has_an_open_prompt(monkeypa
     assert set(sim.subscribers) == {"254711000001", "254711000002", "254711000003"}
     assert sim.enter_pin(prompt.checkout_request_id, "12345").result_code == "0"
     assert sim.subscriber("254711000003").balance == 6  # the balance the fault set, not a new customer's
+
+
+def test_a_customers_name_does_not_depend_on_when_it_is_first_shown():
+    numbers = ["254711000001", "254700000001", "254722333444"]  # 254700000001: a catalogue number
+    first = SimulatedDaraja(SimulatorSettings(), catalogue=load_catalogue(), clock=Clock())
+    shown_at_once = [(first.subscriber(n).name, first.subscriber(n).balance) for n in numbers]
+    later = SimulatedDaraja(SimulatorSettings(), catalogue=load_catalogue(), clock=Clock())
+    customers = [later.subscriber(n) for n in numbers]
+    later.subscriber("254799888777").name  # noqa: B018 - another customer's name drawn in between
+    assert [(c.name, c.balance) for c in reversed(customers)] == list(reversed(shown_at_once))
+    assert len({name for name, _ in shown_at_once}) == 3 and all(name.strip() for name, _ in shown_at_once)
