@@ -16,7 +16,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -52,9 +52,9 @@ DAILY_LIMIT = 500_000  # KES a customer may transact in a day
 @dataclass
 class Subscriber:
     msisdn: str
-    # The name, or how to make it the first time it is asked for (Faker takes longer than the rest
-    # of a push, and under load most customers' names are never shown).
-    name_source: str | Callable[[], str]
+    # The name, or what draws it from the number the first time it is asked for (Faker takes longer
+    # than the rest of a push, and under load most customers' names are never shown).
+    name_source: str | Callable[[str], str]
     balance: int  # KES
     day: str = ""  # the Nairobi date of `spent_today`
     spent_today: int = 0
@@ -62,7 +62,7 @@ class Subscriber:
     @property
     def name(self) -> str:
         if not isinstance(self.name_source, str):
-            self.name_source = self.name_source()
+            self.name_source = self.name_source(self.msisdn)
         return self.name_source
 
     def pay(self, amount: int, day: str) -> int:
@@ -101,7 +101,7 @@ class Prompt:
     balance_after: int | None = None
     sms: str | None = None  # the handset's confirmation SMS, once paid
     settled_at: float | None = None
-    callbacks: list[CallbackAttempt] = field(default_factory=list)
+    callbacks: tuple[CallbackAttempt, ...] = ()  # a tuple: most prompts have none, and a list each would cost
 
     @property
     def open(self) -> bool:
@@ -159,6 +159,7 @@ class SimulatedDaraja:
         self._clock_offset = 0.0  # moved by advance_clock(), so tests need not wait
         self._ids = DarajaIds(rng or random.SystemRandom())
         self._faker = Faker("en_KE")
+        self._draw_name = self._seeded_name  # bound once, shared by every customer
         self._tokens: dict[str, float] = {}  # token -> expires at
         self._subscribers: dict[str, Subscriber] = {}  # in the order first seen
         self._recently_seen: OrderedDict[str, None] = OrderedDict()  # least recently seen first
@@ -440,11 +441,11 @@ class SimulatedDaraja:
             self._recently_seen.move_to_end(msisdn)
             return found
         scenario = self.catalogue.get(msisdn)
-        if scenario is not None and scenario.balance is not None:
-            balance, listed = scenario.balance, True
-        else:
-            balance, listed = self._seeded_balance(msisdn), False
-        found = self._subscribers[msisdn] = Subscriber(msisdn, lambda: self._seeded_name(msisdn, listed), balance)
+        balance = scenario.balance if scenario is not None and scenario.balance is not None \
+            else self._seeded_balance(msisdn)
+        # One drawer for all (not a closure each): every object a push keeps adds to the garbage
+        # collector's full passes, which under load are what the slowest answers wait for.
+        found = self._subscribers[msisdn] = Subscriber(msisdn, self._draw_name, balance)
         self._recently_seen[msisdn] = None
         self._forget_idle_subscribers(keep=msisdn)
         return found
@@ -454,11 +455,12 @@ class SimulatedDaraja:
         self._faker.seed_instance(int(msisdn))
         return int(self._faker.random_int(2_000, 80_000))
 
-    def _seeded_name(self, msisdn: str, listed_balance: bool) -> str:
+    def _seeded_name(self, msisdn: str) -> str:
         """A customer's name: Faker's draw after the balance's (none for a catalogue balance), seeded
         by the number, so it is the same whenever it is first asked for."""
+        scenario = self.catalogue.get(msisdn)
         self._faker.seed_instance(int(msisdn))
-        if not listed_balance:
+        if scenario is None or scenario.balance is None:
             self._faker.random_int(2_000, 80_000)
         return str(self._faker.name())
 
@@ -553,7 +555,7 @@ class SimulatedDaraja:
         attempt.journal_id = entry.id
         prompt = self._prompts.get(checkout_request_id)
         if prompt is not None:
-            prompt.callbacks.append(attempt)
+            prompt.callbacks += (attempt,)
             self._changed()
 
     def retry_later(self, job: CallbackJob) -> bool:
