@@ -23,7 +23,9 @@ It starts, on 127.0.0.1:
 It fetches an OAuth token from each Daraja, then `wrk` POSTs valid STK push bodies (Password =
 base64(shortcode + passkey + Timestamp), every request a phone number not used before in the run)
 to each in turn, alternating, `--rounds` times, and prints requests/s, p50 and p99 for each
-round, the medians, and the ratios simulator/daraja-mock and gateway/simulator. Every answer must
+round, the servers' CPU time per request (from /proc: unlike requests/s, it hardly moves when
+other work shares the machine), the medians, and the ratios simulator/daraja-mock and
+gateway/simulator, by requests/s and by CPU time per request. Every answer must
 be a 2xx: wrk's count of other answers and of socket errors is printed for each round, and the
 script exits 1 if there was any. wrk runs on the same two cores as the servers; the ratios are
 what is comparable. Needs wrk (`apt-get install wrk`) and PyPI for the first run. Stops
@@ -79,6 +81,7 @@ class Target:
     url: str
     lua: str  # the wrk script
     check: dict[str, object]  # one request's body, sent once before the rounds
+    pids: tuple[int, ...] = ()  # the server processes whose CPU time a request costs
 
 
 def stk_body_template(callback_url: str) -> str:
@@ -109,7 +112,7 @@ def daraja_token(base: str, *, basic: bool) -> str:
     return str(answer.json()["access_token"])
 
 
-def daraja_target(name: str, base: str, token: str, callback_url: str, prefix: str) -> Target:
+def daraja_target(name: str, base: str, token: str, callback_url: str, prefix: str, pids: tuple[int, ...]) -> Target:
     template = stk_body_template(callback_url)
     check = requests.post(f"{base}/mpesa/stkpush/v1/processrequest", data=template.replace("%s", "254799999999"),
                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
@@ -117,14 +120,15 @@ def daraja_target(name: str, base: str, token: str, callback_url: str, prefix: s
     if check.status_code != 200 or check.json().get("ResponseCode") != "0":
         raise SystemExit(f"{name}: a valid STK push was refused: {check.status_code} {check.text[:300]}")
     return Target(name, f"{base}/mpesa/stkpush/v1/processrequest",
-                  rotating_lua(template, prefix, 2, token), check.json())
+                  rotating_lua(template, prefix, 2, token), check.json(), pids)
 
 
-def gateway_target(name: str, base: str, prefix: str) -> Target:
+def gateway_target(name: str, base: str, prefix: str, pids: tuple[int, ...]) -> Target:
     check = requests.post(f"{base}/stkpush", json={"phone": "0799999998", "amount": 10}, timeout=10)
     if check.status_code != 200 or not check.json().get("success"):
         raise SystemExit(f"{name}: a push was refused: {check.status_code} {check.text[:300]}")
-    return Target(name, f"{base}/stkpush", rotating_lua('{"phone":"%s","amount":10}', prefix, 1, None), check.json())
+    return Target(name, f"{base}/stkpush", rotating_lua('{"phone":"%s","amount":10}', prefix, 1, None), check.json(),
+                  pids)
 
 
 def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
@@ -134,6 +138,20 @@ def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproc
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "DATABASE_"))}
+
+
+def start_simulator(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`run.py simulator` of the checkout at `root`, set up for load, and its base URL."""
+    port = free_port()
+    env = clean_env()
+    env.update(HOST="127.0.0.1", **LOAD_SETTINGS)
+    python = root / ".venv" / "bin" / "python"
+    python = python if python.exists() else ROOT / ".venv" / "bin" / "python"
+    base = f"http://127.0.0.1:{port}"
+    # run.py's folder comes first on sys.path, so the simulator package is that checkout's
+    proc = start([str(python), str(root / "run.py"), "simulator", "--port", str(port)], env, log, log.parent)
+    wait_up(f"{base}/simulator/api/clock", proc)
+    return proc, base
 
 
 def start_gateway(work: Path, name: str, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -155,13 +173,29 @@ class Round:
     p99: float
     bad: int  # non-2xx answers
     socket_errors: int
+    cpu_us: float  # the servers' CPU time per request (user + system), whatever else the machine runs
+
+
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def wrk(target: Target, round_no: int, seconds: int, connections: int, work: Path) -> Round:
     script = work / "push.lua"
     script.write_text(target.lua.replace("ROUND", str(round_no)))
+    cpu_before = cpu_seconds(target.pids)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
                           target.url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    cpu = cpu_seconds(target.pids) - cpu_before
+    done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -171,7 +205,7 @@ def wrk(target: Target, round_no: int, seconds: int, connections: int, work: Pat
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     return Round(rate, percentile("50"), percentile("99"), int(bad[1]) if bad else 0,
-                 sum(int(x) for x in sock.groups()) if sock else 0)
+                 sum(int(x) for x in sock.groups()) if sock else 0, cpu / max(done, 1) * 1e6)
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -193,6 +227,9 @@ def main() -> int:
     parser.add_argument("--no-via-standalone", action="store_true",
                         help="leave out the gateway whose MPESA_BASE_URL is the standalone simulator")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and databases (path printed)")
+    parser.add_argument("--also", type=Path, metavar="DIR",
+                        help="also the standalone simulator of another checkout (e.g. `git worktree add /tmp/old "
+                             "main`), same settings, same rounds")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -204,28 +241,29 @@ def main() -> int:
     try:
         mock_port = free_port()
         procs.append(start([str(mock_command), "--port", str(mock_port)], clean_env(), work / "daraja-mock.log", work))
-        mock = f"http://127.0.0.1:{mock_port}"
+        mock, mock_pid = f"http://127.0.0.1:{mock_port}", procs[-1].pid
         wait_up(f"{mock}/health", procs[-1])
 
-        sim_port = free_port()
-        env = clean_env()
-        env.update(HOST="127.0.0.1", **LOAD_SETTINGS)
-        procs.append(start([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "run.py"), "simulator", "--port",
-                            str(sim_port)], env, work / "simulator.log", work))
-        sim = f"http://127.0.0.1:{sim_port}"
-        wait_up(f"{sim}/simulator/api/clock", procs[-1])
+        proc, sim = start_simulator(ROOT, work / "simulator.log")
+        procs.append(proc)
+        sim_pid = proc.pid
 
         proc, gateway = start_gateway(work, "gateway", {})
         procs.append(proc)
         targets = [
-            daraja_target("daraja-mock 1.0.5", mock, daraja_token(mock, basic=False), nowhere, "25471"),
-            daraja_target("simulator (standalone)", sim, daraja_token(sim, basic=True), nowhere, "25472"),
-            gateway_target("gateway (built-in simulator)", gateway, "073"),
+            daraja_target("daraja-mock 1.0.5", mock, daraja_token(mock, basic=False), nowhere, "25471", (mock_pid,)),
+            daraja_target("simulator (standalone)", sim, daraja_token(sim, basic=True), nowhere, "25472", (sim_pid,)),
+            gateway_target("gateway (built-in simulator)", gateway, "073", (proc.pid,)),
         ]
+        if args.also:
+            proc, other = start_simulator(args.also.resolve(), work / "simulator-also.log")
+            procs.append(proc)
+            targets.insert(2, daraja_target(f"simulator @{args.also.name}", other, daraja_token(other, basic=True),
+                                            nowhere, "25475", (proc.pid,)))
         if not args.no_via_standalone:
             proc, via = start_gateway(work, "gateway-via", {"MPESA_BASE_URL": sim})
             procs.append(proc)
-            targets.append(gateway_target("gateway -> standalone sim", via, "074"))
+            targets.append(gateway_target("gateway -> standalone sim", via, "074", (proc.pid, sim_pid)))
 
         print(f"STK push, a new phone every request; wrk -t1 -c{args.connections} -d{args.seconds}s; "
               f"{args.rounds} rounds alternating; {os.cpu_count()} CPUs shared with wrk")
@@ -235,21 +273,25 @@ def main() -> int:
                 r = wrk(target, n, args.seconds, args.connections, work)
                 results[target.name].append(r)
                 print(f"round {n}  {target.name:<30} {r.rate:9,.0f} req/s  p50 {r.p50:6.2f} ms  "
-                      f"p99 {r.p99:6.2f} ms  non-2xx {r.bad}  socket errors {r.socket_errors}", flush=True)
+                      f"p99 {r.p99:6.2f} ms  CPU {r.cpu_us:4.0f} µs/req  non-2xx {r.bad}  socket errors "
+                      f"{r.socket_errors}", flush=True)
         print()
         medians = {}
         for name, rows in results.items():
             medians[name] = (statistics.median(r.rate for r in rows), statistics.median(r.p50 for r in rows),
                              statistics.median(r.p99 for r in rows))
             rate, p50, p99 = medians[name]
-            print(f"median  {name:<30} {rate:9,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+            cpu = statistics.median(r.cpu_us for r in rows)
+            print(f"median  {name:<30} {rate:9,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  CPU {cpu:4.0f} µs/req")
         print()
 
         def ratio(top: str, bottom: str, target: float) -> None:
             per_round = [a.rate / b.rate for a, b in zip(results[top], results[bottom], strict=True)]
             value = statistics.median(per_round)
+            cpu = statistics.median(b.cpu_us / a.cpu_us for a, b in zip(results[top], results[bottom], strict=True)
+                                    if a.cpu_us)
             print(f"{top} / {bottom}: {value:.2f} (target >= {target}; per round "
-                  f"{', '.join(f'{x:.2f}' for x in per_round)})")
+                  f"{', '.join(f'{x:.2f}' for x in per_round)}); by CPU time per request {cpu:.2f}")
 
         ratio("simulator (standalone)", "daraja-mock 1.0.5", 3)
         sim_p99, mock_p99 = medians["simulator (standalone)"][2], medians["daraja-mock 1.0.5"][2]
