@@ -261,3 +261,16 @@ def test_a_customers_name_does_not_depend_on_when_it_is_first_shown():
     later.subscriber("254799888777").name  # noqa: B018 - another customer's name drawn in between
     assert [(c.name, c.balance) for c in reversed(customers)] == list(reversed(shown_at_once))
     assert len({name for name, _ in shown_at_once}) == 3 and all(name.strip() for name, _ in shown_at_once)
+
+
+def test_a_callback_url_with_any_whitespace_character_is_refused():
+    from simulator.exceptions import InvalidField
+    from simulator.validation import validate_push
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) > 20  # tab, newline, no-break space, the Unicode spaces …
+    for space in spaces:
+        body = {**push_body("254711000001"), "CallBackURL": f"https://shop.example.com/cb{space}x"}
+        with pytest.raises(InvalidField) as refused:
+            validate_push(body)
+        assert "CallBackURL" in str(refused.value.error_message), repr(space)
+    assert validate_push(push_body("254711000001")).callback_url == "https://shop.example.com/cb"
