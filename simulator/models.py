@@ -37,7 +37,7 @@ from .journal import Journal, JournalEntry
 from .limits import TrafficLimits
 from .profiles import Profile
 from .result_codes import callback_desc
-from .scenarios import Scenario, interactive
+from .scenarios import ANY_OTHER_NUMBER, Scenario
 from .settings import SimulatorSettings
 from .validation import PushOrder, check_password, validate_push, validate_query
 from .wire import daraja_timestamp, failed_callback, nairobi_time, paid_callback
@@ -321,7 +321,7 @@ class SimulatedDaraja:
         if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
             raise SubscriberLocked()  # before any fault is used up: this push never got that far
         overrides = self._faults.use(order.phone)
-        scenario = (self.catalogue.get(order.phone) or interactive(order.phone)).overlaid(overrides)
+        scenario = (self.catalogue.get(order.phone) or ANY_OTHER_NUMBER).overlaid(overrides)
         if scenario.push == "locked":
             raise SubscriberLocked()
         if scenario.push == "error":

@@ -274,3 +274,18 @@ def test_a_callback_url_with_any_whitespace_character_is_refused():
             validate_push(body)
         assert "CallBackURL" in str(refused.value.error_message), repr(space)
     assert validate_push(push_body("254711000001")).callback_url == "https://shop.example.com/cb"
+
+
+def test_a_push_leaves_two_objects_for_the_garbage_collector():
+    # Under load every open prompt stays in memory, and the collector's full passes walk all of
+    # them while every request waits: what a push keeps is what the slowest answers wait for.
+    import gc
+    sim = SimulatedDaraja(SimulatorSettings(lock_subscriber=False), catalogue=load_catalogue(), clock=Clock())
+    for i in range(100):  # the dicts and lists grow past their first sizes
+        sim.push(push_body(f"2547{12_000_000 + i:08d}"))
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2000):
+        sim.push(push_body(f"2547{13_000_000 + i:08d}"))
+    gc.collect()
+    assert (len(gc.get_objects()) - before) / 2000 < 2.5  # the prompt and its customer
