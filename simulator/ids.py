@@ -42,7 +42,10 @@ class DarajaIds:
         """`ws_CO_` + DDMMYYYYHHmmss (Nairobi) + the milliseconds unpadded + the subscriber number
         without 254; within one second, the next free millisecond."""
         moment = nairobi_time(at)
-        stamp, millis = moment.strftime("%d%m%Y%H%M%S"), moment.microsecond // 1000
+        # strftime("%d%m%Y%H%M%S"), written out: half its time, on every push
+        m = moment
+        stamp = f"{m.day:02d}{m.month:02d}{m.year:04d}{m.hour:02d}{m.minute:02d}{m.second:02d}"
+        millis = moment.microsecond // 1000
         for offset in range(1000):
             candidate = f"ws_CO_{stamp}{(millis + offset) % 1000}{msisdn[3:]}"
             if candidate not in taken:

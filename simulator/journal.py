@@ -35,20 +35,33 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 # `"Password": "…"`, `Password=…` and the like inside a body that is not JSON (or is broken JSON).
 _SECRET_IN_TEXT = re.compile(
     r'("?(?:' + "|".join(sorted(SECRET_FIELDS)) + r')"?\s*[:=]\s*"?)([^"&,\s}]+)', re.IGNORECASE)
+# Every name in SECRET_FIELDS contains one of these: an ASCII text without any of them, in any
+# letter case, cannot match _SECRET_IN_TEXT, and most texts (phone numbers, header values) are such.
+# (A non-ASCII text always goes through the pattern: IGNORECASE also matches "ſ" for "s".)
+SECRET_MARKERS = ("pass", "secret", "access_token", "securitycredential")
+
+
+def _may_name_a_secret(text: str) -> bool:
+    if not text.isascii():
+        return True
+    lowered = text.lower()  # the markers spelled out: this runs for every text of every request
+    return "pass" in lowered or "secret" in lowered or "access_token" in lowered or "securitycredential" in lowered
 
 
 def redact_body(body: Any, secrets: frozenset[str] = frozenset()) -> Any:
     """Mask secret-named fields, `Password=…`-like text, and any known secret value."""
+    if isinstance(body, str):  # the commonest, first
+        if _may_name_a_secret(body):
+            body = _SECRET_IN_TEXT.sub(r"\1…", body)
+        for secret in secrets:
+            if secret and secret in body:
+                body = body.replace(secret, "…")
+        return body
     if isinstance(body, dict):
         return {k: (mask(v) if k.lower() in SECRET_FIELDS and isinstance(v, str) else redact_body(v, secrets))
                 for k, v in body.items()}
     if isinstance(body, list):
         return [redact_body(v, secrets) for v in body]
-    if isinstance(body, str):
-        body = _SECRET_IN_TEXT.sub(r"\1…", body)
-        for secret in secrets:
-            if secret and secret in body:
-                body = body.replace(secret, "…")
     return body
 
 

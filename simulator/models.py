@@ -16,7 +16,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -37,7 +37,7 @@ from .journal import Journal, JournalEntry
 from .limits import TrafficLimits
 from .profiles import Profile
 from .result_codes import callback_desc
-from .scenarios import Scenario, interactive
+from .scenarios import ANY_OTHER_NUMBER, Scenario
 from .settings import SimulatorSettings
 from .validation import PushOrder, check_password, validate_push, validate_query
 from .wire import daraja_timestamp, failed_callback, nairobi_time, paid_callback
@@ -52,10 +52,18 @@ DAILY_LIMIT = 500_000  # KES a customer may transact in a day
 @dataclass
 class Subscriber:
     msisdn: str
-    name: str
+    # The name, or what draws it from the number the first time it is asked for (Faker takes longer
+    # than the rest of a push, and under load most customers' names are never shown).
+    name_source: str | Callable[[str], str]
     balance: int  # KES
     day: str = ""  # the Nairobi date of `spent_today`
     spent_today: int = 0
+
+    @property
+    def name(self) -> str:
+        if not isinstance(self.name_source, str):
+            self.name_source = self.name_source(self.msisdn)
+        return self.name_source
 
     def pay(self, amount: int, day: str) -> int:
         """Take `amount` from the balance; returns what the customer may still transact today."""
@@ -93,7 +101,7 @@ class Prompt:
     balance_after: int | None = None
     sms: str | None = None  # the handset's confirmation SMS, once paid
     settled_at: float | None = None
-    callbacks: list[CallbackAttempt] = field(default_factory=list)
+    callbacks: tuple[CallbackAttempt, ...] = ()  # a tuple: most prompts have none, and a list each would cost
 
     @property
     def open(self) -> bool:
@@ -151,12 +159,14 @@ class SimulatedDaraja:
         self._clock_offset = 0.0  # moved by advance_clock(), so tests need not wait
         self._ids = DarajaIds(rng or random.SystemRandom())
         self._faker = Faker("en_KE")
+        self._draw_name = self._seeded_name  # bound once, shared by every customer
         self._tokens: dict[str, float] = {}  # token -> expires at
         self._subscribers: dict[str, Subscriber] = {}  # in the order first seen
         self._recently_seen: OrderedDict[str, None] = OrderedDict()  # least recently seen first
         self._prompts: dict[str, Prompt] = {}  # in creation order
         self._receipts: set[str] = set()  # the receipts of the kept prompts: new ones must differ
         self._open_by_msisdn: dict[str, int] = {}  # how many open prompts each number has
+        self._open_prompts = 0  # the sum of those
         # A min-heap, so that catching up with the clock costs O(log n) however many prompts are open.
         self._deadlines: list[tuple[float, str]] = []  # (answer or expiry time, CheckoutRequestID)
         self._faults = FaultBook()
@@ -248,6 +258,7 @@ class SimulatedDaraja:
         self._receipts.clear()
         self._deadlines.clear()
         self._open_by_msisdn.clear()
+        self._open_prompts = 0
         self._faults.clear()
         self._callbacks.reset()  # callbacks already on their way belong to the world before the reset
         self._limits.reset()
@@ -310,7 +321,7 @@ class SimulatedDaraja:
         if self.settings.lock_subscriber and self._open_by_msisdn.get(order.phone):
             raise SubscriberLocked()  # before any fault is used up: this push never got that far
         overrides = self._faults.use(order.phone)
-        scenario = (self.catalogue.get(order.phone) or interactive(order.phone)).overlaid(overrides)
+        scenario = (self.catalogue.get(order.phone) or ANY_OTHER_NUMBER).overlaid(overrides)
         if scenario.push == "locked":
             raise SubscriberLocked()
         if scenario.push == "error":
@@ -336,6 +347,7 @@ class SimulatedDaraja:
             prompt.answer_at = now + delay
         self._prompts[prompt.checkout_request_id] = prompt
         self._open_by_msisdn[prompt.msisdn] = self._open_by_msisdn.get(prompt.msisdn, 0) + 1
+        self._open_prompts += 1
         self._forget_old_prompts()
         heapq.heappush(self._deadlines, (min(prompt.answer_at or prompt.expires_at, prompt.expires_at),
                                          prompt.checkout_request_id))
@@ -357,7 +369,7 @@ class SimulatedDaraja:
         past the cap."""
         if len(self._prompts) <= MAX_SETTLED_PROMPTS:
             return
-        excess = len(self._prompts) - MAX_SETTLED_PROMPTS - sum(self._open_by_msisdn.values())
+        excess = len(self._prompts) - MAX_SETTLED_PROMPTS - self._open_prompts
         if excess <= 0:
             return
         oldest_settled = itertools.islice((p for p in self._prompts.values() if not p.open), excess)
@@ -428,26 +440,45 @@ class SimulatedDaraja:
         if found is not None:
             self._recently_seen.move_to_end(msisdn)
             return found
-        self._faker.seed_instance(int(msisdn))
         scenario = self.catalogue.get(msisdn)
-        balance = scenario.balance if scenario and scenario.balance is not None \
-            else self._faker.random_int(2_000, 80_000)
-        found = self._subscribers[msisdn] = Subscriber(msisdn, self._faker.name(), balance)
+        balance = scenario.balance if scenario is not None and scenario.balance is not None \
+            else self._seeded_balance(msisdn)
+        # One drawer for all (not a closure each): every object a push keeps adds to the garbage
+        # collector's full passes, which under load are what the slowest answers wait for.
+        found = self._subscribers[msisdn] = Subscriber(msisdn, self._draw_name, balance)
         self._recently_seen[msisdn] = None
-        self._forget_idle_subscribers()
+        self._forget_idle_subscribers(keep=msisdn)
         return found
+
+    def _seeded_balance(self, msisdn: str) -> int:
+        """A customer's balance: Faker's first draw, seeded by the number."""
+        self._faker.seed_instance(int(msisdn))
+        return int(self._faker.random_int(2_000, 80_000))
+
+    def _seeded_name(self, msisdn: str) -> str:
+        """A customer's name: Faker's draw after the balance's (none for a catalogue balance), seeded
+        by the number, so it is the same whenever it is first asked for."""
+        scenario = self.catalogue.get(msisdn)
+        self._faker.seed_instance(int(msisdn))
+        if scenario is None or scenario.balance is None:
+            self._faker.random_int(2_000, 80_000)
+        return str(self._faker.name())
 
     def list_subscribers(self) -> list[Subscriber]:
         return list(self._subscribers.values())
 
-    def _forget_idle_subscribers(self) -> None:
+    def _forget_idle_subscribers(self, keep: str) -> None:
         """Past the cap, forget the customers seen least recently, except those with an open prompt
-        (its settlement needs their balance); anyone forgotten comes back as new when asked for."""
+        (its settlement needs their balance) and `keep`, the one just asked for (a push is about to
+        open a prompt for them); anyone forgotten comes back as new when asked for."""
+        idle = len(self._subscribers) - len(self._open_by_msisdn) - (keep not in self._open_by_msisdn)
+        if len(self._subscribers) <= MAX_SUBSCRIBERS or idle <= 0:
+            return  # nobody may go: without this, every new customer would walk past every open one
         for _ in range(len(self._recently_seen)):
             if len(self._subscribers) <= MAX_SUBSCRIBERS:
                 return
             msisdn = next(iter(self._recently_seen))
-            if msisdn in self._open_by_msisdn:
+            if msisdn in self._open_by_msisdn or msisdn == keep:
                 self._recently_seen.move_to_end(msisdn)
             else:
                 del self._recently_seen[msisdn], self._subscribers[msisdn]
@@ -482,6 +513,7 @@ class SimulatedDaraja:
         prompt.result_desc = callback_desc(code, self.settings.daraja)
         prompt.settled_at = now
         self._open_by_msisdn[prompt.msisdn] -= 1
+        self._open_prompts -= 1
         if not self._open_by_msisdn[prompt.msisdn]:
             del self._open_by_msisdn[prompt.msisdn]
         behaviour = prompt.scenario
@@ -503,6 +535,7 @@ class SimulatedDaraja:
                                    checkout_request_id=prompt.checkout_request_id, result_code=code,
                                    result_desc=prompt.result_desc)
         self._callbacks.schedule_settlement(prompt.checkout_request_id, prompt.callback_url, body, behaviour, now)
+        self._forget_idle_subscribers(keep=prompt.msisdn)  # customers kept for their open prompts may go now
         self._changed()
         return prompt
 
@@ -522,7 +555,7 @@ class SimulatedDaraja:
         attempt.journal_id = entry.id
         prompt = self._prompts.get(checkout_request_id)
         if prompt is not None:
-            prompt.callbacks.append(attempt)
+            prompt.callbacks += (attempt,)
             self._changed()
 
     def retry_later(self, job: CallbackJob) -> bool:

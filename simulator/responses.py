@@ -38,6 +38,17 @@ log = logging.getLogger("simulator.daraja")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HINT_HEADER = "X-Simulator-Hint"
 ACCEPTED = "Success. Request accepted for processing"
+# A request's JSON body as the handler read it, and an answer's as the handler built it, kept on the
+# request and the answer so that the journal does not parse either again.
+REQUEST_BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("simulator_request_body")
+ANSWER_BODY: web.ResponseKey[dict[str, Any]] = web.ResponseKey("simulator_answer_body")
+
+
+def answer(body: dict[str, Any]) -> web.Response:
+    """Daraja's JSON answer; the journal records `body` as it is."""
+    response = web.json_response(body)
+    response[ANSWER_BODY] = body
+    return response
 
 
 def render_error(exc: DarajaException, request_id: str, profile: Profile = CURRENT) -> web.Response:
@@ -93,8 +104,10 @@ async def journal_requests(request: web.Request, handler: Handler) -> web.Stream
         return refused
     response = await handler(request)
     body = response.body if isinstance(response, web.Response) else None
-    request_body = parse_body(raw)
-    response_body = parse_body(body) if isinstance(body, bytes) else None
+    request_body: Any = request[REQUEST_BODY] if REQUEST_BODY in request else parse_body(raw)
+    response_body: Any = response.get(ANSWER_BODY)
+    if response_body is None and isinstance(body, bytes):
+        response_body = parse_body(body)
     sim.record_request(at=at, method=request.method, url=request.path_qs, status=response.status,
                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
                        request_headers=dict(request.headers), request_body=request_body,
@@ -131,6 +144,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise InvalidRequestPayload() from None
     if not isinstance(body, dict):
         raise InvalidRequestPayload()
+    request[REQUEST_BODY] = body
     return body
 
 
@@ -162,7 +176,7 @@ async def oauth_generate(request: web.Request) -> web.Response:
         raise InvalidAuthentication()
     token, lifetime = sim.issue_token(key, secret)
     # expires_in is a string on the real wire
-    return web.json_response({"access_token": token, "expires_in": str(lifetime)})
+    return answer({"access_token": token, "expires_in": str(lifetime)})
 
 
 async def stk_push(request: web.Request) -> web.Response:
@@ -172,7 +186,7 @@ async def stk_push(request: web.Request) -> web.Response:
     prompt = sim.push(await json_body(request))
     await behave(sim, prompt.scenario.push, prompt.scenario.delay)
     log.info("STK push %s to %s for KES %s", prompt.checkout_request_id, prompt.msisdn, prompt.amount)
-    return web.json_response({
+    return answer({
         "MerchantRequestID": prompt.merchant_request_id,
         "CheckoutRequestID": prompt.checkout_request_id,
         "ResponseCode": "0",
@@ -198,8 +212,8 @@ async def stk_query(request: web.Request) -> web.Response:
     }
     if prompt.open:
         if sim.settings.pending_style == "4999":
-            return web.json_response({**base, "ResultCode": "4999",
+            return answer({**base, "ResultCode": "4999",
                                       "ResultDesc": "The transaction is still under processing"})
         raise TransactionBeingProcessed(request_id=prompt.checkout_request_id)
     code = prompt.result_code or ""
-    return web.json_response({**base, "ResultCode": code, "ResultDesc": query_desc(code, sim.settings.daraja)})
+    return answer({**base, "ResultCode": code, "ResultDesc": query_desc(code, sim.settings.daraja)})

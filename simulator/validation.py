@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,9 +98,12 @@ def _amount(value: Any) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= MAX_AMOUNT else None
 
 
+_SPACE = re.compile(r"\s")  # for a str, exactly the characters str.isspace() accepts
+
+
 def _callback_url(value: Any) -> str | None:
     """An http(s) URL as sent: Daraja refuses one with stray spaces (LNMOnlineAndroidSample#40)."""
-    if not isinstance(value, str) or len(value) > 500 or any(c.isspace() for c in value):
+    if not isinstance(value, str) or len(value) > 500 or _SPACE.search(value):
         return None
     try:
         parts = urlsplit(value)
@@ -120,16 +124,14 @@ def _checked(body: Mapping[str, Any], checks: list[tuple[str, str, Callable[[Any
     return values
 
 
-def validate_push(body: Mapping[str, Any], *, account_reference_max: int = 0) -> PushOrder:
-    """Daraja's field checks of an STK push, in the order of its sample request, except that a bad
-    PhoneNumber is reported before a bad PartyA (osen-wc-mpesa#65: both bad, "Invalid PhoneNumber").
-    `account_reference_max` 0: no length limit (Daraja accepts more than its documented 12)."""
+@functools.lru_cache(maxsize=8)  # one list per setting, not one per push
+def _push_checks(account_reference_max: int) -> list[tuple[str, str, Callable[[Any], Any]]]:
     def account_reference(value: Any) -> str | None:
         if not _text(value):
             return None
         return value if not account_reference_max or len(value) <= account_reference_max else None
 
-    values = _checked(body, [
+    return [
         ("BusinessShortCode", "BusinessShortCode", _shortcode),
         ("Password", "Password", _text),
         ("Timestamp", "Timestamp", _timestamp),
@@ -142,7 +144,14 @@ def validate_push(body: Mapping[str, Any], *, account_reference_max: int = 0) ->
         ("AccountReference", "AccountReference", account_reference),
         # A missing TransactionDesc is reported by its internal name, "Remarks".
         ("TransactionDesc", "Remarks", lambda v: v.strip() if _text(v) else None),
-    ])
+    ]
+
+
+def validate_push(body: Mapping[str, Any], *, account_reference_max: int = 0) -> PushOrder:
+    """Daraja's field checks of an STK push, in the order of its sample request, except that a bad
+    PhoneNumber is reported before a bad PartyA (osen-wc-mpesa#65: both bad, "Invalid PhoneNumber").
+    `account_reference_max` 0: no length limit (Daraja accepts more than its documented 12)."""
+    values = _checked(body, _push_checks(account_reference_max))
     return PushOrder(
         shortcode=values["BusinessShortCode"], password=values["Password"], timestamp=values["Timestamp"],
         transaction_type=values["TransactionType"], amount=values["Amount"], party_a=values["PartyA"],

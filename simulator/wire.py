@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 from datetime import datetime
@@ -33,6 +34,7 @@ def daraja_timestamp(at: float) -> str:
     return nairobi_time(at).strftime(TIMESTAMP_PATTERN)
 
 
+@functools.lru_cache(maxsize=1024)  # clients send the same few (the current seconds) again and again
 def read_timestamp(text: str) -> datetime | None:
     """A Daraja Timestamp as a Nairobi moment, or None if it is no date and time."""
     try:

@@ -27,3 +27,14 @@ def test_known_secret_values_are_masked_wherever_they_appear():
     text = json.dumps(entry.to_json())
     assert "my-consumer-secret" not in text and "passkey-value-123" not in text
     assert entry.request_body == "raw text with … inside"
+
+
+def test_every_secret_name_carries_a_marker_so_the_quick_check_never_skips_one():
+    from simulator.journal import _SECRET_IN_TEXT, SECRET_FIELDS, SECRET_MARKERS, redact_body
+    assert all(any(marker in name for marker in SECRET_MARKERS) for name in SECRET_FIELDS)
+    texts = ["254712345678", "Bearer …", "application/json", "wrk", "Password=abc123&x=1",
+             '{"PassKey": "bfb279f9"}', "consumer_SECRET: hunter22", "INITIATORPASSWORD=zz", "paſsword=abc123",
+             "Paſskey: k1", "ſecuritycredential=xyz", "nothing secret-free here", "a,b&c", "ACCESS_TOKEN=t0k"]
+    for text in texts:
+        assert redact_body(text) == _SECRET_IN_TEXT.sub(r"\1…", text), text
+    assert redact_body("paſsword=abc123") == "paſsword=…"  # IGNORECASE's long s: still masked

@@ -238,3 +238,54 @@ def test_a_customer_with_an_open_prompt_is_not_forgotten(monkeypatch):
     assert "254711000001" in sim.subscribers
     assert sim.enter_pin(prompt.checkout_request_id, "12345").result_code == "0"
     assert sim.subscriber("254711000001").balance == 6
+
+
+def test_a_new_customer_is_kept_when_every_other_one_has_an_open_prompt(monkeypatch):
+    monkeypatch.setattr(models, "MAX_SUBSCRIBERS", 2)
+    sim = SimulatedDaraja(SimulatorSettings(lock_subscriber=False), catalogue=load_catalogue(), clock=Clock())
+    sim.push(push_body("254711000001"))
+    sim.push(push_body("254711000002"))
+    sim.add_faults({"balance": 7}, count=1)
+    prompt = sim.push(push_body("254711000003"))  # past the cap, but nobody else may be forgotten
+    assert set(sim.subscribers) == {"254711000001", "254711000002", "254711000003"}
+    assert sim.enter_pin(prompt.checkout_request_id, "12345").result_code == "0"
+    assert sim.subscriber("254711000003").balance == 6  # the balance the fault set, not a new customer's
+
+
+def test_a_customers_name_does_not_depend_on_when_it_is_first_shown():
+    numbers = ["254711000001", "254700000001", "254722333444"]  # 254700000001: a catalogue number
+    first = SimulatedDaraja(SimulatorSettings(), catalogue=load_catalogue(), clock=Clock())
+    shown_at_once = [(first.subscriber(n).name, first.subscriber(n).balance) for n in numbers]
+    later = SimulatedDaraja(SimulatorSettings(), catalogue=load_catalogue(), clock=Clock())
+    customers = [later.subscriber(n) for n in numbers]
+    later.subscriber("254799888777").name  # noqa: B018 - another customer's name drawn in between
+    assert [(c.name, c.balance) for c in reversed(customers)] == list(reversed(shown_at_once))
+    assert len({name for name, _ in shown_at_once}) == 3 and all(name.strip() for name, _ in shown_at_once)
+
+
+def test_a_callback_url_with_any_whitespace_character_is_refused():
+    from simulator.exceptions import InvalidField
+    from simulator.validation import validate_push
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) > 20  # tab, newline, no-break space, the Unicode spaces …
+    for space in spaces:
+        body = {**push_body("254711000001"), "CallBackURL": f"https://shop.example.com/cb{space}x"}
+        with pytest.raises(InvalidField) as refused:
+            validate_push(body)
+        assert "CallBackURL" in str(refused.value.error_message), repr(space)
+    assert validate_push(push_body("254711000001")).callback_url == "https://shop.example.com/cb"
+
+
+def test_a_push_leaves_two_objects_for_the_garbage_collector():
+    # Under load every open prompt stays in memory, and the collector's full passes walk all of
+    # them while every request waits: what a push keeps is what the slowest answers wait for.
+    import gc
+    sim = SimulatedDaraja(SimulatorSettings(lock_subscriber=False), catalogue=load_catalogue(), clock=Clock())
+    for i in range(100):  # the dicts and lists grow past their first sizes
+        sim.push(push_body(f"2547{12_000_000 + i:08d}"))
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2000):
+        sim.push(push_body(f"2547{13_000_000 + i:08d}"))
+    gc.collect()
+    assert (len(gc.get_objects()) - before) / 2000 < 2.5  # the prompt and its customer
