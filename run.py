@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import os
 import shutil
 import sys
@@ -226,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     # A connection that has not finished a request within KEEPALIVE_SECONDS is closed (aiohttp
     # starts this timer when a connection opens: slow headers are cut too). A body that never
     # finishes is not: the reverse proxy in deploy/ cuts those.
+    # What start-up made (modules, routes, templates, settings) lives as long as the process: kept out
+    # of the garbage collector's full passes, which otherwise walk it all again each time (their
+    # pauses are the slowest answers under load; bench/simulator_push.py).
+    gc.freeze()
     web.run_app(app, host=host, port=port, print=None, access_log=None,
                 keepalive_timeout=KEEPALIVE_SECONDS)
     return 0
