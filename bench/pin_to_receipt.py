@@ -14,8 +14,11 @@ Pay, opens that number's virtual phone in a second tab, types the PIN, presses O
 "Payment received" (#confirmation-completed) on the pay page's tab. The clock starts when the
 phone page receives the press on OK (its click event), once the prompt's entry animation is over
 (Playwright's click waits for a still element: timing from the click call would count the 0.2 s
-animation and Playwright's own dispatch). The stages are marked in the pages by a script the
-bench adds (Date.now(), one clock for every tab and for the server's log):
+animation and Playwright's own dispatch). The pay page's tab is brought to the front first: it is
+the page the customer watches (the phone is another device), and a tab behind another gets its
+animation frames late (up to 1 s in headless Chromium), which would time the tab, not the page.
+The stages are marked in the pages by a script the bench adds (Date.now(), one clock for every
+tab and for the server's log):
   OK -> PIN sent          the phone page's handler sends POST …/prompts/{id}/pin
   PIN sent -> recorded    the simulator answers, schedules and POSTs the callback, the gateway
                           applies it (its log line "callback … applied", written after the commit)
@@ -176,6 +179,7 @@ async def one_payment(browser: Any, base: str, msisdn: str) -> dict[str, Any]:
         await phone.wait_for_selector("#prompt", state="visible", timeout=20_000)
         await phone.fill("#pin", "12345")
         await phone.locator("#pin-ok").click(trial=True)  # the prompt's entry animation is over
+        await page.bring_to_front()  # the shop's page is the one watched (the phone is another device)
         started = time.perf_counter()
         await phone.click("#pin-ok")
         await page.wait_for_selector("#confirmation-completed", state="visible", timeout=20_000)
