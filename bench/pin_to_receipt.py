@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pin_to_receipt.py                            # --runs 15
     .venv/bin/python bench/pin_to_receipt.py --also /path/to/another/checkout   # both, alternating
+    .venv/bin/python bench/pin_to_receipt.py --without-phone-frame      # the pay page as in production
 
 Starts `python run.py` (simulator mode, a fresh SQLite file, JSON logs) on a free port, with the
 simulator's callback delay set to 0: the only configured delay on this path (the simulator's
@@ -165,7 +166,7 @@ def start(checkout: Checkout, work: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def one_payment(browser: Any, base: str, msisdn: str) -> dict[str, Any]:
+async def one_payment(browser: Any, base: str, msisdn: str, without_frame: bool = False) -> dict[str, Any]:
     context = await browser.new_context(base_url=base)
     try:
         await context.add_init_script(MARKS)
@@ -174,6 +175,8 @@ async def one_payment(browser: Any, base: str, msisdn: str) -> dict[str, Any]:
         await page.fill("#phone", "0" + msisdn[3:])
         await page.click("#pay-button")
         await page.wait_for_selector("#payment-status[data-state=waiting]", timeout=20_000)
+        if without_frame:  # as in sandbox and production, where the pay page embeds no phone
+            await page.evaluate("document.getElementById('phone-frame')?.remove()")
         phone = await context.new_page()
         await phone.goto(f"/simulator/phone/{msisdn}")
         await phone.wait_for_selector("#prompt", state="visible", timeout=20_000)
@@ -217,7 +220,7 @@ def recorded_times(log: Path) -> dict[str, float]:
     return found
 
 
-async def measure(checkouts: list[Checkout], runs: int) -> None:
+async def measure(checkouts: list[Checkout], runs: int, without_frame: bool) -> None:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
@@ -226,7 +229,7 @@ async def measure(checkouts: list[Checkout], runs: int) -> None:
             for i in range(runs):
                 order = checkouts if i % 2 == 0 else checkouts[::-1]
                 for checkout in order:
-                    checkout.runs.append(await one_payment(browser, checkout.base, f"2547120{i:05d}"))
+                    checkout.runs.append(await one_payment(browser, checkout.base, f"2547120{i:05d}", without_frame))
         finally:
             await browser.close()
 
@@ -269,6 +272,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--also", type=Path, help="another checkout to measure in the same run, alternating")
+    parser.add_argument("--without-phone-frame", action="store_true",
+                        help="remove the virtual phone the pay page embeds in simulator mode before OK "
+                             "(the pay page as in sandbox and production; its handset reacts to the PIN "
+                             "on the pay page's own main thread)")
     args = parser.parse_args()
     checkouts = [Checkout("this", ROOT)]
     if args.also:
@@ -278,7 +285,7 @@ def main() -> int:
         try:
             for checkout in checkouts:
                 procs.append(start(checkout, Path(work)))
-            asyncio.run(measure(checkouts, args.runs))
+            asyncio.run(measure(checkouts, args.runs, args.without_phone_frame))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -287,7 +294,8 @@ def main() -> int:
         print(f"OK pressed on the virtual phone -> 'Payment received' on the pay page, Chromium, "
               f"{os.cpu_count()} CPUs shared with the browser; configured delays: simulator callback delay "
               f"{CALLBACK_DELAY} s (SIMULATOR_CALLBACK_DELAY_SECONDS), subtracted; no other configured or "
-              f"fixed wait is on this path")
+              f"fixed wait is on this path; the pay page's embedded virtual phone "
+              f"{'removed before OK' if args.without_phone_frame else 'kept (simulator mode)'}")
         figures = [report(checkout) for checkout in checkouts]
     if len(figures) == 2:
         print(f"\nthis / also (OK -> painted, medians): {figures[0] / figures[1]:.2f}")
