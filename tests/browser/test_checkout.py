@@ -202,8 +202,17 @@ async def test_customer_enters_pin_on_the_virtual_phone_and_the_shop_page_comple
     await phone.type("#pin", "12345")
     await phone.click("#pin-ok")
     await page.wait_for_url(CONFIRMATION)
-    tx = await running.payments.get(checkout_id_of(page.url))
-    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+    # The receipt number shows at once when the callback settled the payment; when the gateway's
+    # query (RECONCILE_AFTER_SECONDS) settled it a moment before the callback landed, it follows.
+    for _ in range(200):
+        tx = await running.payments.get(checkout_id_of(page.url))
+        if tx.receipt:
+            break
+        await asyncio.sleep(0.05)
+    assert tx.status == "completed" and tx.receipt
+    await page.wait_for_function(
+        "r => (document.querySelector('#receipt-number')?.textContent || '').trim() === r",
+        arg=tx.receipt, timeout=20_000)
     await phone.wait_for_selector(f"#sms >> text={tx.receipt} Confirmed")
     balance = running.sim.subscribers["254708374149"].balance
     assert f"{balance:,}" in await phone.inner_text("#balance")

@@ -150,17 +150,21 @@ export async function openInPlace(url, {
   win.history.pushState({ inPlace: true }, "", target.href);
   doc.title = next.title;
   doc.body.className = next.body.className;
-  // The new content first, the old one hidden at once and removed once the new one is painted:
-  // unloading what the old one holds (the virtual phone's frame, say) then costs the receipt nothing.
+  // The new content first, the old one hidden at once; once the new one is painted, the old one
+  // is removed (unloading what it holds, the virtual phone's frame say, then costs the receipt
+  // nothing) and the focus moves to the new content, as after a navigation (moved earlier, it
+  // would lay the page out before its first paint, for nothing).
   const old = [...here.childNodes];
   for (const node of old) {
     if (node.nodeType === 1) node.style.setProperty("display", "none", "important");
     else node.remove();
   }
   here.prepend(...[...there.childNodes].map((node) => doc.importNode(node, true)));
-  win.requestAnimationFrame(() => win.setTimeout(() => old.forEach((node) => node.remove())));
   win.scrollTo(0, 0);
-  here.focus({ preventScroll: true }); // as after a navigation: reading starts at the new content
+  win.requestAnimationFrame(() => win.setTimeout(() => {
+    old.forEach((node) => node.remove());
+    if (here.isConnected && !here.contains(doc.activeElement)) here.focus({ preventScroll: true });
+  }));
   followHistory(win);
   for (const script of modules) {
     importModule(new URL(script.getAttribute("src"), target).href).catch(() => win.location.reload());
