@@ -66,6 +66,52 @@ async def test_successful_payment_lands_on_the_receipt_the_store_holds(shop):
     await page.screenshot(path=screenshot_path("confirmation.png"), full_page=True)
 
 
+async def test_the_receipt_replaces_the_pay_page_in_place_and_stands_on_its_own(shop):
+    """The live update shows the receipt without loading a new document (the pay page's document
+    stays: a mark set on it survives), at the receipt's own URL: a reload shows the same receipt,
+    rendered by the server, and Back leads to the pay page, loaded anew, which says the order is paid."""
+    running, page, _ = await shop()
+    order = await pay(running, page, "0700000000")
+    await wait_state(page, "waiting")
+    await page.evaluate("window.sameDocument = true")
+    await page.wait_for_url(CONFIRMATION)
+    await page.wait_for_selector("#confirmation-completed")
+    assert await page.evaluate("window.sameDocument") is True, "the receipt was loaded as a new document"
+    tx = await running.payments.get(checkout_id_of(page.url))
+    assert tx.status == "completed" and tx.receipt
+    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+    assert (await page.inner_text("#receipt-amount")).strip() == "KES 100"
+    assert await page.title() == "Receipt · Demo Shop"
+    assert await page.evaluate("document.body.className") == "page-confirmation"
+    assert await page.locator("#pay-form, #phone-frame").count() == 0, "nothing of the pay page is left"
+    # The receipt page's own script ran (it is what refreshes a receipt number still to follow).
+    await page.wait_for_function(
+        "() => performance.getEntriesByType('resource').some((e) => e.name.includes('/confirmation-page.js'))")
+    shown = await page.inner_text("#receipt")
+    await page.reload()
+    assert await page.evaluate("window.sameDocument") is None
+    assert await page.inner_text("#receipt") == shown
+    await page.go_back()
+    await page.wait_for_selector("#page-notice:not([hidden])")
+    assert (await page.inner_text("#page-notice-heading")).strip() == "This order is paid"
+    assert page.url.endswith(checkout_link(order))
+    await page.go_forward()
+    await page.wait_for_selector("#confirmation-completed")
+    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+
+
+async def test_back_from_a_receipt_shown_in_place_loads_the_pay_page_anew(shop):
+    running, page, _ = await shop()
+    order = await pay(running, page, "0700000000")
+    await page.wait_for_url(CONFIRMATION)
+    await page.wait_for_selector("#confirmation-completed")
+    await page.go_back()
+    await page.wait_for_selector("#page-notice:not([hidden])")
+    assert (await page.inner_text("#page-notice-heading")).strip() == "This order is paid"
+    assert page.url.endswith(checkout_link(order))
+    assert not await page.is_visible("#pay-button")
+
+
 @pytest.mark.parametrize("phone, message", [
     ("0700000001", "Insufficient M-Pesa balance"),
     ("0700000002", "User cancelled transaction"),
@@ -156,8 +202,17 @@ async def test_customer_enters_pin_on_the_virtual_phone_and_the_shop_page_comple
     await phone.type("#pin", "12345")
     await phone.click("#pin-ok")
     await page.wait_for_url(CONFIRMATION)
-    tx = await running.payments.get(checkout_id_of(page.url))
-    assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
+    # The receipt number shows at once when the callback settled the payment; when the gateway's
+    # query (RECONCILE_AFTER_SECONDS) settled it a moment before the callback landed, it follows.
+    for _ in range(200):
+        tx = await running.payments.get(checkout_id_of(page.url))
+        if tx.receipt:
+            break
+        await asyncio.sleep(0.05)
+    assert tx.status == "completed" and tx.receipt
+    await page.wait_for_function(
+        "r => (document.querySelector('#receipt-number')?.textContent || '').trim() === r",
+        arg=tx.receipt, timeout=20_000)
     await phone.wait_for_selector(f"#sms >> text={tx.receipt} Confirmed")
     balance = running.sim.subscribers["254708374149"].balance
     assert f"{balance:,}" in await phone.inner_text("#balance")

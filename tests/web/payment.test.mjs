@@ -12,6 +12,7 @@ import {
   confirmationPageUrl,
   describeFailure,
   newIdempotencyKey,
+  openInPlace,
   orderEventsUrl,
   orderStatusUrl,
   parseAmount,
@@ -1002,4 +1003,47 @@ describe("the pure helpers", () => {
   test("the waiting message", () => {
     assert.equal(waitingMessage(12900), "Check your phone: enter your M-Pesa PIN to pay KES 12,900");
   });
+});
+
+describe("openInPlace: the receipt without leaving the page, or a plain navigation", () => {
+  const URL_ = "/confirmation.html?checkoutRequestId=ws_CO_1&paymentToken=t";
+
+  async function open(answer) {
+    const navigations = [];
+    const asked = [];
+    const shown = await openInPlace(URL_, {
+      fetchImpl: async (url, init) => {
+        asked.push({ url, init });
+        return answer();
+      },
+      doc: null, // never reached: each of these falls back before touching the page
+      win: null,
+      assign: (url) => navigations.push(url),
+    });
+    return { shown, navigations, asked };
+  }
+
+  test("a network error navigates to the page instead", async () => {
+    const { shown, navigations, asked } = await open(() => {
+      throw new TypeError("Failed to fetch");
+    });
+    assert.equal(shown, false);
+    assert.deepEqual(navigations, [URL_]);
+    assert.equal(asked[0].url, URL_);
+    assert.equal(asked[0].init.cache, "no-store");
+  });
+
+  for (const [what, answer] of [
+    ["a 404 (the page says so itself)", () => reply(404, undefined, { "Content-Type": "text/html" })],
+    ["a 429", () => reply(429, undefined, { "Content-Type": "text/html", "Retry-After": "30" })],
+    ["a 500", () => reply(500, undefined, { "Content-Type": "text/html" })],
+    ["an answer that is not HTML", () => reply(200, { status: "completed" }, { "Content-Type": "application/json" })],
+    ["a redirect", () => ({ ...reply(200, undefined, { "Content-Type": "text/html" }), redirected: true })],
+  ]) {
+    test(`${what} navigates to the page instead`, async () => {
+      const { shown, navigations } = await open(answer);
+      assert.equal(shown, false);
+      assert.deepEqual(navigations, [URL_]);
+    });
+  }
 });

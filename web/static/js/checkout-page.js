@@ -9,6 +9,8 @@ import {
   MpesaPaymentManager,
   confirmationPageUrl,
   describeFailure,
+  followHistory,
+  openInPlace,
   parseAmount,
   validateCheckout,
   waitText,
@@ -410,6 +412,9 @@ const payment = new MpesaPaymentManager({
   watchLimitMs: config.watchLimitMs,
   outcomes: config.outcomes,
   onUpdate: render,
+  // The receipt replaces this page in place (its URL pushed), as fast as the live update allows;
+  // a real navigation whenever that is not certain to show the same.
+  navigate: (url) => openInPlace(url),
 });
 
 async function submit() {
@@ -456,6 +461,7 @@ window.addEventListener("pageshow", (event) => {
   if (event.persisted && payment.state === "completed") window.location.reload();
 });
 
+followHistory(); // Back from a receipt shown in place of this page loads this page anew
 render({ state: "idle", message: "" });
 updatePayButton();
 if (mode === "order") {

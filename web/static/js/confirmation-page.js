@@ -2,7 +2,7 @@
 // pending payment settles (or once a confirmed payment's receipt number arrives).
 
 import { clearPaidCart } from "./cart.js";
-import { statusEventsUrl } from "./payment.js";
+import { followHistory, statusEventsUrl } from "./payment.js";
 
 function readData() {
   try {
@@ -15,6 +15,9 @@ function readData() {
 const data = readData();
 
 document.getElementById("print-button")?.addEventListener("click", () => window.print());
+
+// Shown in place of the pay page, this page shares its history entries: Back loads the pay page.
+followHistory();
 
 if (data && data.status === "completed") {
   clearPaidCart(data.orderId); // the cart's order is paid: the next visit starts a new cart

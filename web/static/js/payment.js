@@ -81,6 +81,97 @@ export function confirmationPageUrl(checkoutRequestId, token, orderId) {
   return typeof orderId === "string" && orderId ? base + "&orderId=" + encodeURIComponent(orderId) : base;
 }
 
+// The page this document shows now (its path): the pay page, or the receipt shown in its place.
+let pageShown = null;
+
+/**
+ * Keep Back and Forward true to the URL once a page may be shown in place (openInPlace): history
+ * entries of one document then name two pages (the pay page's URL and the receipt's; after a
+ * reload, both entries belong to the reloaded page), and moving between them changes only the
+ * URL. Then the page the URL names is loaded. A move within the page (a #fragment) changes nothing.
+ * Each page calls it once it runs; openInPlace again for the page it shows.
+ */
+export function followHistory(win = window) {
+  if (pageShown === null) {
+    win.addEventListener("popstate", () => {
+      if (win.location.pathname !== pageShown) win.location.reload();
+    });
+  }
+  pageShown = win.location.pathname;
+}
+
+/**
+ * Open a page of this site (the receipt) in place of this one: what a navigation to `url` shows,
+ * without leaving the document. Its HTML is fetched (the server renders it from the store, as for
+ * a navigation), its <main>, title and body class replace this page's (the old content is hidden
+ * at once, removed after the next frame), its URL is pushed into the history (a reload or a
+ * bookmark then loads the page itself; Back loads the page left anew), and its module scripts
+ * run. This saves the new document's start-up: its commit, its style sheet and
+ * scripts, and its first paint. Whenever the swap could show less than a navigation would (the
+ * network, an answer other than a plain 200 HTML page, a style sheet this page does not have, a
+ * script that is not a module), it navigates instead. Resolves true when shown in place.
+ */
+export async function openInPlace(url, {
+  fetchImpl = (...args) => window.fetch(...args),
+  doc = typeof document !== "undefined" ? document : null,
+  win = typeof window !== "undefined" ? window : null,
+  assign = (to) => win.location.assign(to),
+  importModule = (src) => import(src),
+  timeoutMs = 5000,
+} = {}) {
+  let next;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const response = await fetchImpl(url, { headers: { Accept: "text/html" }, cache: "no-store",
+                                            signal: controller.signal });
+    const type = String(headerOf(response, "Content-Type") || "");
+    if (response.status !== 200 || response.redirected || !type.startsWith("text/html")) throw new Error("not shown");
+    next = new win.DOMParser().parseFromString(await response.text(), "text/html");
+  } catch {
+    assign(url);
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+  const here = doc.querySelector("main");
+  const there = next.querySelector("main");
+  const sheets = (page) => [...page.querySelectorAll('link[rel~="stylesheet"]')].map((link) => link.getAttribute("href"));
+  const ours = new Set(sheets(doc));
+  const scripts = [...next.querySelectorAll("script")];
+  const inert = (script) => script.type === "application/json";
+  const modules = scripts.filter((script) => !inert(script));
+  if (!here || !there || sheets(next).some((href) => !ours.has(href))
+      || modules.some((script) => script.type !== "module" || !script.getAttribute("src") || there.contains(script))) {
+    assign(url);
+    return false;
+  }
+  const target = new URL(url, win.location.href);
+  win.history.pushState({ inPlace: true }, "", target.href);
+  doc.title = next.title;
+  doc.body.className = next.body.className;
+  // The new content first, the old one hidden at once; once the new one is painted, the old one
+  // is removed (unloading what it holds, the virtual phone's frame say, then costs the receipt
+  // nothing) and the focus moves to the new content, as after a navigation (moved earlier, it
+  // would lay the page out before its first paint, for nothing).
+  const old = [...here.childNodes];
+  for (const node of old) {
+    if (node.nodeType === 1) node.style.setProperty("display", "none", "important");
+    else node.remove();
+  }
+  here.prepend(...[...there.childNodes].map((node) => doc.importNode(node, true)));
+  win.scrollTo(0, 0);
+  win.requestAnimationFrame(() => win.setTimeout(() => {
+    old.forEach((node) => node.remove());
+    if (here.isConnected && !here.contains(doc.activeElement)) here.focus({ preventScroll: true });
+  }));
+  followHistory(win);
+  for (const script of modules) {
+    importModule(new URL(script.getAttribute("src"), target).href).catch(() => win.location.reload());
+  }
+  return true;
+}
+
 /** A fresh Idempotency-Key (one per click): 128 random bits. Works on plain http too, where
  *  crypto.randomUUID is missing. */
 export function newIdempotencyKey() {
