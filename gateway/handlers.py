@@ -80,11 +80,18 @@ def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return body
 
 
+# Made once: json.loads with any hook builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_UNIQUE_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float,
+                                   object_pairs_hook=_unique_fields)
+
+
 def loads_json(raw: bytes | str, *, unique_fields: bool = False) -> Any:
     """JSON as the standard defines it: no NaN or Infinity, no number too big for a float; with
     `unique_fields`, no object naming a field twice (`DuplicateField`)."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float,
-                      object_pairs_hook=_unique_fields if unique_fields else None)
+    if not isinstance(raw, str):  # as json.loads reads bytes: UTF-8, -16 or -32, by the first bytes
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return (_UNIQUE_DECODER if unique_fields else _DECODER).decode(raw)
 
 
 def _origin_allowed(request: web.Request, settings: Settings) -> bool:
