@@ -65,9 +65,10 @@ function startHandset(handset) {
     const text = formatKsh(value);
     if (el.balance.textContent === text) return;
     el.balance.textContent = text;
+    // Restart the highlight: off now, on again in the next frame (reading offsetWidth in between
+    // would force a layout at once, on the main thread the embedding pay page shares).
     el.balance.classList.remove("changed");
-    void el.balance.offsetWidth; // restart the highlight animation
-    el.balance.classList.add("changed");
+    window.requestAnimationFrame(() => el.balance.classList.add("changed"));
   }
 
   let balanceRequest = 0;
