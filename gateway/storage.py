@@ -508,16 +508,40 @@ class SqliteTransactionStore(TransactionStore):
             try:
                 yield tx
             except BaseException:
-                _undo_unit(db)
+                self._undo_unit(db, batch)
                 raise
             finally:
                 tx._conn = None
+            if not db.in_transaction:  # SQLite rolled back the whole batch (an I/O error, a full disk)
+                lost = sqlite3.OperationalError("SQLite rolled back the transaction during a unit of work")
+                self._abandon(batch, lost)
+                raise lost
             db.execute("RELEASE unit")
             failed = False
         finally:
             self._write_lock.release()
             if batch is not None:
                 await self._committed(batch, failed)
+
+    def _undo_unit(self, db: sqlite3.Connection, batch: _Batch) -> None:
+        """Roll back one unit's savepoint, leaving the batch's other units as they are; if SQLite
+        has already rolled back the whole transaction, or the savepoint cannot be undone, the
+        batch is lost: every unit in it fails (none may be reported durable)."""
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK TO unit")
+                db.execute("RELEASE unit")
+                return
+            except sqlite3.Error:
+                _rollback(db)
+        self._abandon(batch, sqlite3.OperationalError("SQLite rolled back the transaction during a unit of work"))
+
+    def _abandon(self, batch: _Batch, exc: BaseException) -> None:
+        """The batch's work is gone: its units fail, and the next unit starts a new batch."""
+        if self._batch is batch:
+            self._batch = None
+        if not batch.done.done():
+            batch.done.set_exception(exc)
 
     async def _committed(self, batch: _Batch, failed: bool) -> None:
         """Wait until `batch` is committed (or has failed), committing it if no other unit has.
@@ -581,12 +605,6 @@ async def _begin(db: sqlite3.Connection) -> None:
             if not busy or loop.time() >= deadline:
                 raise
         await asyncio.sleep(0.002)
-
-
-def _undo_unit(db: sqlite3.Connection) -> None:
-    """Roll back one unit's savepoint, leaving the batch's other units as they are."""
-    db.execute("ROLLBACK TO unit")
-    db.execute("RELEASE unit")
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -265,6 +265,44 @@ async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path
         await store.close()
 
 
+async def test_sqlite_a_batch_rolled_back_by_sqlite_fails_every_unit_in_it(tmp_path):
+    """SQLite rolls a whole transaction back on some errors (an I/O error, a full disk): then every
+    unit of the batch is lost and must fail, none reported durable, and the next unit starts a new
+    batch. (The rollback is made here by a unit's own ROLLBACK, as SQLite would make it.)"""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    holding, go = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+            holding.set()
+            await go.wait()
+
+    async def rolled_back() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(2))
+            await t.execute("ROLLBACK")
+
+    async def after() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(3))
+
+    try:
+        tasks = [asyncio.create_task(first())]
+        await holding.wait()
+        tasks += [asyncio.create_task(rolled_back()), asyncio.create_task(after())]
+        await asyncio.sleep(0.05)
+        go.set()
+        first_done, second_done, third_done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(first_done, sqlite3.OperationalError), first_done
+        assert isinstance(second_done, sqlite3.OperationalError), second_done
+        assert third_done is None
+        assert [await store.get(f"ws_CO_{i}") is not None for i in (1, 2, 3)] == [False, False, True]
+    finally:
+        await store.close()
+
+
 async def test_a_busy_sqlite_file_sends_the_status_read_to_the_readers_thread(tmp_path):
     """The point read runs on the loop's thread and never waits for a lock there: when SQLite
     answers "busy" (a checkpoint, a recovery), the read is made again on the reader's thread."""
