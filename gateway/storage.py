@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -383,7 +384,7 @@ class SqliteTransactionStore(TransactionStore):
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None
-        self._known: dict[str, Transaction] = {}  # payments read since the database last changed
+        self._known: OrderedDict[str, Transaction] = OrderedDict()  # read since the file last changed
         self._known_version: int | None = None
         self._write_lock = asyncio.Lock()
         self._batch: _Batch | None = None  # units of work done but not yet committed
@@ -462,7 +463,7 @@ class SqliteTransactionStore(TransactionStore):
         # The row is as new as `version` or newer (nothing awaited since, so this process's writer
         # has not committed): kept under `version`, it is dropped at the next change at the latest.
         if len(self._known) >= KNOWN_PAYMENTS:
-            del self._known[next(iter(self._known))]  # the oldest kept
+            self._known.popitem(last=False)  # the oldest kept
         self._known[checkout_request_id] = tx
         return tx
 
