@@ -72,7 +72,7 @@ async def test_lost_callback_is_settled_by_the_stk_query(running):
     # A query carries no receipt; the answer says so rather than inventing one.
     assert done["transaction_id"] is None
     assert "receipt number has not arrived" in done["message"]
-    assert running.sim.prompts[pushed["checkoutRequestId"]].callbacks == []
+    assert running.sim.prompts[pushed["checkoutRequestId"]].callbacks == ()  # none was sent
 
 
 async def test_duplicate_callback_changes_nothing(running):
