@@ -569,20 +569,29 @@ class SqliteTransactionStore(TransactionStore):
                 return
             self._batch = None
             db = self._writer
-            try:
-                if db is None:
-                    raise RuntimeError("store is not open")
-                # Off the loop's thread: the fsync takes far longer than any statement, and the
-                # units that queue meanwhile form the next batch. The lock is held until it is done.
-                await asyncio.to_thread(db.execute, "COMMIT")
-            except BaseException as exc:
-                if db is not None:
-                    _rollback(db)
-                batch.done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            if db is None:
+                batch.done.set_exception(RuntimeError("store is not open"))
+                return
+            # Off the loop's thread: the fsync takes far longer than any statement, and the units
+            # that queue meanwhile form the next batch. The writer is held until the COMMIT is over,
+            # even if this task is cancelled (the connection must not be used while it runs).
+            committing = asyncio.ensure_future(asyncio.to_thread(db.execute, "COMMIT"))
+            cancelled = False
+            while not committing.done():
+                try:
+                    await asyncio.shield(committing)
+                except asyncio.CancelledError:
+                    cancelled = True
+                except Exception:  # noqa: BLE001, S110 - the COMMIT's outcome is read just below
+                    pass
+            error = committing.exception()
+            if error is not None:
+                _rollback(db)
+                batch.done.set_exception(error)
             else:
                 batch.done.set_result(None)
+            if cancelled:
+                raise asyncio.CancelledError
 
 
 class _Batch:
