@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -262,6 +263,65 @@ async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path
             await t.insert(_tx(4))
         assert await store.get("ws_CO_4") is not None
     finally:
+        await store.close()
+
+
+async def test_sqlite_a_unit_cancelled_while_its_batch_commits_is_committed_before_it_stops(tmp_path):
+    """A caller cancelled once its unit's block is done (waiting for its batch's COMMIT) stops only
+    after that COMMIT: what it wrote is durable when the cancellation reaches it, never half done."""
+    class SlowCommit:
+        """The writer, its COMMIT made slow (as a slow disk's fsync would), so that the
+        cancellation surely lands while it runs."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "COMMIT":
+                time.sleep(0.2)  # in the COMMIT's own thread
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.conn, name)
+
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    store._writer = SlowCommit(store._writer)  # type: ignore[assignment, arg-type]
+    other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+    holding, go = asyncio.Event(), asyncio.Event()
+    seen_when_cancelled: list[bool] = []
+
+    async def first() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+            holding.set()
+            await go.wait()
+
+    async def cancelled_after_its_block() -> None:
+        try:
+            async with store.transaction() as t:
+                await t.insert(_tx(2))
+                asyncio.get_running_loop().call_soon(me.cancel)  # lands while it waits for the COMMIT
+        except asyncio.CancelledError:
+            row = other.execute("SELECT 1 FROM transactions WHERE checkout_request_id = 'ws_CO_2'").fetchone()
+            seen_when_cancelled.append(row is not None)
+            raise
+
+    try:
+        one = asyncio.create_task(first())
+        await holding.wait()
+        me = asyncio.create_task(cancelled_after_its_block())
+        await asyncio.sleep(0.05)
+        go.set()
+        await one
+        with pytest.raises(asyncio.CancelledError):
+            await me
+        assert seen_when_cancelled == [True]
+        async with store.transaction() as t:  # the store goes on
+            await t.insert(_tx(3))
+        assert await store.count() == 3
+    finally:
+        other.close()
         await store.close()
 
 
