@@ -39,7 +39,6 @@ import base64
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from status_vs_bare import free_port, wait_up  # noqa: E402
+from _common import clean_env, free_port, start_process, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DARAJA_MOCK = "daraja-mock==1.0.5"
@@ -131,36 +130,26 @@ def gateway_target(name: str, base: str, prefix: str, pids: tuple[int, ...]) -> 
                   pids)
 
 
-def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "DATABASE_"))}
-
-
 def start_simulator(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`run.py simulator` of the checkout at `root`, set up for load, and its base URL."""
     port = free_port()
-    env = clean_env()
-    env.update(HOST="127.0.0.1", **LOAD_SETTINGS)
+    env = clean_env(HOST="127.0.0.1", **LOAD_SETTINGS)
     python = root / ".venv" / "bin" / "python"
     python = python if python.exists() else ROOT / ".venv" / "bin" / "python"
     base = f"http://127.0.0.1:{port}"
     # run.py's folder comes first on sys.path, so the simulator package is that checkout's
-    proc = start([str(python), str(root / "run.py"), "simulator", "--port", str(port)], env, log, log.parent)
+    proc = start_process([str(python), str(root / "run.py"), "simulator", "--port", str(port)], log.parent, env, log)
     wait_up(f"{base}/simulator/api/clock", proc)
     return proc, base
 
 
 def start_gateway(work: Path, name: str, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = clean_env()
-    env.update(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
-               LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0", **LOAD_SETTINGS,
-               **extra)
-    proc = start([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "run.py")], env, work / f"{name}.log", work)
+    env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
+                    LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0", **LOAD_SETTINGS,
+                    **extra)
+    proc = start_process([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "run.py")], work, env,
+                         work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     wait_up(f"{base}/health", proc)
     return proc, base
@@ -208,17 +197,6 @@ def wrk(target: Target, round_no: int, seconds: int, connections: int, work: Pat
                  sum(int(x) for x in sock.groups()) if sock else 0, cpu / max(done, 1) * 1e6)
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -240,7 +218,8 @@ def main() -> int:
     nowhere = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens there
     try:
         mock_port = free_port()
-        procs.append(start([str(mock_command), "--port", str(mock_port)], clean_env(), work / "daraja-mock.log", work))
+        procs.append(start_process([str(mock_command), "--port", str(mock_port)], work, clean_env(),
+                                   work / "daraja-mock.log"))
         mock, mock_pid = f"http://127.0.0.1:{mock_port}", procs[-1].pid
         wait_up(f"{mock}/health", procs[-1])
 
