@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -225,6 +226,25 @@ async def test_sqlite_units_that_queue_together_commit_together_and_each_ends_du
         await store.close()
 
 
+async def one_batch(store: SqliteTransactionStore, *units: Callable[[], Awaitable[None]]) -> list[object]:
+    """Run `units` in one batch: a first unit inserts ws_CO_1 and holds the writer while they queue
+    for it, then lets go. What each ended with (None or its exception), the first's first."""
+    holding, go = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+            holding.set()
+            await go.wait()  # the others queue for the writer meanwhile: one batch
+
+    tasks = [asyncio.create_task(first())]
+    await holding.wait()
+    tasks += [asyncio.create_task(unit()) for unit in units]
+    await asyncio.sleep(0.05)
+    go.set()
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
 async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path):
     """A COMMIT refused (here a deferred constraint, checked at COMMIT) undoes its whole batch, and
     every unit in it raises: none of them is reported done. The next units commit as usual."""
@@ -234,13 +254,6 @@ async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path
     store._writer.execute("PRAGMA foreign_keys=ON")
     store._writer.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
     store._writer.execute("CREATE TABLE child (parent_id INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
-    holding, go = asyncio.Event(), asyncio.Event()
-
-    async def first() -> None:
-        async with store.transaction() as t:
-            await t.insert(_tx(1))
-            holding.set()
-            await go.wait()  # the others queue for the writer meanwhile: one batch
 
     async def breaks_the_commit() -> None:
         async with store.transaction() as t:
@@ -251,12 +264,7 @@ async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path
             await t.insert(_tx(3))
 
     try:
-        tasks = [asyncio.create_task(first())]
-        await holding.wait()
-        tasks += [asyncio.create_task(breaks_the_commit()), asyncio.create_task(third())]
-        await asyncio.sleep(0.05)
-        go.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await one_batch(store, breaks_the_commit, third)
         assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
         assert await store.get("ws_CO_1") is None and await store.get("ws_CO_3") is None
         async with store.transaction() as t:
@@ -288,16 +296,11 @@ async def test_sqlite_a_unit_cancelled_while_its_batch_commits_is_committed_befo
     await store.open()
     store._writer = SlowCommit(store._writer)  # type: ignore[assignment, arg-type]
     other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
-    holding, go = asyncio.Event(), asyncio.Event()
     seen_when_cancelled: list[bool] = []
 
-    async def first() -> None:
-        async with store.transaction() as t:
-            await t.insert(_tx(1))
-            holding.set()
-            await go.wait()
-
     async def cancelled_after_its_block() -> None:
+        me = asyncio.current_task()
+        assert me is not None
         try:
             async with store.transaction() as t:
                 await t.insert(_tx(2))
@@ -308,14 +311,9 @@ async def test_sqlite_a_unit_cancelled_while_its_batch_commits_is_committed_befo
             raise
 
     try:
-        one = asyncio.create_task(first())
-        await holding.wait()
-        me = asyncio.create_task(cancelled_after_its_block())
-        await asyncio.sleep(0.05)
-        go.set()
-        await one
-        with pytest.raises(asyncio.CancelledError):
-            await me
+        first_done, cancelled = await one_batch(store, cancelled_after_its_block)
+        assert first_done is None
+        assert isinstance(cancelled, asyncio.CancelledError), cancelled
         assert seen_when_cancelled == [True]
         async with store.transaction() as t:  # the store goes on
             await t.insert(_tx(3))
@@ -331,13 +329,6 @@ async def test_sqlite_a_batch_rolled_back_by_sqlite_fails_every_unit_in_it(tmp_p
     batch. (The rollback is made here by a unit's own ROLLBACK, as SQLite would make it.)"""
     store = SqliteTransactionStore(tmp_path / "t.sqlite3")
     await store.open()
-    holding, go = asyncio.Event(), asyncio.Event()
-
-    async def first() -> None:
-        async with store.transaction() as t:
-            await t.insert(_tx(1))
-            holding.set()
-            await go.wait()
 
     async def rolled_back() -> None:
         async with store.transaction() as t:
@@ -349,12 +340,7 @@ async def test_sqlite_a_batch_rolled_back_by_sqlite_fails_every_unit_in_it(tmp_p
             await t.insert(_tx(3))
 
     try:
-        tasks = [asyncio.create_task(first())]
-        await holding.wait()
-        tasks += [asyncio.create_task(rolled_back()), asyncio.create_task(after())]
-        await asyncio.sleep(0.05)
-        go.set()
-        first_done, second_done, third_done = await asyncio.gather(*tasks, return_exceptions=True)
+        first_done, second_done, third_done = await one_batch(store, rolled_back, after)
         assert isinstance(first_done, sqlite3.OperationalError), first_done
         assert isinstance(second_done, sqlite3.OperationalError), second_done
         assert third_done is None
