@@ -386,6 +386,7 @@ class SqliteTransactionStore(TransactionStore):
         self._quick: sqlite3.Connection | None = None
         self._known: OrderedDict[str, Transaction] = OrderedDict()  # read since the file last changed
         self._known_version: int | None = None
+        self._version_checked = False  # data_version read during this pass of the event loop
         self._write_lock = asyncio.Lock()
         self._batch: _Batch | None = None  # units of work done but not yet committed
 
@@ -442,17 +443,23 @@ class SqliteTransactionStore(TransactionStore):
 
         Payments read are kept (`_known`) while the database is unchanged: SQLite's data_version
         moves whenever any other connection commits (this process's writer or another process),
-        and the first read after that starts afresh. A poll of an unchanged database costs one
-        pragma instead of a query."""
+        and the first read after that starts afresh. It is read once per pass of the event loop,
+        by the first read of the pass (the polls that arrive together share it). So a read sees
+        every commit made before its pass of the loop began; that includes every commit of this
+        process that any caller has been told of, since a caller hears of its COMMIT (run in a
+        worker thread) in a later pass. A poll of an unchanged database costs a dictionary lookup."""
         quick = self._quick
         if quick is None:
             raise RuntimeError("store is not open")
         try:
-            version = quick.execute("PRAGMA data_version").fetchall()[0][0]
-            if version != self._known_version:
-                self._known.clear()
-                self._known_version = version
-            elif (known := self._known.get(checkout_request_id)) is not None:
+            if not self._version_checked:
+                version = quick.execute("PRAGMA data_version").fetchall()[0][0]
+                self._version_checked = True
+                asyncio.get_running_loop().call_soon(self._version_expired)  # at the next pass
+                if version != self._known_version:
+                    self._known.clear()
+                    self._known_version = version
+            if (known := self._known.get(checkout_request_id)) is not None:
                 return known
             rows = quick.execute(_GET_TX, (checkout_request_id,)).fetchall()  # to the end: no snapshot held
         except sqlite3.OperationalError:  # the file is busy (a checkpoint, a recovery): wait off the loop
@@ -466,6 +473,9 @@ class SqliteTransactionStore(TransactionStore):
             self._known.popitem(last=False)  # the oldest kept
         self._known[checkout_request_id] = tx
         return tx
+
+    def _version_expired(self) -> None:
+        self._version_checked = False
 
     def _read(self) -> aiosqlite.Connection:
         if self._reader is None:

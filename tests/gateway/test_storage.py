@@ -168,9 +168,31 @@ async def test_a_status_read_never_sees_a_change_before_it_commits(store):
     assert seen is not None and (seen.status, seen.receipt) == ("completed", "R1")
 
 
+async def test_polls_in_one_pass_of_the_loop_share_one_look_at_the_file_version(tmp_path):
+    """A hundred polls that arrive together cost one `PRAGMA data_version`, not a hundred; the
+    next pass looks again."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+        statements: list[str] = []
+        assert store._quick is not None
+        store._quick.set_trace_callback(statements.append)
+        answers = await asyncio.gather(*(store.get("ws_CO_1") for _ in range(100)))
+        assert {a.checkout_request_id for a in answers if a} == {"ws_CO_1"} and len(answers) == 100
+        assert statements.count("PRAGMA data_version") == 1
+        await asyncio.sleep(0)
+        await store.get("ws_CO_1")
+        assert statements.count("PRAGMA data_version") == 2
+    finally:
+        await store.close()
+
+
 async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_path, monkeypatch):
     """Status polls are answered from memory while the file is unchanged; a change committed by
-    anyone (this store's writer, another connection, another process) is seen by the next read."""
+    anyone (this store's writer, another connection, another process) is seen by the first read
+    in a later pass of the event loop (the file's version is read once per pass)."""
     monkeypatch.setattr("gateway.storage.KNOWN_PAYMENTS", 3)
     store = SqliteTransactionStore(tmp_path / "t.sqlite3")
     await store.open()
@@ -184,6 +206,7 @@ async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_
         other.execute("UPDATE transactions SET status = 'completed', receipt = 'R9' "
                       "WHERE checkout_request_id = 'ws_CO_1'")
         other.close()
+        await asyncio.sleep(0)  # the next pass of the loop
         seen = await store.get("ws_CO_1")
         assert seen is not None and (seen.status, seen.receipt) == ("completed", "R9")
         async with store.transaction() as t:
