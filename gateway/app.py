@@ -120,26 +120,29 @@ def create_app(settings: Settings) -> web.Application:
         cors.add(route)
     for route in browser_routes:
         cors.add(route)
-    only_with_origin(app, first=cors_signals)
+    only_cross_origin(app, first=cors_signals)
     return app
 
 
-def only_with_origin(app: web.Application, first: int) -> None:
-    """aiohttp-cors looks up every answer's route configuration before it finds that the request
-    has no Origin (CORS 6.1.1) and does nothing. Its answer hooks (from `first` on) now run only
-    for requests with an Origin; a request without one (a server, a same-origin GET, most polls)
-    skips that work."""
+def only_cross_origin(app: web.Application, first: int) -> None:
+    """aiohttp-cors looks up every answer's route configuration before it finds that there is
+    nothing to add. Its answer hooks (from `first` on) now run only for cross-origin requests: with
+    an Origin that is not the request's own scheme and host (as a trusted proxy tells them). A
+    request without one (a server, a same-origin GET) or from the gateway's own pages (a browser
+    sends Origin with every POST, same-origin too: most status polls) needs no CORS header, and
+    skips that work. Anything that does not match exactly runs the hooks, as before."""
     signals = app.on_response_prepare
     for position in range(first, len(signals)):
-        signals[position] = _with_origin(signals[position])
+        signals[position] = _if_cross_origin(signals[position])
 
 
-def _with_origin(hook: Callable[[web.Request, web.StreamResponse], Awaitable[object]]) \
+def _if_cross_origin(hook: Callable[[web.Request, web.StreamResponse], Awaitable[object]]) \
         -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    async def if_origin(request: web.Request, response: web.StreamResponse) -> None:
-        if hdrs.ORIGIN in request.headers:
+    async def if_cross_origin(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
             await hook(request, response)
-    return if_origin
+    return if_cross_origin
 
 
 def add_callback_route(app: web.Application) -> None:

@@ -101,6 +101,20 @@ async def test_json_apis_accept_the_sites_own_origin_and_the_front_end(start_app
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
 
 
+async def test_the_gateways_own_pages_get_no_cors_headers_and_other_origins_do(start_app):
+    """CORS headers are for other origins: a request from the gateway's own page (a browser sends
+    its Origin with every POST) is answered without them, even when FRONTEND_URL is that origin."""
+    running = await start_app(FRONTEND_URL="http://shop.example.com")
+    same = await running.client.post("/stkpush", json={"phone": "0700000000", "amount": 10},
+                                     headers={"Host": "shop.example.com", "Origin": "http://shop.example.com"})
+    assert same.status == 200
+    assert not [h for h in same.headers if h.lower().startswith("access-control-")]
+    # The same front end, seen from another address (the gateway's own): a cross-origin request.
+    other = await running.client.post("/stkpush", json={"phone": "0700000001", "amount": 10},
+                                      headers={"Origin": "http://shop.example.com"})
+    assert other.status == 200 and other.headers["Access-Control-Allow-Origin"] == "http://shop.example.com"
+
+
 async def test_a_pay_page_on_the_front_end_may_send_idempotency_keys_and_read_retry_after(start_app):
     running = await start_app(FRONTEND_URL="https://shop.example.com")
     for path, method in (("/stkpush", "POST"), ("/catalogue/orders", "POST"), ("/catalogue", "GET"),
