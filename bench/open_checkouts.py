@@ -124,7 +124,7 @@ def request_bytes(host: str, checkout: Checkout) -> bytes:
                       separators=(",", ":")).encode()
     head = (f"POST /stkpush/status HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
             f"Content-Length: {len(body)}\r\nUser-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\n"
-            f"Accept: application/json\r\nOrigin: http://{host}\r\nReferer: http://{host}/pay.html\r\n"
+            f"Accept: application/json\r\nOrigin: https://{host}\r\nReferer: https://{host}/pay.html\r\n"
             f"Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-GB,en;q=0.9\r\n"
             f"Cache-Control: no-cache\r\nPragma: no-cache\r\nX-Forwarded-For: {client_address(checkout.index)}\r\n"
             f"X-Forwarded-Proto: https\r\n\r\n")
@@ -200,7 +200,7 @@ async def follower(checkout: Checkout, host: str, port: int, t0: float, end: flo
     opened_at = loop.time()
     path = f"/stkpush/{checkout.checkout_request_id}/events?paymentToken={checkout.token}"
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
-               f"User-Agent: {USER_AGENT}\r\nReferer: http://{host}/pay.html\r\nAccept-Language: en-GB,en;q=0.9\r\n"
+               f"User-Agent: {USER_AGENT}\r\nReferer: https://{host}/pay.html\r\nAccept-Language: en-GB,en;q=0.9\r\n"
                f"X-Forwarded-For: {client_address(checkout.index)}\r\nX-Forwarded-Proto: https\r\n\r\n").encode()
     writer: asyncio.StreamWriter | None = None
     try:
