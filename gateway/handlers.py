@@ -204,7 +204,7 @@ async def push_checkout(request: web.Request, checkout: Checkout) -> web.Respons
         return daraja_failure(exc)
     tx = pushed.transaction
     pushes.labels("accepted").inc()
-    log.info("STK push to %s: accepted as %s", phone, tx.checkout_request_id, extra={
+    log.info("STK push to %s for KES %d: accepted as %s", phone, tx.amount, tx.checkout_request_id, extra={
         "payment_id": tx.checkout_request_id, "phone": phone, "outcome": "accepted",
         "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
     return web.json_response({"success": True, "checkoutRequestId": tx.checkout_request_id,

@@ -216,8 +216,7 @@ class PaymentService:
                 stored = await t.get(tx.checkout_request_id) or stored
             if not await t.set_attempt(attempt_id, "accepted", tx.checkout_request_id):
                 log.info("push attempt %d was already matched to a callback", attempt_id)
-        log.info("payment %s started: KES %d from %s", tx.checkout_request_id, tx.amount, mask_phone(tx.phone))
-        return StartedPayment(stored, token)
+        return StartedPayment(stored, token)  # logged by the caller, with the request's timing
 
     async def _close_attempt(self, attempt_id: int, state: str) -> None:
         async with self.store.transaction() as t:
