@@ -112,6 +112,19 @@ def post_script(bodies: Sequence[str]) -> str:
             "end\n")
 
 
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of these processes so far (Linux /proc; 0 elsewhere). Unlike requests/s,
+    CPU time per request hardly moves when other work shares the machine."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @dataclass(frozen=True)
 class WrkResult:
     rate: float  # requests per second

@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from bench._common import (  # noqa: E402
     ROOT,
     clean_env,
+    cpu_seconds,
     free_port,
     migrate,
     payments,
@@ -277,12 +278,6 @@ def raise_fd_limit() -> int:
 
 
 # -- set-up ---------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def push_all(base: str, count: int, concurrency: int) -> list[tuple[str, str]]:

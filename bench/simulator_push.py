@@ -49,7 +49,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import clean_env, free_port, start_process, stop, wait_up  # noqa: E402
+from _common import clean_env, cpu_seconds, free_port, start_process, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DARAJA_MOCK = "daraja-mock==1.0.5"
@@ -165,25 +165,13 @@ class Round:
     cpu_us: float  # the servers' CPU time per request (user + system), whatever else the machine runs
 
 
-def cpu_seconds(pids: tuple[int, ...]) -> float:
-    """User + system CPU time of these processes so far (Linux /proc; 0 elsewhere)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def wrk(target: Target, round_no: int, seconds: int, connections: int, work: Path) -> Round:
     script = work / "push.lua"
     script.write_text(target.lua.replace("ROUND", str(round_no)))
-    cpu_before = cpu_seconds(target.pids)
+    cpu_before = cpu_seconds(*target.pids)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
                           target.url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    cpu = cpu_seconds(target.pids) - cpu_before
+    cpu = cpu_seconds(*target.pids) - cpu_before
     done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
