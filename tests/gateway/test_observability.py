@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 
+from gateway.observability import METRICS
 from tests.conftest import free_port
 from tests.gateway.crash_harness import Process, clean_env
 
@@ -72,6 +73,10 @@ async def test_a_request_id_is_taken_only_from_a_trusted_proxy_and_only_when_pla
 async def test_metrics_are_off_unless_enabled(start_app):
     running = await start_app()
     assert (await running.client.get("/metrics")).status == 404
+    assert (await running.client.get("/health")).status == 200
+    # Off, the endpoints are not even timed: nothing would read it (and a status poll costs less).
+    registry = running.app[METRICS].registry
+    assert not [s for m in registry.collect() if m.name == "mpesa_http_request_seconds" for s in m.samples]
 
 
 async def test_metrics_count_pushes_callbacks_queries_and_time_daraja_and_the_endpoints(start_app):
