@@ -99,8 +99,8 @@ def _origin_allowed(request: web.Request, settings: Settings) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    if origin.rstrip("/") == settings.frontend_url:
-        return True
+    if origin.rstrip("/") == settings.frontend_url or origin == f"{request.scheme}://{request.host}":
+        return True  # the front end, or this page's own origin exactly (most polls: no parsing)
     parts = urlsplit(origin)
     return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
 
