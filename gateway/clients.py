@@ -31,8 +31,14 @@ def peer_trusted(request: web.Request, trusted: tuple[str, ...]) -> bool:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if not peer or not trusted:
         return False
+    return _address_trusted(peer[0], trusted)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_trusted(host: str, trusted: tuple[str, ...]) -> bool:
+    """Cached: behind a proxy, every request comes from the same few peers (the proxy's addresses)."""
     try:
-        address = ipaddress.ip_address(peer[0])
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
     return any(address in network for network in _networks(trusted))
