@@ -443,11 +443,12 @@ class SqliteTransactionStore(TransactionStore):
 
         Payments read are kept (`_known`) while the database is unchanged: SQLite's data_version
         moves whenever any other connection commits (this process's writer or another process),
-        and the first read after that starts afresh. It is read once per pass of the event loop,
-        by the first read of the pass (the polls that arrive together share it). So a read sees
-        every commit made before its pass of the loop began; that includes every commit of this
-        process that any caller has been told of, since a caller hears of its COMMIT (run in a
-        worker thread) in a later pass. A poll of an unchanged database costs a dictionary lookup."""
+        and the first read after that starts afresh. It is read at most once per pass of the event
+        loop (the polls that arrive together share it; the look expires at the next pass). So a
+        read sees every commit made before the previous pass of the loop began, and every commit
+        of this process that any caller has been told of: a caller hears of its COMMIT (run in a
+        worker thread) several passes after it ends. A poll of an unchanged database costs a
+        dictionary lookup."""
         quick = self._quick
         if quick is None:
             raise RuntimeError("store is not open")

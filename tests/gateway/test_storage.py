@@ -191,8 +191,8 @@ async def test_polls_in_one_pass_of_the_loop_share_one_look_at_the_file_version(
 
 async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_path, monkeypatch):
     """Status polls are answered from memory while the file is unchanged; a change committed by
-    anyone (this store's writer, another connection, another process) is seen by the first read
-    in a later pass of the event loop (the file's version is read once per pass)."""
+    anyone (this store's writer, another connection, another process) is seen by a read in a
+    later pass of the event loop (the file's version is read at most once per pass)."""
     monkeypatch.setattr("gateway.storage.KNOWN_PAYMENTS", 3)
     store = SqliteTransactionStore(tmp_path / "t.sqlite3")
     await store.open()
