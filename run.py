@@ -133,6 +133,15 @@ def shared_metrics_directory() -> None:
         atexit.register(shutil.rmtree, directory, True)
 
 
+def tune_gc() -> None:
+    """Before serving. What start-up made (modules, routes, templates, settings) lives as long as the
+    process: kept out of the garbage collector's full passes, which otherwise walk it all again each
+    time (their pauses are the slowest answers under load; bench/simulator_push.py). Then the
+    thresholds (GC_THRESHOLDS)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve_workers(make_app: Callable[[], web.Application], host: str, port: int, workers: int) -> None:
     """`workers` processes serving one port: gunicorn's arbiter (it binds the socket, forks the workers,
     starts a new one when one dies, and stops them gracefully on SIGTERM or SIGINT), each worker
@@ -165,7 +174,9 @@ def serve_workers(make_app: Callable[[], web.Application], host: str, port: int,
                 self.cfg.set(key, value)
 
         def load(self) -> web.Application:
-            return make_app()  # in each worker, after the fork: its own store pool, session, reconciler
+            app = make_app()  # in each worker, after the fork: its own store pool, session, reconciler
+            tune_gc()
+            return app
 
     Server().run()
 
@@ -234,11 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     # A connection that has not finished a request within KEEPALIVE_SECONDS is closed (aiohttp
     # starts this timer when a connection opens: slow headers are cut too). A body that never
     # finishes is not: the reverse proxy in deploy/ cuts those.
-    # What start-up made (modules, routes, templates, settings) lives as long as the process: kept out
-    # of the garbage collector's full passes, which otherwise walk it all again each time (their
-    # pauses are the slowest answers under load; bench/simulator_push.py).
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc()
     web.run_app(app, host=host, port=port, print=None, access_log=None,
                 keepalive_timeout=KEEPALIVE_SECONDS)
     return 0
