@@ -55,7 +55,8 @@ from typing import Any
 from playwright.async_api import async_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
-from bench.pay_page import ARGS, CHROMIUM, ROOT, free_port, wait_listening  # noqa: E402
+from bench._common import clean_env, free_port, python_of, start_process, stop, wait_up  # noqa: E402
+from bench.pay_page import ARGS, CHROMIUM, ROOT  # noqa: E402
 
 CALLBACK_DELAY = "0"  # SIMULATOR_CALLBACK_DELAY_SECONDS: the configured delay on this path, subtracted below
 CONFIGURED_DELAY_MS = float(CALLBACK_DELAY) * 1000
@@ -145,24 +146,16 @@ class Checkout:
     runs: list[dict[str, float]] = field(default_factory=list)
 
 
-def python_of(root: Path) -> str:
-    own = root / ".venv" / "bin" / "python"
-    return str(own) if own.exists() else sys.executable  # run.py's folder comes first on sys.path
-
-
 def start(checkout: Checkout, work: Path) -> subprocess.Popen[bytes]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_", "DATABASE_"))}
-    env.update(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{checkout.name}.sqlite3",
-               SIMULATOR_CALLBACK_DELAY_SECONDS=CALLBACK_DELAY, SIMULATOR_AUTO_ANSWER_SECONDS="600",
-               PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0", LOOKUP_LIMIT_PER_CLIENT="0",
-               LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+    env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{checkout.name}.sqlite3",
+                    SIMULATOR_CALLBACK_DELAY_SECONDS=CALLBACK_DELAY, SIMULATOR_AUTO_ANSWER_SECONDS="600",
+                    PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0", LOOKUP_LIMIT_PER_CLIENT="0",
+                    LOG_FORMAT="json", PYTHONUNBUFFERED="1")
     checkout.log = work / f"{checkout.name}.log"
     checkout.base = f"http://127.0.0.1:{port}"
-    with open(checkout.log, "wb") as log:
-        proc = subprocess.Popen([python_of(checkout.root), str(checkout.root / "run.py")], cwd=work, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    wait_listening(port, proc, time.monotonic() + 30)
+    proc = start_process([python_of(checkout.root), str(checkout.root / "run.py")], work, env, checkout.log)
+    wait_up(f"{checkout.base}/health", proc)
     return proc
 
 
@@ -287,10 +280,7 @@ def main() -> int:
                 procs.append(start(checkout, Path(work)))
             asyncio.run(measure(checkouts, args.runs, args.without_phone_frame))
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(10)
+            stop(procs)
         print(f"OK pressed on the virtual phone -> 'Payment received' on the pay page, Chromium, "
               f"{os.cpu_count()} CPUs shared with the browser; configured delays: simulator callback delay "
               f"{CALLBACK_DELAY} s (SIMULATOR_CALLBACK_DELAY_SECONDS), subtracted; no other configured or "
