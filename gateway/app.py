@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from .clients import TrustedProxies
 from .config import ConfigError, Settings, is_postgresql, sqlite_path
 from .daraja.client import DarajaClient
-from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
+from .handlers import daraja_callback, health, own_origin, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .middlewares import json_errors, security_headers
 from .observability import METRICS, install_observability, request_ids
@@ -140,7 +140,7 @@ def _if_cross_origin(hook: Callable[[web.Request, web.StreamResponse], Awaitable
         -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     async def if_cross_origin(request: web.Request, response: web.StreamResponse) -> None:
         origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        if origin is not None and origin != own_origin(request):
             await hook(request, response)
     return if_cross_origin
 

@@ -94,12 +94,18 @@ def loads_json(raw: bytes | str, *, unique_fields: bool = False) -> Any:
     return (_UNIQUE_DECODER if unique_fields else _DECODER).decode(raw)
 
 
+def own_origin(request: web.Request) -> str:
+    """The origin this request was sent to (scheme and host, as a trusted proxy tells them): what a
+    browser sends as Origin from the gateway's own pages."""
+    return f"{request.scheme}://{request.host}"
+
+
 def _origin_allowed(request: web.Request, settings: Settings) -> bool:
     """No Origin (a server, curl) or our own pages' origin, or the configured front end's."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    if origin.rstrip("/") == settings.frontend_url or origin == f"{request.scheme}://{request.host}":
+    if origin.rstrip("/") == settings.frontend_url or origin == own_origin(request):
         return True  # the front end, or this page's own origin exactly (most polls: no parsing)
     parts = urlsplit(origin)
     return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
