@@ -525,7 +525,7 @@ class SqliteTransactionStore(TransactionStore):
             finally:
                 tx._conn = None
             if not db.in_transaction:  # SQLite rolled back the whole batch (an I/O error, a full disk)
-                lost = sqlite3.OperationalError("SQLite rolled back the transaction during a unit of work")
+                lost = _batch_lost()
                 self._abandon(batch, lost)
                 raise lost
             db.execute("RELEASE unit")
@@ -546,7 +546,7 @@ class SqliteTransactionStore(TransactionStore):
                 return
             except sqlite3.Error:
                 _rollback(db)
-        self._abandon(batch, sqlite3.OperationalError("SQLite rolled back the transaction during a unit of work"))
+        self._abandon(batch, _batch_lost())
 
     def _abandon(self, batch: _Batch, exc: BaseException) -> None:
         """The batch's work is gone: its units fail, and the next unit starts a new batch."""
@@ -603,6 +603,10 @@ class SqliteTransactionStore(TransactionStore):
                 batch.done.set_result(None)
             if cancelled:
                 raise asyncio.CancelledError
+
+
+def _batch_lost() -> sqlite3.OperationalError:
+    return sqlite3.OperationalError("SQLite rolled back the transaction during a unit of work")
 
 
 class _Batch:
