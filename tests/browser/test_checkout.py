@@ -95,21 +95,10 @@ async def test_the_receipt_replaces_the_pay_page_in_place_and_stands_on_its_own(
     await page.wait_for_selector("#page-notice:not([hidden])")
     assert (await page.inner_text("#page-notice-heading")).strip() == "This order is paid"
     assert page.url.endswith(checkout_link(order))
+    assert not await page.is_visible("#pay-button")
     await page.go_forward()
     await page.wait_for_selector("#confirmation-completed")
     assert (await page.inner_text("#receipt-number")).strip() == tx.receipt
-
-
-async def test_back_from_a_receipt_shown_in_place_loads_the_pay_page_anew(shop):
-    running, page, _ = await shop()
-    order = await pay(running, page, "0700000000")
-    await page.wait_for_url(CONFIRMATION)
-    await page.wait_for_selector("#confirmation-completed")
-    await page.go_back()
-    await page.wait_for_selector("#page-notice:not([hidden])")
-    assert (await page.inner_text("#page-notice-heading")).strip() == "This order is paid"
-    assert page.url.endswith(checkout_link(order))
-    assert not await page.is_visible("#pay-button")
 
 
 @pytest.mark.parametrize("phone, message", [
