@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from .keys import STATIC_BUILD
@@ -151,49 +152,54 @@ def accepts_gzip(header: str) -> bool:
 
 class _BuiltFile(web.FileResponse):
     """A file of the build; its gzip sibling only when the client accepts gzip (aiohttp on its own
-    looks for the word "gzip" anywhere in Accept-Encoding, so `gzip;q=0` would get it)."""
+    looks for the word "gzip" anywhere in Accept-Encoding, so `gzip;q=0` would get it). Its caching
+    headers go on as its headers are prepared, once aiohttp has settled the status (200, 206 or 304:
+    a 304 refreshes the cached copy's lifetime too; an error status gets none)."""
 
-    def __init__(self, path: Path, *, gzip_ok: bool) -> None:
+    def __init__(self, path: Path, *, gzip_ok: bool, cache_control: str, varies: bool) -> None:
         super().__init__(path)
         self._gzip_ok = gzip_ok
+        self._cache_control = cache_control
+        self._varies = varies  # a gzip sibling exists: the identity answer varies by Accept-Encoding too
 
     def _get_file_path_stat_encoding(self, accept_encoding: str) -> tuple[Path | None, os.stat_result, str | None]:
         return super()._get_file_path_stat_encoding("gzip" if self._gzip_ok else "")
 
+    async def _start(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        if self.status in (200, 206, 304):
+            self.headers[hdrs.CACHE_CONTROL] = self._cache_control
+            if self._varies and hdrs.VARY not in self.headers:
+                self.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+        return await super()._start(request)
+
 
 class _StaticFiles(web.StaticResource):
     """aiohttp's static resource (its `url_for` writes the versioned URLs), serving the build's
-    files only, by exact name: nothing else under the prefix reaches the file system."""
+    files only, by exact name: nothing else under the prefix reaches the file system. Versioned
+    URLs of the current build are cached for a year; others briefly (`_BuiltFile`). Only these
+    answers carry them: no hook on every answer of the app looks for them."""
 
     def __init__(self, prefix: str, build: StaticBuild, *, name: str) -> None:
         super().__init__(prefix, build.directory, name=name, append_version=True)
         self.build = build
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        path = self.build.files.get(request.match_info["filename"])
+        name = request.match_info["filename"]
+        path = self.build.files.get(name)
         if path is None:
             raise web.HTTPNotFound()
-        return _BuiltFile(path, gzip_ok=accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")))
-
-
-async def _cache_headers(request: web.Request, response: web.StreamResponse) -> None:
-    build = request.app.get(STATIC_BUILD)
-    if build is None or response.status not in (200, 206, 304):
-        return
-    if request.match_info.route.resource is build.resource:
-        name = request.match_info.get("filename", "")
-        fresh = build.version_matches(name, request.query.get(web.StaticResource.VERSION_KEY))
-        response.headers[hdrs.CACHE_CONTROL] = LONG_CACHE if fresh else SHORT_CACHE
-        if name in build.compressed and hdrs.VARY not in response.headers:
-            response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING  # the identity answer varies too
+        fresh = self.build.version_matches(name, request.query.get(web.StaticResource.VERSION_KEY))
+        return _BuiltFile(path, gzip_ok=accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")),
+                          cache_control=LONG_CACHE if fresh else SHORT_CACHE, varies=name in self.build.compressed)
 
 
 def setup_static(app: web.Application, source: Path, prefix: str = "/static/") -> StaticBuild:
     """Serve `source` at `prefix` as above; templates get the `static_url` of a file from
     `app[STATIC_BUILD].url`."""
-    # The two overrides above are of aiohttp's internals (3.14): refuse to start rather than serve
-    # the files some other way after an upgrade renames them (tests/browser pins both behaviours).
-    for cls, method in ((web.StaticResource, "_handle"), (web.FileResponse, "_get_file_path_stat_encoding")):
+    # The three overrides above are of aiohttp's internals (3.14): refuse to start rather than serve
+    # the files some other way after an upgrade renames them (tests/browser pins their behaviours).
+    for cls, method in ((web.StaticResource, "_handle"), (web.FileResponse, "_get_file_path_stat_encoding"),
+                        (web.StreamResponse, "_start")):
         if not callable(getattr(cls, method, None)):
             raise RuntimeError(f"aiohttp's {cls.__name__}.{method} is gone: web/assets.py needs updating")
     build = StaticBuild(source)
@@ -202,7 +208,6 @@ def setup_static(app: web.Application, source: Path, prefix: str = "/static/") -
     build.resource = resource
     build.build()
     app[STATIC_BUILD] = build
-    app.on_response_prepare.append(_cache_headers)
 
     async def remove(_: web.Application) -> None:
         build.cleanup()

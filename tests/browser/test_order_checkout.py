@@ -646,6 +646,12 @@ async def test_static_files_honour_accept_encoding_head_and_revalidation(shop):
     # The identity variant has its own ETag: a gzip ETag does not validate it.
     other = await running.client.get(name, headers={"Accept-Encoding": "identity", "If-None-Match": etag})
     assert other.status == 200 and await other.read() == body
+    # A part of the file is cached like the whole; a refused range (an error) is not cached at all.
+    part = await running.client.get(name, headers={"Accept-Encoding": "identity", "Range": "bytes=0-9"})
+    assert part.status == 206 and await part.read() == body[:10]
+    assert part.headers["Cache-Control"] == "public, no-cache" and part.headers["Vary"] == "Accept-Encoding"
+    beyond = await running.client.get(name, headers={"Accept-Encoding": "identity", "Range": f"bytes={len(body) + 10}-"})
+    assert beyond.status == 416 and "Cache-Control" not in beyond.headers
 
 
 async def test_after_a_lost_answer_try_again_waits_while_that_prompt_may_be_paid(shop):
