@@ -17,8 +17,8 @@ from .config import ConfigError, Settings, is_postgresql, sqlite_path
 from .daraja.client import DarajaClient
 from .handlers import daraja_callback, health, own_origin, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
-from .middlewares import json_errors, security_headers
-from .observability import METRICS, install_observability, request_ids
+from .middlewares import add_security_headers, json_errors
+from .observability import METRICS, install_observability, request_ids, stamp_request_id
 from .openapi import install_openapi
 from .orders import install_orders
 from .payments import PROCESS_LEASE, PaymentService, reconcile_forever
@@ -92,7 +92,6 @@ def create_app(settings: Settings) -> web.Application:
     middlewares.insert(0, request_ids)  # first: every answer and every log line of a request carry its id
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app.on_response_prepare.append(security_headers)
     install_observability(app)  # request ids, metrics, GET /metrics when enabled
     app[PUSH_LIMITER] = limiter_for(app, "push-phone", settings.push_limit_per_phone, settings.push_limit_window)
     app[CLIENT_PUSH_LIMITER] = limiter_for(app, "push-client", settings.push_limit_per_client,
@@ -112,7 +111,8 @@ def create_app(settings: Settings) -> web.Application:
     ]
     # A pay page served from FRONTEND_URL: it sends Idempotency-Key and reads Retry-After (429s).
     # /orders is not here: the shop's backend calls it, never a browser.
-    cors_signals = len(app.on_response_prepare)
+    if app.on_response_prepare:
+        raise RuntimeError("the gateway's answers have one hook, answer_headers: add to it instead")
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_headers=("Content-Type", "Idempotency-Key"), expose_headers=("Retry-After", "Idempotent-Replayed"),
         allow_methods=("GET", "POST"), max_age=600)})
@@ -120,29 +120,33 @@ def create_app(settings: Settings) -> web.Application:
         cors.add(route)
     for route in browser_routes:
         cors.add(route)
-    only_cross_origin(app, first=cors_signals)
+    cors_hooks = tuple(app.on_response_prepare)
+    app.on_response_prepare[:] = [answer_headers(cors_hooks)]
     return app
 
 
-def only_cross_origin(app: web.Application, first: int) -> None:
-    """aiohttp-cors looks up every answer's route configuration before it finds that there is
-    nothing to add. Its answer hooks (from `first` on) now run only for cross-origin requests: with
-    an Origin that is not the request's own scheme and host (as a trusted proxy tells them). A
-    request without one (a server, a same-origin GET) or from the gateway's own pages (a browser
-    sends Origin with every POST, same-origin too: most status polls) needs no CORS header, and
-    skips that work. Anything that does not match exactly runs the hooks, as before."""
-    signals = app.on_response_prepare
-    for position in range(first, len(signals)):
-        signals[position] = _if_cross_origin(signals[position])
+Hook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
 
 
-def _if_cross_origin(hook: Callable[[web.Request, web.StreamResponse], Awaitable[object]]) \
-        -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    async def if_cross_origin(request: web.Request, response: web.StreamResponse) -> None:
+def answer_headers(cors_hooks: tuple[Hook, ...]) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The gateway's one hook on every answer, before its headers go out (errors, streams and
+    static files too): its request id, the security headers and, for a cross-origin request only,
+    aiohttp-cors's headers. One hook, not one per concern: each hook aiohttp awaits costs every
+    answer, status polls most of all.
+
+    aiohttp-cors's hooks look up every answer's route configuration before they find that there is
+    nothing to add. They run only with an Origin that is not the request's own scheme and host (as
+    a trusted proxy tells them). A request without one (a server, a same-origin GET) or from the
+    gateway's own pages (a browser sends Origin with every POST, same-origin too: most status
+    polls) needs no CORS header. Anything that does not match exactly runs them, as before."""
+    async def answer_headers(request: web.Request, response: web.StreamResponse) -> None:
+        stamp_request_id(request, response)
+        add_security_headers(response.headers)
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and origin != own_origin(request):
-            await hook(request, response)
-    return if_cross_origin
+            for hook in cors_hooks:
+                await hook(request, response)
+    return answer_headers
 
 
 def add_callback_route(app: web.Application) -> None:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict, istr
 
 from .handlers import BadRequest, failure
 from .storage_pg import UNAVAILABLE
@@ -16,24 +17,21 @@ DATABASE_RETRY_AFTER = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-SECURITY_HEADERS = {
+SECURITY_HEADERS = tuple((istr(name), value) for name, value in {
     # Pages load only their own scripts; only this site may frame them (the pay page frames the phone).
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
                                "frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'",
     "X-Frame-Options": "SAMEORIGIN",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
-}
+}.items())  # istr: the header map need not fold each name's case again on every answer
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """On every answer, before its headers go out (errors, streams and static files too): the
-    security headers the handler did not set itself. A signal (`on_response_prepare`), not a
-    middleware: a stream's headers are sent before its handler returns."""
-    headers = response.headers
-    for name, value in SECURITY_HEADERS.items():
-        if name not in headers:
-            headers[name] = value
+def add_security_headers(headers: CIMultiDict[str]) -> None:
+    """The security headers an answer's handler did not set itself. Called on every answer, before
+    its headers go out (errors, streams and static files too: see gateway/app.py `answer_headers`)."""
+    for name, value in SECURITY_HEADERS:
+        headers.setdefault(name, value)
 
 
 @web.middleware

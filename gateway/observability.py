@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
@@ -34,7 +35,7 @@ from .logs import REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-HEADER = "X-Request-Id"
+HEADER = istr("X-Request-Id")
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Label values come from a fixed set or a fixed shape, so that no client (or odd answer) can make
 # the metrics grow without bound.
@@ -115,7 +116,7 @@ PUBLIC_ROUTES = frozenset((
 
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id (the answer carries it: see `_stamp`), and time the public endpoints."""
+    """Give the request its id (the answer carries it: see `stamp_request_id`), and time the public endpoints."""
     rid = request_id_of(request)
     request[REQUEST_ID_KEY] = rid
     token = REQUEST_ID.set(rid)
@@ -139,8 +140,9 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
                 metrics.answered(route, method, status, time.perf_counter() - started)
 
 
-async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
-    """Before any answer's headers go out (streams and static files too): its request id."""
+def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any answer's headers go out (streams and static files too: see gateway/app.py
+    `answer_headers`): its request id."""
     rid = request.get(REQUEST_ID_KEY)
     if rid:
         response.headers[HEADER] = rid
@@ -168,9 +170,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def install_observability(app: web.Application) -> None:
-    """The request-id middleware goes first in the app's list (see create_app); this adds the
-    header stamp, the metrics and, when enabled, GET /metrics."""
+    """The request-id middleware goes first in the app's list and the answers' stamp is in its one
+    answer hook (see create_app); this adds the metrics and, when enabled, GET /metrics."""
     app[METRICS] = Metrics(time_requests=app[SETTINGS].metrics_enabled)
-    app.on_response_prepare.append(_stamp)
     if app[SETTINGS].metrics_enabled:
         app.router.add_get("/metrics", metrics)
