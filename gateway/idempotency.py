@@ -126,12 +126,14 @@ def answer_within(request: web.Request) -> float:
 
 @web.middleware
 async def idempotent_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    keys = request.headers.getall(HEADER, ())
+    if not keys:  # most requests (every status poll): nothing more to look up
+        return await handler(request)
     state = request.app[IDEMPOTENCY]
     resource = request.match_info.route.resource
     path = resource.canonical if resource is not None else ""
     who = state.routes.get((request.method, path))
-    keys = request.headers.getall(HEADER, [])
-    if who is None or not keys:
+    if who is None:
         return await handler(request)
     whom = who(request)
     if whom is None:
