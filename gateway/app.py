@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import aiohttp_cors
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from .clients import TrustedProxies
 from .config import ConfigError, Settings, is_postgresql, sqlite_path
@@ -18,7 +19,7 @@ from .daraja.client import DarajaClient
 from .handlers import daraja_callback, health, own_origin, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .middlewares import add_security_headers, json_errors
-from .observability import METRICS, install_observability, request_ids, stamp_request_id
+from .observability import METRICS, Metrics, install_observability, request_ids, stamp_request_id
 from .openapi import install_openapi
 from .orders import install_orders
 from .payments import PROCESS_LEASE, PaymentService, reconcile_forever
@@ -86,13 +87,15 @@ def route_taking(app: web.Application, path: str) -> str | None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    middlewares = [json_errors]
+    metrics = Metrics(time_requests=settings.metrics_enabled)  # with metrics off, requests are not timed
+    middlewares: list[Middleware] = [json_errors]
     if settings.trusted_proxies:
         middlewares.insert(0, TrustedProxies(settings.trusted_proxies).middleware)
-    middlewares.insert(0, request_ids)  # first: every answer and every log line of a request carry its id
+    # First: every answer and every log line of a request carry its id.
+    middlewares.insert(0, request_ids(settings, metrics))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    install_observability(app)  # request ids, metrics, GET /metrics when enabled
+    install_observability(app, metrics)  # metrics, GET /metrics when enabled
     app[PUSH_LIMITER] = limiter_for(app, "push-phone", settings.push_limit_per_phone, settings.push_limit_window)
     app[CLIENT_PUSH_LIMITER] = limiter_for(app, "push-client", settings.push_limit_per_client,
                                            settings.push_limit_window)

@@ -25,11 +25,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from .clients import peer_trusted
+from .config import Settings
 from .keys import SETTINGS
 from .logs import REQUEST_ID
 
@@ -50,12 +52,12 @@ def new_request_id() -> str:
     return f"{_ids.getrandbits(64):016x}"
 
 
-def request_id_of(request: web.Request) -> str:
+def request_id_of(request: web.Request, trusted_proxies: tuple[str, ...]) -> str:
     """The request's id: its trusted proxy's, if that one is plain, else a new one."""
-    given = request.headers.get(HEADER, "")
-    networks = request.app[SETTINGS].trusted_proxies
-    if given and networks and _PLAIN_ID.fullmatch(given) and peer_trusted(request, networks):
-        return given
+    if trusted_proxies:
+        given = request.headers.get(HEADER, "")
+        if given and _PLAIN_ID.fullmatch(given) and peer_trusted(request, trusted_proxies):
+            return given
     return new_request_id()
 
 
@@ -114,30 +116,37 @@ PUBLIC_ROUTES = frozenset((
     "/catalogue/orders"))
 
 
-@web.middleware
-async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id (the answer carries it: see `stamp_request_id`), and time the public endpoints."""
-    rid = request_id_of(request)
-    request[REQUEST_ID_KEY] = rid
-    token = REQUEST_ID.set(rid)
-    metrics = request.app[METRICS]
-    started = time.perf_counter() if metrics.time_requests else 0.0
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        exc.headers[HEADER] = rid
-        raise
-    finally:
-        REQUEST_ID.reset(token)
-        if metrics.time_requests:
-            route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
-            if route in PUBLIC_ROUTES:
-                method = request.method if request.method in _METHODS else "other"
-                metrics.answered(route, method, status, time.perf_counter() - started)
+def request_ids(settings: Settings, metrics: Metrics) -> Middleware:
+    """The middleware that gives each request its id (the answer carries it: see
+    `stamp_request_id`) and times the public endpoints. Bound to its app's settings and metrics:
+    nothing to look up in the app on every request."""
+    trusted_proxies = settings.trusted_proxies
+
+    @web.middleware
+    async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request_id_of(request, trusted_proxies)
+        request[REQUEST_ID_KEY] = rid
+        token = REQUEST_ID.set(rid)
+        timed = metrics.time_requests
+        started = time.perf_counter() if timed else 0.0
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            exc.headers[HEADER] = rid
+            raise
+        finally:
+            REQUEST_ID.reset(token)
+            if timed:
+                route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+                if route in PUBLIC_ROUTES:
+                    method = request.method if request.method in _METHODS else "other"
+                    metrics.answered(route, method, status, time.perf_counter() - started)
+
+    return request_ids
 
 
 def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -169,9 +178,9 @@ async def metrics(request: web.Request) -> web.Response:
                                                                   "Cache-Control": "no-store"})
 
 
-def install_observability(app: web.Application) -> None:
+def install_observability(app: web.Application, counted: Metrics) -> None:
     """The request-id middleware goes first in the app's list and the answers' stamp is in its one
-    answer hook (see create_app); this adds the metrics and, when enabled, GET /metrics."""
-    app[METRICS] = Metrics(time_requests=app[SETTINGS].metrics_enabled)
+    answer hook (see create_app); this keeps the metrics and, when enabled, serves GET /metrics."""
+    app[METRICS] = counted
     if app[SETTINGS].metrics_enabled:
         app.router.add_get("/metrics", metrics)
