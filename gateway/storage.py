@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import sqlite3
@@ -215,7 +216,11 @@ class StoreTransaction(_Reads):
         tells it: SQLite only; use `INSERT … RETURNING id` to have it on both)."""
         raise NotImplementedError
 
+    def _writing(self, checkout_request_id: str) -> None:
+        """The next write to the payments is to this payment only (a store may keep track)."""
+
     async def insert(self, tx: Transaction) -> None:
+        self._writing(tx.checkout_request_id)
         await self.execute(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
 
     async def update(self, checkout_request_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
@@ -225,6 +230,7 @@ class StoreTransaction(_Reads):
         changes = {**changes, "updated_at": utc_now()}
         sets = ", ".join(f"{name} = ?" for name in changes)
         conds = "".join(f" AND {name} IS NOT DISTINCT FROM ?" for name in expected)
+        self._writing(checkout_request_id)
         changed, _ = await self.execute(f"UPDATE transactions SET {sets} WHERE checkout_request_id = ?{conds}",
                                         [*changes.values(), checkout_request_id, *expected.values()])
         if changed != 1:
@@ -265,16 +271,36 @@ class StoreTransaction(_Reads):
                            (outcome, note, log_id))
 
 
+@functools.lru_cache(maxsize=512)
+def _may_write_payments(sql: str) -> bool:
+    """Whether a statement may change rows of `transactions`: any statement naming the table that
+    is not a plain SELECT (an UPDATE, an INSERT, a DELETE, a WITH … UPDATE)."""
+    return "transactions" in sql.lower() and sql.lstrip()[:6].upper() != "SELECT"
+
+
 class SqliteTransaction(StoreTransaction):
     """A unit of work on the SQLite writer connection, run on the event loop's thread."""
 
     def __init__(self, db: sqlite3.Connection, listeners: dict[str, list[Listener]] | None = None) -> None:
         super().__init__(listeners)
         self._conn: sqlite3.Connection | None = db
+        # The payments this unit wrote (their kept copies are dropped once it commits); None: it
+        # wrote to the payments in a way that does not name one (raw SQL): drop them all.
+        self.payments_written: set[str] | None = set()
+        self._next_write: str | None = None
+
+    def _writing(self, checkout_request_id: str) -> None:
+        self._next_write = checkout_request_id
 
     def _run(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         if self._conn is None:
             raise RuntimeError("this transaction is over")  # a leaked handle cannot write later
+        if _may_write_payments(sql):
+            payment, self._next_write = self._next_write, None
+            if payment is None:
+                self.payments_written = None
+            elif self.payments_written is not None:
+                self.payments_written.add(payment)
         return self._conn.execute(sql, tuple(args))
 
     async def execute(self, sql: str, args: Iterable[Any] = ()) -> tuple[int, int | None]:
@@ -387,6 +413,7 @@ class SqliteTransactionStore(TransactionStore):
         self._known: OrderedDict[str, Transaction] = OrderedDict()  # read since the file last changed
         self._known_version: int | None = None
         self._version_checked = False  # data_version read during this pass of the event loop
+        self._committing = False  # the writer's COMMIT is running in a worker thread
         self._write_lock = asyncio.Lock()
         self._batch: _Batch | None = None  # units of work done but not yet committed
 
@@ -428,6 +455,7 @@ class SqliteTransactionStore(TransactionStore):
                     _rollback(self._writer)
                     batch.done.set_exception(exc)
                 else:
+                    self._forget_written(batch)
                     batch.done.set_result(None)
             if self._reader is not None:
                 await self._reader.close()
@@ -441,25 +469,26 @@ class SqliteTransactionStore(TransactionStore):
         """A payment as last committed. In autocommit mode each statement reads the newest
         committed snapshot (WAL), never the writer's transaction under way.
 
-        Payments read are kept (`_known`) while the database is unchanged: SQLite's data_version
-        moves whenever any other connection commits (this process's writer or another process),
-        and the first read after that starts afresh. It is read at most once per pass of the event
-        loop (the polls that arrive together share it; the look expires at the next pass). So a
-        read sees every commit made before the previous pass of the loop began, and every commit
-        of this process that any caller has been told of: a caller hears of its COMMIT (run in a
-        worker thread) several passes after it ends. A poll of an unchanged database costs a
-        dictionary lookup."""
+        Payments read are kept (`_known`) until a commit changes them:
+        - this process's own units: when their COMMIT is over, before anyone hears of it, the kept
+          copies of the payments they wrote are dropped (all of them, if a unit wrote to the
+          payments other than by id);
+        - anyone else's (another process, another connection): SQLite's data_version, as this
+          store's writer sees it, moves only for commits it did not make; when it has moved,
+          everything kept is dropped. It is read at most once per pass of the event loop (the
+          polls that arrive together share it; the look expires at the next pass), and not while
+          the writer's own COMMIT runs in its thread: from its BEGIN to the end of its COMMIT the
+          writer holds the file's write lock, so no one else can commit meanwhile, and the writer
+          looks once more just before that COMMIT.
+        So a read sees every commit of this process that any caller has been told of, and every
+        other commit made before the previous pass of the loop began (or, while this process's
+        COMMIT ends, before its BEGIN). A poll of an unchanged payment costs a dictionary lookup."""
         quick = self._quick
         if quick is None:
             raise RuntimeError("store is not open")
         try:
-            if not self._version_checked:
-                version = quick.execute("PRAGMA data_version").fetchall()[0][0]
-                self._version_checked = True
-                asyncio.get_running_loop().call_soon(self._version_expired)  # at the next pass
-                if version != self._known_version:
-                    self._known.clear()
-                    self._known_version = version
+            if not self._version_checked and not self._committing:
+                self._look_for_other_commits()
             if (known := self._known.get(checkout_request_id)) is not None:
                 return known
             rows = quick.execute(_GET_TX, (checkout_request_id,)).fetchall()  # to the end: no snapshot held
@@ -468,12 +497,33 @@ class SqliteTransactionStore(TransactionStore):
         if not rows:
             return None
         tx = _tuple_to_tx(rows[0])
-        # The row is as new as `version` or newer (nothing awaited since, so this process's writer
-        # has not committed): kept under `version`, it is dropped at the next change at the latest.
+        # The row is as new as the last look or newer (nothing awaited since, so this process's
+        # writer has not committed): kept until a change drops it.
         if len(self._known) >= KNOWN_PAYMENTS:
             self._known.popitem(last=False)  # the oldest kept
         self._known[checkout_request_id] = tx
         return tx
+
+    def _look_for_other_commits(self) -> None:
+        """Drop every payment kept if someone other than this store's writer has committed since
+        the last look. On the loop's thread, never while the writer's COMMIT runs in its thread."""
+        writer = self._writer
+        if writer is None:
+            raise RuntimeError("store is not open")
+        version = writer.execute("PRAGMA data_version").fetchall()[0][0]
+        self._version_checked = True
+        asyncio.get_running_loop().call_soon(self._version_expired)  # at the next pass
+        if version != self._known_version:
+            self._known.clear()
+            self._known_version = version
+
+    def _forget_written(self, batch: _Batch) -> None:
+        """A batch is committed: its payments' kept copies go, before any caller hears of it."""
+        if batch.payments_written is None:
+            self._known.clear()
+        else:
+            for checkout_request_id in batch.payments_written:
+                self._known.pop(checkout_request_id, None)
 
     def _version_expired(self) -> None:
         self._version_checked = False
@@ -529,6 +579,7 @@ class SqliteTransactionStore(TransactionStore):
                 self._abandon(batch, lost)
                 raise lost
             db.execute("RELEASE unit")
+            batch.note(tx.payments_written)
             failed = False
         finally:
             self._write_lock.release()
@@ -586,6 +637,9 @@ class SqliteTransactionStore(TransactionStore):
             # Off the loop's thread: the fsync takes far longer than any statement, and the units
             # that queue meanwhile form the next batch. The writer is held until the COMMIT is over,
             # even if this task is cancelled (the connection must not be used while it runs).
+            if not self._version_checked:
+                self._look_for_other_commits()  # the last look at others' commits until this one ends
+            self._committing = True
             committing = asyncio.ensure_future(asyncio.to_thread(db.execute, "COMMIT"))
             cancelled = False
             while not committing.done():
@@ -595,11 +649,14 @@ class SqliteTransactionStore(TransactionStore):
                     cancelled = True
                 except Exception:  # noqa: BLE001, S110 - the COMMIT's outcome is read just below
                     pass
+            self._committing = False
             error = committing.exception()
             if error is not None:
                 _rollback(db)
+                self._known.clear()  # whatever the failed COMMIT left, nothing kept is trusted
                 batch.done.set_exception(error)
             else:
+                self._forget_written(batch)
                 batch.done.set_result(None)
             if cancelled:
                 raise asyncio.CancelledError
@@ -614,6 +671,13 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
+        self.payments_written: set[str] | None = set()  # None: any payment may have changed
+
+    def note(self, payments: set[str] | None) -> None:
+        if payments is None:
+            self.payments_written = None
+        elif self.payments_written is not None:
+            self.payments_written |= payments
 
 
 async def _begin(db: sqlite3.Connection) -> None:

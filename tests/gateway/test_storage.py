@@ -177,8 +177,9 @@ async def test_polls_in_one_pass_of_the_loop_share_one_look_at_the_file_version(
         async with store.transaction() as t:
             await t.insert(_tx(1))
         statements: list[str] = []
-        assert store._quick is not None
+        assert store._quick is not None and store._writer is not None
         store._quick.set_trace_callback(statements.append)
+        store._writer.set_trace_callback(statements.append)  # the writer looks at the version
         answers = await asyncio.gather(*(store.get("ws_CO_1") for _ in range(100)))
         assert {a.checkout_request_id for a in answers if a} == {"ws_CO_1"} and len(answers) == 100
         assert statements.count("PRAGMA data_version") == 1
@@ -218,6 +219,69 @@ async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_
         assert len(store._known) == 3
         assert await store.get("ws_CO_404") is None
     finally:
+        await store.close()
+
+
+async def test_a_commit_of_this_store_drops_only_the_payments_it_wrote(tmp_path):
+    """The reconciler's and the callbacks' commits do not empty the memory every status poll reads
+    from: a unit that writes a payment by id drops that payment's kept copy once it commits, and
+    only that one; a unit that writes the payments in SQL of its own drops them all."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        async with store.transaction() as t:
+            for i in range(4):
+                await t.insert(_tx(i))
+        kept = {i: await store.get(f"ws_CO_{i}") for i in range(4)}
+        async with store.transaction() as t:
+            assert await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed", "receipt": "R1"})
+        seen = await store.get("ws_CO_1")
+        assert seen is not None and (seen.status, seen.receipt) == ("completed", "R1")
+        for i in (0, 2, 3):
+            assert await store.get(f"ws_CO_{i}") is kept[i]  # still from memory
+        async with store.transaction() as t:
+            await t.execute("UPDATE transactions SET description = 'by hand' WHERE checkout_request_id = 'ws_CO_2'")
+        seen = await store.get("ws_CO_2")
+        assert seen is not None and seen.description == "by hand"
+        assert await store.get("ws_CO_3") is not kept[3]  # everything was dropped
+    finally:
+        await store.close()
+
+
+async def test_a_commit_made_elsewhere_before_this_store_commits_is_seen_while_its_commit_runs(tmp_path, monkeypatch):
+    """While the writer's COMMIT runs in its thread the version is not looked at (the writer is
+    busy); the look made just before that COMMIT has seen what others committed before it."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    slow = asyncio.Event()
+
+    async def slow_to_thread(func: Callable[..., object], *args: object) -> object:
+        await slow.wait()
+        return func(*args)
+
+    try:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+        assert (await store.get("ws_CO_1")).status == "pending"  # type: ignore[union-attr]
+        other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+        other.execute("UPDATE transactions SET status = 'completed', receipt = 'R7' WHERE checkout_request_id = 'ws_CO_1'")
+        other.close()
+        monkeypatch.setattr("gateway.storage.asyncio.to_thread", slow_to_thread)
+
+        async def unit() -> None:
+            async with store.transaction() as t:
+                await t.insert(_tx(2))
+
+        writing = asyncio.create_task(unit())
+        while not store._committing:
+            await asyncio.sleep(0.001)
+        seen = await store.get("ws_CO_1")
+        assert seen is not None and (seen.status, seen.receipt) == ("completed", "R7")
+        slow.set()
+        await writing
+        assert (await store.get("ws_CO_2")) is not None
+    finally:
+        slow.set()
         await store.close()
 
 
