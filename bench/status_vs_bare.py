@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +79,22 @@ class Target:
     pid: int = 0  # the server's process (its CPU time is read from /proc)
 
 
-def start_gateway(root: Path, work: Path, name: str) -> tuple[subprocess.Popen[bytes], Target]:
+def start_gateway(root: Path, work: Path, name: str, *, launcher: Sequence[str] = (),
+                  start_timeout: float = 30) -> tuple[subprocess.Popen[bytes], Target]:
+    """The gateway of checkout `root` (run with `launcher` before its command, e.g. valgrind), with
+    one payment pushed and settled."""
     port = free_port()
     env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
                     LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
                     SIMULATOR_AUTO_ANSWER_SECONDS="600", SIMULATOR_CALLBACK_DELAY_SECONDS="0")
-    proc = start_process([python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
+    proc = start_process([*launcher, python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
-    wait_up(f"{base}/health", proc)
-    pushed = requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 10}, timeout=10).json()
+    wait_up(f"{base}/health", proc, timeout=start_timeout)
+    pushed = requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 10}, timeout=60).json()
     cid = pushed["checkoutRequestId"]
-    requests.post(f"{base}/simulator/api/prompts/{cid}/pin", json={"pin": "12345"}, timeout=10)
+    requests.post(f"{base}/simulator/api/prompts/{cid}/pin", json={"pin": "12345"}, timeout=60)
     for _ in range(100):
-        answer = requests.post(f"{base}/stkpush/status", json={"checkoutRequestId": cid}, timeout=10).json()
+        answer = requests.post(f"{base}/stkpush/status", json={"checkoutRequestId": cid}, timeout=60).json()
         if answer.get("status") == "completed":
             break
         time.sleep(0.05)
