@@ -13,10 +13,10 @@ import aiohttp_cors
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from .clients import TrustedProxies
+from .clients import TrustedProxies, own_origin
 from .config import ConfigError, Settings, is_postgresql, sqlite_path
 from .daraja.client import DarajaClient
-from .handlers import daraja_callback, health, own_origin, stk_events, stk_push, stk_status
+from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
 from .middlewares import add_security_headers, json_errors
 from .observability import METRICS, Metrics, install_observability, request_ids, stamp_request_id

@@ -1,8 +1,9 @@
-"""Who is asking: the client's address, for per-client limits.
+"""Who is asking: the client's address, for per-client limits, and the origin it asked at.
 
 It is the socket's peer address, unless that peer is a reverse proxy listed in TRUSTED_PROXIES:
-then it is the address the proxy put in X-Forwarded-For (aiohttp-remotes reads that header). A
-client that talks to the gateway directly cannot choose its address by sending the header.
+then it is the address the proxy put in X-Forwarded-For (aiohttp-remotes reads that header, and the
+scheme and host from X-Forwarded-Proto and -Host). A client that talks to the gateway directly
+cannot choose its address by sending the header.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from aiohttp import web
 from aiohttp_remotes import XForwardedFiltered
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The origin a proxied request was sent to, as the handlers see it (aiohttp-remotes hands them a
+# copy of the request; the answer is prepared with the original, which knows only the proxy's side).
+PROXIED_ORIGIN = web.RequestKey("proxied_origin", list)
+
+
+def own_origin(request: web.Request) -> str:
+    """The origin this request was sent to (scheme and host, as a trusted proxy tells them): what a
+    browser sends as Origin from the gateway's own pages."""
+    proxied = request.get(PROXIED_ORIGIN)
+    return proxied[0] if proxied else f"{request.scheme}://{request.host}"
 
 
 def client_address(request: web.Request) -> str:
@@ -55,4 +66,11 @@ class TrustedProxies(XForwardedFiltered):
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not peer_trusted(request, self._peers):
             return await handler(request)
-        return await super().middleware(request, handler)
+        seen: list[str] = []
+        request[PROXIED_ORIGIN] = seen  # the copy made below shares this list with the original
+
+        async def as_forwarded(forwarded: web.Request) -> web.StreamResponse:
+            seen.append(f"{forwarded.scheme}://{forwarded.host}")
+            return await handler(forwarded)
+
+        return await super().middleware(request, as_forwarded)

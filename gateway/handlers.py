@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .checkout import Checkout, CheckoutError, is_clean_text, mask_phone, parse_checkout
-from .clients import client_address
+from .clients import client_address, own_origin
 from .config import Settings
 from .daraja.errors import DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
@@ -92,12 +92,6 @@ def loads_json(raw: bytes | str, *, unique_fields: bool = False) -> Any:
     if not isinstance(raw, str):  # as json.loads reads bytes: UTF-8, -16 or -32, by the first bytes
         raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
     return (_UNIQUE_DECODER if unique_fields else _DECODER).decode(raw)
-
-
-def own_origin(request: web.Request) -> str:
-    """The origin this request was sent to (scheme and host, as a trusted proxy tells them): what a
-    browser sends as Origin from the gateway's own pages."""
-    return f"{request.scheme}://{request.host}"
 
 
 def _origin_allowed(request: web.Request, settings: Settings) -> bool:

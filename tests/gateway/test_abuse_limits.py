@@ -115,6 +115,23 @@ async def test_the_gateways_own_pages_get_no_cors_headers_and_other_origins_do(s
     assert other.status == 200 and other.headers["Access-Control-Allow-Origin"] == "http://shop.example.com"
 
 
+async def test_behind_a_trusted_proxy_the_origin_is_the_one_the_proxy_was_asked_at(start_app):
+    """Behind a proxy terminating https, the gateway's own page sends `Origin: https://shop…`; the
+    gateway hears http from the proxy. The answer is no CORS answer all the same: it is judged by
+    the scheme and host the proxy forwarded (X-Forwarded-Proto, Host), as the handler sees them."""
+    running = await start_app(FRONTEND_URL="https://shop.example.com", TRUSTED_PROXIES="127.0.0.1/32")
+    forwarded = {"Host": "shop.example.com", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    same = await running.client.post("/stkpush", json={"phone": "0700000000", "amount": 10},
+                                     headers={**forwarded, "Origin": "https://shop.example.com"})
+    assert same.status == 200
+    assert not [h for h in same.headers if h.lower().startswith("access-control-")]
+    # Sent over plain http through the same proxy: another origin, so a cross-origin answer.
+    other = await running.client.post("/stkpush", json={"phone": "0700000001", "amount": 10},
+                                      headers={**forwarded, "X-Forwarded-Proto": "http",
+                                               "Origin": "https://shop.example.com"})
+    assert other.status == 200 and other.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+
+
 async def test_a_pay_page_on_the_front_end_may_send_idempotency_keys_and_read_retry_after(start_app):
     running = await start_app(FRONTEND_URL="https://shop.example.com")
     for path, method in (("/stkpush", "POST"), ("/catalogue/orders", "POST"), ("/catalogue", "GET"),
