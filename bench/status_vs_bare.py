@@ -77,16 +77,17 @@ class Target:
     url: str
     body: str
     pid: int = 0  # the server's process (its CPU time is read from /proc)
+    token: str = ""  # the payment's token, as its push answered it to the browser
 
 
 def start_gateway(root: Path, work: Path, name: str, *, launcher: Sequence[str] = (),
-                  start_timeout: float = 30) -> tuple[subprocess.Popen[bytes], Target]:
-    """The gateway of checkout `root` (run with `launcher` before its command, e.g. valgrind), with
-    one payment pushed and settled."""
+                  start_timeout: float = 30, **settings: str) -> tuple[subprocess.Popen[bytes], Target]:
+    """The gateway of checkout `root` (run with `launcher` before its command, e.g. valgrind; with
+    `settings` added to its environment), with one payment pushed and settled."""
     port = free_port()
     env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
                     LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
-                    SIMULATOR_AUTO_ANSWER_SECONDS="600", SIMULATOR_CALLBACK_DELAY_SECONDS="0")
+                    SIMULATOR_AUTO_ANSWER_SECONDS="600", SIMULATOR_CALLBACK_DELAY_SECONDS="0", **settings)
     proc = start_process([*launcher, python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     wait_up(f"{base}/health", proc, timeout=start_timeout)
@@ -100,7 +101,8 @@ def start_gateway(root: Path, work: Path, name: str, *, launcher: Sequence[str] 
         time.sleep(0.05)
     else:
         raise SystemExit(f"{name}: the payment did not complete")
-    return proc, Target(name, f"{base}/stkpush/status", json.dumps({"checkoutRequestId": cid}), proc.pid)
+    return proc, Target(name, f"{base}/stkpush/status", json.dumps({"checkoutRequestId": cid}), proc.pid,
+                        pushed["paymentToken"])
 
 
 def wrk(target: Target, seconds: int, connections: int, work: Path) -> tuple[float, float, float, float]:
