@@ -637,8 +637,11 @@ class SqliteTransactionStore(TransactionStore):
             # Off the loop's thread: the fsync takes far longer than any statement, and the units
             # that queue meanwhile form the next batch. The writer is held until the COMMIT is over,
             # even if this task is cancelled (the connection must not be used while it runs).
-            if not self._version_checked:
-                self._look_for_other_commits()  # the last look at others' commits until this one ends
+            if not self._version_checked:  # the last look at others' commits until this one ends
+                try:
+                    self._look_for_other_commits()
+                except sqlite3.Error:  # no look, no trust: the batch is committed all the same
+                    self._known.clear()
             self._committing = True
             committing = asyncio.ensure_future(asyncio.to_thread(db.execute, "COMMIT"))
             cancelled = False

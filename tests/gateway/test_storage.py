@@ -285,6 +285,35 @@ async def test_a_commit_made_elsewhere_before_this_store_commits_is_seen_while_i
         await store.close()
 
 
+async def test_a_failed_look_at_the_file_version_never_keeps_a_unit_from_committing(tmp_path, monkeypatch):
+    """The look just before a COMMIT is a read; if SQLite refuses it, the unit is committed all the
+    same (and nothing kept is trusted), rather than left waiting for a COMMIT that never comes."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        async with store.transaction() as t:
+            await t.insert(_tx(1))
+        assert await store.get("ws_CO_1") is not None
+
+        def refused() -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(store, "_look_for_other_commits", refused)
+        await asyncio.sleep(0)  # a new pass: the look is due again
+
+        async def unit() -> None:
+            async with store.transaction() as t:
+                assert await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed", "receipt": "R2"})
+
+        await asyncio.wait_for(unit(), timeout=10)
+        assert not store._known  # nothing kept survived the failed look
+        other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+        assert other.execute("SELECT receipt FROM transactions WHERE checkout_request_id = 'ws_CO_1'").fetchone() == ("R2",)
+        other.close()
+    finally:
+        await store.close()
+
+
 async def test_sqlite_units_that_queue_together_commit_together_and_each_ends_durable(tmp_path):
     """Group commit: 60 units at once make far fewer COMMITs (fsyncs) than units, and every
     block ends only once its unit is committed (another connection sees its row at that moment)."""
