@@ -650,7 +650,8 @@ async def test_static_files_honour_accept_encoding_head_and_revalidation(shop):
     part = await running.client.get(name, headers={"Accept-Encoding": "identity", "Range": "bytes=0-9"})
     assert part.status == 206 and await part.read() == body[:10]
     assert part.headers["Cache-Control"] == "public, no-cache" and part.headers["Vary"] == "Accept-Encoding"
-    beyond = await running.client.get(name, headers={"Accept-Encoding": "identity", "Range": f"bytes={len(body) + 10}-"})
+    beyond = await running.client.get(name, headers={"Accept-Encoding": "identity",
+                                                      "Range": f"bytes={len(body) + 10}-"})
     assert beyond.status == 416 and "Cache-Control" not in beyond.headers
 
 

@@ -264,7 +264,8 @@ async def test_a_commit_made_elsewhere_before_this_store_commits_is_seen_while_i
             await t.insert(_tx(1))
         assert (await store.get("ws_CO_1")).status == "pending"  # type: ignore[union-attr]
         other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
-        other.execute("UPDATE transactions SET status = 'completed', receipt = 'R7' WHERE checkout_request_id = 'ws_CO_1'")
+        other.execute("UPDATE transactions SET status = 'completed', receipt = 'R7' "
+                      "WHERE checkout_request_id = 'ws_CO_1'")
         other.close()
         monkeypatch.setattr("gateway.storage.asyncio.to_thread", slow_to_thread)
 
@@ -308,7 +309,8 @@ async def test_a_failed_look_at_the_file_version_never_keeps_a_unit_from_committ
         await asyncio.wait_for(unit(), timeout=10)
         assert not store._known  # nothing kept survived the failed look
         other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
-        assert other.execute("SELECT receipt FROM transactions WHERE checkout_request_id = 'ws_CO_1'").fetchone() == ("R2",)
+        receipt = other.execute("SELECT receipt FROM transactions WHERE checkout_request_id = 'ws_CO_1'").fetchone()
+        assert receipt == ("R2",)
         other.close()
     finally:
         await store.close()
