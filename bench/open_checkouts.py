@@ -389,6 +389,47 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
     return met
 
 
+# Loaded by the gateway's interpreter only (PYTHONPATH), with --gc-log: one line per collection.
+GC_LOGGER = """
+import gc, time
+_log = open(LOG_PATH, "a", buffering=1)
+_started = [0.0]
+def _timed(phase, info):
+    if phase == "start":
+        _started[0] = time.time()
+    else:
+        _log.write(f"{_started[0]:.4f} {time.time() - _started[0]:.6f} {info['generation']} {info['collected']}\\n")
+gc.callbacks.append(_timed)
+"""
+
+
+def log_collections(work: Path, env: dict[str, str]) -> Path:
+    """Have the gateway's interpreter (started with `env`) log its collections; the log's path."""
+    (work / "gc").mkdir()
+    (work / "gc" / "sitecustomize.py").write_text(GC_LOGGER.replace("LOG_PATH", repr(str(work / "gc.log"))))
+    env["PYTHONPATH"] = str(work / "gc")
+    return work / "gc.log"
+
+
+def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
+    """The gateway's collections during the measured time, by 10-s slice: how many, their total and
+    longest pause, by generation ("" without --gc-log)."""
+    if log is None:
+        return ""
+    slices: dict[int, dict[int, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    lines = log.read_text().splitlines() if log.exists() else []
+    for line in lines:
+        started, took, generation, _ = line.split()
+        at = float(started) - t0_wall
+        if 0 <= at < seconds:
+            slices[int(at // 10)][int(generation)].append(float(took) * 1000)
+    rows = ["garbage collections in the gateway by 10-s slice (generation: count, total ms, longest ms):"]
+    for index in range(int((seconds + 9) // 10)):
+        parts = [f"g{g} {len(t)} {sum(t):.0f} {max(t):.0f}" for g, t in sorted(slices[index].items())]
+        rows.append(f"  {index * 10}-{index * 10 + 10} s: {'; '.join(parts) or 'none'}")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkouts", type=int, default=10_000)
@@ -401,6 +442,8 @@ def main() -> int:
     parser.add_argument("--seed", action="store_true", help="insert the pending payments instead of pushing them")
     parser.add_argument("--push-concurrency", type=int, default=64)
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy during the minute")
+    parser.add_argument("--gc-log", action="store_true",
+                        help="time the gateway's garbage collections (gc.callbacks) and summarise them by 10-s slice")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/benchtools/bin/py-spy")
     args = parser.parse_args()
     limit = raise_fd_limit()
@@ -433,6 +476,7 @@ def main() -> int:
         env = clean_env(HOST="127.0.0.1", PORT=str(port), MPESA_ENV="simulator",
                         MPESA_BASE_URL=f"http://127.0.0.1:{sim_port}", DATABASE_URL=database_url,
                         TRUSTED_PROXIES="127.0.0.1/32", STREAM_LIMIT_TOTAL=str(max(1000, n_live + n_live // 10)))
+        gc_log = log_collections(work, env) if args.gc_log else None
         gateway = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / "gateway.log")
         procs.append(gateway)
         base = f"http://127.0.0.1:{port}"
@@ -488,6 +532,7 @@ def main() -> int:
               + "".join(f"\n  {n:,} x {text[:160]}" for text, n in samples.most_common(3)))
         print(f"load average (1 min) on this machine, all users: {os.getloadavg()[0]:.1f} at the end, "
               f"{load_before:.1f} at the start")
+        print(gc_summary(gc_log, t0_wall, args.seconds), end="")
         if profiler is not None:
             profiler.wait(30)
             if raw_profile.exists():
