@@ -245,8 +245,11 @@ class Deliveries:
             except Exception:  # keep delivering: one bad pass must not stop the worker
                 log.exception("webhook delivery pass failed")
                 pause = POLL_EVERY
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation that
+            # arrives as the event is set, and this loop (so the app's shutdown) would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._wake.wait()
 
     async def _pause(self) -> float:
         """Seconds until an event that is not being delivered is due (at most POLL_EVERY); with

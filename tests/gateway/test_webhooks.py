@@ -27,7 +27,7 @@ from aiohttp import web
 from gateway.app import open_store
 from gateway.config import load_settings
 from gateway.storage import SqliteTransactionStore
-from gateway.webhooks import resend_event, retry_delay
+from gateway.webhooks import Deliveries, resend_event, retry_delay
 from tests.conftest import free_port, sqlite_only
 from tests.gateway.test_restart_durability import gateway_env, start_server, stop_server
 
@@ -675,6 +675,27 @@ async def test_the_urls_password_path_and_query_stay_out_of_logs_and_the_outbox(
     webhook_lines = [r.getMessage() for r in caplog.records if r.name == "gateway.webhooks"]
     assert any(f"to http://127.0.0.1:{server.port} failed" in line for line in webhook_lines), webhook_lines
     assert all("\n" not in line and "\x1b" not in line for line in webhook_lines)
+
+
+async def test_the_delivery_worker_stops_when_cancelled_even_as_it_is_woken(tmp_path):
+    """The app's shutdown cancels the worker; a wake-up (a payment settled) arriving in the same
+    pass of the loop must not swallow that cancellation (asyncio.wait_for on Python 3.11 did: the
+    worker went on, and the shutdown waited for it for ever)."""
+    settings = load_settings({"DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite3",
+                              "MERCHANT_WEBHOOK_URL": "http://127.0.0.1:9/hooks", "MERCHANT_WEBHOOK_SECRET": SECRET})
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        for _ in range(20):  # the race is in one pass of the loop: try it many times
+            deliveries = Deliveries(store, settings, session=None)  # type: ignore[arg-type]  # never delivers
+            worker = asyncio.create_task(deliveries.run())
+            await asyncio.sleep(0.01)  # in its pause, waiting to be woken
+            deliveries.wake()
+            worker.cancel()
+            done, _ = await asyncio.wait([worker], timeout=2)
+            assert done, "the worker went on after being cancelled"
+    finally:
+        await store.close()
 
 
 def test_a_webhook_url_that_is_the_gateway_itself_is_refused_at_start(tmp_path):
