@@ -230,10 +230,12 @@ async def test_a_receiver_that_does_not_answer_in_time_is_tried_again(start_app,
     assert tries[0].body == tries[1].body
     event_id = tries[0].event["id"]
     await eventually(lambda: _state_is(running, event_id, "delivered"), 5, "delivered")
-    first, second = await attempts(running, event_id)
+    first, *between, last = await attempts(running, event_id)
     assert (first["status"], first["error"]) == (None, "no answer within 0.5 s")
     assert 450 <= first["duration_ms"] < 1500
-    assert (second["status"], second["error"]) == (200, None)
+    # The next answer is at once; on a loaded machine it may still miss the 0.5 s, and be retried.
+    assert all((t["status"], t["error"]) == (None, "no answer within 0.5 s") for t in between)
+    assert (last["status"], last["error"]) == (200, None)
 
 
 async def test_after_the_retry_window_the_event_is_failed_and_resend_delivers_it(start_app, receiver):
