@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,16 @@ LATEST = MIGRATIONS[-1].version
 def _tx(i: int) -> Transaction:
     return Transaction(checkout_request_id=f"ws_CO_{i}", merchant_request_id=f"m-{i}", phone="254712345678",
                        amount=10, account_reference="R", description="D")
+
+async def _store_with(tmp_path: Any, payments: int) -> SqliteTransactionStore:
+    """An open SQLite store holding payments ws_CO_0 … ws_CO_<payments - 1>."""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    async with store.transaction() as t:
+        for i in range(payments):
+            await t.insert(_tx(i))
+    return store
+
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -195,12 +206,8 @@ async def test_a_payment_kept_in_memory_is_never_older_than_the_sqlite_file(tmp_
     anyone (this store's writer, another connection, another process) is seen by a read in a
     later pass of the event loop (the file's version is read at most once per pass)."""
     monkeypatch.setattr("gateway.storage.KNOWN_PAYMENTS", 3)
-    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
-    await store.open()
+    store = await _store_with(tmp_path, 5)
     try:
-        async with store.transaction() as t:
-            for i in range(5):
-                await t.insert(_tx(i))
         first = await store.get("ws_CO_1")
         assert await store.get("ws_CO_1") is first  # unchanged file: from memory
         other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
@@ -226,12 +233,8 @@ async def test_a_commit_of_this_store_drops_only_the_payments_it_wrote(tmp_path)
     """The reconciler's and the callbacks' commits do not empty the memory every status poll reads
     from: a unit that writes a payment by id drops that payment's kept copy once it commits, and
     only that one; a unit that writes the payments in SQL of its own drops them all."""
-    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
-    await store.open()
+    store = await _store_with(tmp_path, 4)
     try:
-        async with store.transaction() as t:
-            for i in range(4):
-                await t.insert(_tx(i))
         kept = {i: await store.get(f"ws_CO_{i}") for i in range(4)}
         async with store.transaction() as t:
             assert await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed", "receipt": "R1"})
