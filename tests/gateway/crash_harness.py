@@ -243,11 +243,15 @@ class Burst:
 
 
 async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, kill_after_ok: list[int],  # noqa: C901
-                 deadline: float, offsets: list[float]) -> Burst:
+                 deadline: float, offsets: list[float], held: tuple[Simulator, float] | None) -> Burst:
     """POST /stkpush for every customer, `concurrency` at a time, push i not before `offsets[i]`
     seconds from the start (non-decreasing). Each time the number of pushes answered 200 reaches
     the next figure in `kill_after_ok` (and the gateway is up), SIGKILL the gateway and start it
-    again at once, in a thread, while the burst goes on. A connection refused means nothing was
+    again at once, in a thread, while the burst goes on. With `held` (the simulator, and how long it
+    holds each push's answer), the kill waits (at most 3 s) until the simulator has a prompt on a
+    phone whose push is in flight, made less than half that time ago: its answer is still held,
+    so the kill lands while Daraja has a push the gateway has no answer for. (On a loaded machine
+    the pushes in flight at a bare count may all still be queued before Daraja.) A connection refused means nothing was
     sent: that push is tried again until the gateway is back. Any other failure (reset, disconnect,
     time-out) may have sent it: never retried, so a retry can never be the reason a customer gets
     two prompts."""
@@ -256,20 +260,37 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
     queue: asyncio.Queue[tuple[PushResult, float]] = asyncio.Queue()
     for r, offset in zip(results, offsets, strict=True):
         queue.put_nowait((r, offset))
-    in_flight: set[int] = set()
+    in_flight: dict[int, str] = {}  # id(result) -> its msisdn
     thresholds = sorted(kill_after_ok)
     restarts: list[asyncio.Future[float]] = []
+    killing: list[asyncio.Task[None]] = []
     loop_started = time.monotonic()
     ok_count = 0
 
     def maybe_kill() -> None:
         if len(burst.kills) >= len(thresholds) or ok_count < thresholds[len(burst.kills)]:
             return
-        if restarts and not restarts[-1].done():
-            return  # still coming back from the previous kill
+        if restarts and not restarts[-1].done() or killing and not killing[-1].done():
+            return  # still coming back from the previous kill, or this one is waiting for its moment
+        killing.append(asyncio.ensure_future(kill()))
+
+    async def kill() -> None:
+        if held is not None:
+            await until_held(*held)
         burst.kills.append(Kill(at=time.time(), ok_before=ok_count, in_flight=len(in_flight)))
         gateway.kill()
         restarts.append(asyncio.ensure_future(asyncio.to_thread(restart, burst.kills[-1])))
+
+    async def until_held(sim: Simulator, hold: float) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as control:
+            give_up = time.monotonic() + 3
+            while time.monotonic() < give_up:
+                async with control.get(f"{sim.url}/simulator/api/prompts", params={"limit": "20"}) as resp:
+                    newest = await resp.json()
+                phones = set(in_flight.values())
+                if any(p["msisdn"] in phones and p["createdAt"] > p["now"] - hold / 2 for p in newest):
+                    return
+                await asyncio.sleep(0.005)
 
     def restart(kill: Kill) -> float:
         kill.start_seconds = gateway.start()
@@ -290,7 +311,7 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
                 await asyncio.sleep(max(0.0, loop_started + offset - time.monotonic()))
                 while True:
                     r.started = time.time()
-                    in_flight.add(id(r))
+                    in_flight[id(r)] = r.customer.msisdn
                     try:
                         async with session.post(f"{gateway.url}/stkpush",
                                                 json={"phone": r.customer.phone, "amount": r.customer.amount}) as resp:
@@ -298,7 +319,7 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
                             r.http = resp.status
                             r.checkout_request_id = body.get("checkoutRequestId") if isinstance(body, dict) else None
                     except aiohttp.ClientConnectorError:
-                        in_flight.discard(id(r))
+                        in_flight.pop(id(r), None)
                         r.refused += 1
                         if time.monotonic() > deadline:
                             r.error = "gateway not back in time"
@@ -308,7 +329,7 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
                     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                         r.error = type(exc).__name__
                     r.finished = time.time()
-                    in_flight.discard(id(r))
+                    in_flight.pop(id(r), None)
                     break
                 if r.http == 200:
                     ok_count += 1
@@ -317,7 +338,10 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
         try:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         finally:  # never leave a restart running behind the caller's back (it starts a process)
+            await asyncio.gather(*killing, return_exceptions=True)
             await asyncio.gather(*restarts, return_exceptions=True)
+        for killed in killing:
+            killed.result()
     for restarted in restarts:
         restarted.result()  # a failed restart fails the burst, with the gateway's output
     burst.duration = time.monotonic() - loop_started
@@ -325,9 +349,11 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
 
 
 def run_burst(gateway: Gateway, customers: list[Customer], concurrency: int, kill_after_ok: list[int],
-              offsets: list[float] | None = None, timeout: float = 40.0) -> Burst:
+              offsets: list[float] | None = None, timeout: float = 40.0,
+              held: tuple[Simulator, float] | None = None) -> Burst:
     offsets = offsets if offsets is not None else [0.0] * len(customers)
-    return asyncio.run(_burst(gateway, customers, concurrency, kill_after_ok, time.monotonic() + timeout, offsets))
+    return asyncio.run(_burst(gateway, customers, concurrency, kill_after_ok, time.monotonic() + timeout, offsets,
+                              held))
 
 
 # -- settling and comparing ----------------------------------------------------------------------

@@ -61,7 +61,7 @@ OFFSETS = [i * WARM_UP_SECONDS / WARM_UP if i < WARM_UP else WARM_UP_SECONDS for
 # Daraja takes this long to answer each push (the prompt is on the phone at once), as the real one
 # takes a fraction of a second or more: at any moment of the burst dozens of prompts are out whose
 # answers the gateway has not yet got, so a kill always loses some of them.
-DARAJA_SECONDS = 0.1
+DARAJA_SECONDS = 0.2
 
 GATEWAY_SETTINGS = {
     "PUSH_LIMIT_PER_PHONE": "0",
@@ -148,7 +148,7 @@ def test_sigkill_mid_burst_loses_no_payment(world: tuple[Simulator, Gateway, lis
     sim.fault(count=PUSHES, push="slow", delay=DARAJA_SECONDS)
 
     thresholds = [int(PUSHES * f) for f in kill_at]
-    burst = run_burst(gateway, customers, CONCURRENCY, thresholds, OFFSETS)
+    burst = run_burst(gateway, customers, CONCURRENCY, thresholds, OFFSETS, held=(sim, DARAJA_SECONDS))
 
     # The harness did what it claims: kills in the middle of the burst, working restarts.
     assert len(burst.kills) == len(thresholds), (f"the burst ended before the kills after {thresholds} pushes "
