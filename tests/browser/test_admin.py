@@ -19,6 +19,7 @@ from tests.gateway.test_admin import (
     API_KEY,
     LOST,
     MARKUP,
+    TIMES_OUT,
     TOKEN,
     hostile,
     paid_cancelled_and_ordered,
@@ -39,7 +40,7 @@ async def operator_app(start_app: Any, receiver: Receiver) -> tuple[Any, dict[st
     order; an unverified callback, one that matched nothing, a lost answer; webhooks that failed."""
     receiver.default = 503
     running = await start_app(**{**BROWSER_ENV, "ADMIN_TOKEN": TOKEN, "SHOP_API_KEY": API_KEY,
-                                 "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60", "DARAJA_TIMEOUT_SECONDS": "0.3",
+                                 "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60", "DARAJA_TIMEOUT_SECONDS": TIMES_OUT,
                                  **hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="0.5", WEBHOOK_RETRY_SECONDS="1")})
     made = await paid_cancelled_and_ordered(running)
     seen = await trouble(running)

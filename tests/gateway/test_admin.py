@@ -30,6 +30,9 @@ API_KEY = "shop-api-key-for-tests-0123456789abcdef"
 PAYS, CANCELS = "0700000000", "0700000002"
 INTERACTIVE = "254712345678"  # a prompt that waits for the customer
 LOST = "254711222333"  # another waiting customer: the push whose answer is lost
+# The gateway gives up on Daraja after TIMES_OUT s in the tests that lose a push's answer (the
+# simulator holds LOST's answer 4 s): long enough for every other push on a loaded machine.
+TIMES_OUT = "2"
 FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
 
 
@@ -92,7 +95,7 @@ async def trouble(running: Running) -> dict[str, Any]:
     stray = (await resp.json())["checkoutRequestId"]
     assert await final_outcomes(running, stray) == ["unknown"]
 
-    await running.client.post("/simulator/api/faults", json={"push": "timeout", "delay": 1, "msisdn": LOST})
+    await running.client.post("/simulator/api/faults", json={"push": "timeout", "delay": 4, "msisdn": LOST})
     lost = await running.push(LOST, 30, accountReference="LOST-1")
     assert lost["http"] == 504
     assert (await running.payments.store.attempt_counts()).get("unknown") == 1
@@ -263,7 +266,7 @@ async def test_the_csv_export_holds_the_filtered_payments(start_app):
 # -- what went wrong ---------------------------------------------------------------------------
 
 async def test_unverified_and_unknown_callbacks_and_lost_answers_need_attention(start_app):
-    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS="0.3")
+    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS=TIMES_OUT)
     clean = await page(running, "/admin/attention")
     assert clean.count("<p>None.</p>") == 5
     seen = await trouble(running)

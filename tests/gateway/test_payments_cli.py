@@ -21,6 +21,7 @@ from tests.conftest import Running
 from tests.daraja_http import eventually
 from tests.gateway.test_admin import (
     LOST,
+    TIMES_OUT,
     admin_app,
     failed_event,
     late_and_double,
@@ -111,7 +112,7 @@ async def test_show_a_payment_or_an_order_by_any_of_its_ids(start_app):
 
 
 async def test_unmatched_callbacks_lost_answers_late_successes_and_double_payments(start_app):
-    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS="0.3", PAYMENT_TIMEOUT_SECONDS="1")
+    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS=TIMES_OUT, PAYMENT_TIMEOUT_SECONDS="1")
     assert "No callbacks" in await cli(running, "unmatched")
     for command, says in (("lost", "No pushes"), ("late", "No late"), ("doubles", "No order")):
         assert says in await cli(running, command)
