@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -48,7 +49,8 @@ def failure(message: str, status: int, *, headers: dict[str, str] | None = None,
 
 
 def too_many(message: str, wait: float) -> BadRequest:
-    return BadRequest(message, 429, headers={"Retry-After": str(max(1, round(wait)))})
+    # Rounded up: a client that waits the whole seconds it is told must find the limit open again.
+    return BadRequest(message, 429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 def _reject_constant(name: str) -> Any:

@@ -41,6 +41,19 @@ async def test_a_push_whose_answer_was_lost_counts_towards_the_phone_limit(start
     assert (await running.push(INTERACTIVE, 10))["http"] == 429
 
 
+async def test_a_client_that_waits_the_retry_after_it_is_told_is_let_through(start_app):
+    """Retry-After is rounded up: told 3 s when 3.4 s are left, the pay page's Try Again (enabled
+    when its count-down ends) was refused a second time."""
+    running = await start_app(PUSH_LIMIT_PER_PHONE="1", PUSH_LIMIT_WINDOW_SECONDS="4")
+    assert (await running.push("0700000001", 10))["http"] == 200
+    await asyncio.sleep(0.6)  # the window has about 3.4 s left
+    resp = await running.client.post("/stkpush", json={"phone": "0700000001", "amount": 10})
+    wait = int(resp.headers["Retry-After"])
+    assert resp.status == 429 and 1 <= wait <= 4, (resp.status, wait)
+    await asyncio.sleep(wait)
+    assert (await running.push("0700000001", 10))["http"] == 200
+
+
 async def test_pushes_from_one_client_are_limited_across_phones(start_app):
     running = await start_app(PUSH_LIMIT_PER_CLIENT="3")
     codes = [(await running.push(f"25471200{i:04d}", 10))["http"] for i in range(5)]
