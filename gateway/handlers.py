@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from .config import Settings
 from .daraja.errors import DarajaError, DarajaUnavailable
 from .daraja.wire import MalformedCallback
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
+from .limits import retry_after_header
 from .observability import METRICS
 from .payments import token_matches
 from .result_messages import customer_message, daraja_answer
@@ -49,8 +49,7 @@ def failure(message: str, status: int, *, headers: dict[str, str] | None = None,
 
 
 def too_many(message: str, wait: float) -> BadRequest:
-    # Rounded up: a client that waits the whole seconds it is told must find the limit open again.
-    return BadRequest(message, 429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    return BadRequest(message, 429, headers={"Retry-After": retry_after_header(wait)})
 
 
 def _reject_constant(name: str) -> Any:

@@ -7,9 +7,16 @@ client address, unknown ids only). In-process: each worker counts its own reques
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
+
+
+def retry_after_header(wait: float) -> str:
+    """A wait in seconds as `Retry-After`: whole seconds, rounded up (a client that waits that long
+    finds the limit open again), at least 1."""
+    return str(max(1, math.ceil(wait)))
 
 
 class SlidingWindowLimiter:

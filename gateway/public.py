@@ -19,7 +19,7 @@ from .config import Settings
 from .daraja.wire import NAIROBI, TIMESTAMP_FORMAT
 from .handlers import LookupLimited, find_payment, status_body
 from .keys import PAYMENTS, SETTINGS
-from .limits import SlidingWindowLimiter
+from .limits import SlidingWindowLimiter, retry_after_header
 from .orders import load_order
 from .payments import epoch, token_matches
 from .reports import (
@@ -54,7 +54,8 @@ __all__ = ["ORDER_STATUSES", "PAYMENT_STATUSES", "SETTINGS", "WEBHOOK_STATES", "
            "ReportError", "Settings", "SlidingWindowLimiter", "attention", "callbacks_of", "daily_totals",
            "double_payments", "events_about", "find_payment", "late_successes", "lost_answers", "nairobi_time",
            "operator_store", "order", "order_of", "order_payments", "orders", "payment", "payments", "payments_csv",
-           "receipt", "resend_webhook", "unmatched_callbacks", "webhook_event", "webhook_events", "webhooks_enabled"]
+           "receipt", "resend_webhook", "retry_after_header", "unmatched_callbacks", "webhook_event",
+           "webhook_events", "webhooks_enabled"]
 
 
 def paid_at(tx: Transaction) -> str | None:

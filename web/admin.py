@@ -58,6 +58,7 @@ from gateway.public import (
     payments,
     payments_csv,
     resend_webhook,
+    retry_after_header,
     unmatched_callbacks,
     webhook_event,
     webhook_events,
@@ -167,7 +168,7 @@ def guarded(handler: Handler) -> Handler:
         wait = state.wrong_passwords.retry_after(client)
         if wait:  # even the right password: a guesser must not learn that it guessed right
             return _text_answer("Too many wrong passwords. Try again later.", 429,
-                                {"Retry-After": str(max(1, round(wait)))})
+                                {"Retry-After": retry_after_header(wait)})
         if not state.password_ok(password):
             state.wrong_passwords.record(client)
             log.warning("operator pages: wrong password from %s", client)

@@ -14,7 +14,15 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup, escape
 
-from gateway.public import SETTINGS, LookupLimited, Settings, find_payment, order_of, receipt
+from gateway.public import (
+    SETTINGS,
+    LookupLimited,
+    Settings,
+    find_payment,
+    order_of,
+    receipt,
+    retry_after_header,
+)
 
 from . import outcomes
 from .assets import setup_static
@@ -91,7 +99,7 @@ async def confirmation_page(request: web.Request) -> web.Response:
     except LookupLimited as exc:
         context["limited"] = True
         response = aiohttp_jinja2.render_template("confirmation.html", request, context, status=429)
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        response.headers["Retry-After"] = retry_after_header(exc.retry_after)
         return response
     if tx is not None:
         payment = receipt(tx, request.query.get("paymentToken", ""), request.query.get("orderId", ""))

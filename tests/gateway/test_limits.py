@@ -1,4 +1,4 @@
-from gateway.limits import SlidingWindowLimiter
+from gateway.limits import SlidingWindowLimiter, retry_after_header
 
 
 class Clock:
@@ -60,3 +60,8 @@ def test_acquire_reserves_and_release_gives_back():
 def test_zero_limit_never_refuses():
     limiter = SlidingWindowLimiter(0, 60)
     assert all(limiter.acquire("k") == 0.0 for _ in range(1000))
+
+
+def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one():
+    # Waiting what Retry-After says must be enough: 3.4 s left is "4", never "3".
+    assert [retry_after_header(w) for w in (3.4, 3.01, 3.0, 0.2, 0.0, 59.5)] == ["4", "4", "3", "1", "1", "60"]
