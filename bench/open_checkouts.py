@@ -5,6 +5,7 @@ share of them also follow it on live updates (server-sent events), for a minute.
     .venv/bin/python bench/open_checkouts.py --checkouts 2000 --seconds 20 --live-share 0.5
     .venv/bin/python bench/open_checkouts.py --live-without-polls  # live checkouts do not poll
     .venv/bin/python bench/open_checkouts.py --profile             # py-spy samples the gateway meanwhile
+    .venv/bin/python bench/open_checkouts.py --ramp 30             # opened over 30 s, then the minute
 
 What a browser's open checkout sends (web/static/js/payment.js): after its push, the pay page opens
 an EventSource on GET /stkpush/{checkoutRequestId}/events?paymentToken=… and, alongside it (not only
@@ -33,7 +34,11 @@ The minute: the checkouts are split over --generators processes; checkout i poll
 sent when that answer comes, and its latency still counts from when it was due (response time minus
 intended send time: no coordinated omission); polls still waiting to be sent when the minute is over
 count as errors ("still due at the end"). Live checkouts open their stream at t0 + offset_i and
-keep it to the end. Prints polls sent against intended and the rate, p50/p99/max latency, errors
+keep it to the end. With --ramp R, checkout i opens (first poll, stream) at t0 - R + R*i/N instead:
+the checkouts arrive one after another over the R seconds before the minute, as customers reach
+the pay page, not all within its first 3 s; the polls due during the ramp are reported apart and
+the minute (every checkout open) is what the target is judged on.
+Prints polls sent against intended and the rate, p50/p99/max latency, errors
 (non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
 bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
 gateway, the simulator and the generators, and whether the target (0 errors, p99 under 100 ms) is
@@ -115,6 +120,18 @@ class Tally:
     first_event_ms: array[float] = field(default_factory=lambda: array("d"))
     stream_events: int = 0
     cpu_seconds: float = 0.0
+    # With --ramp: the polls due while the checkouts were still opening, before the minute.
+    ramp_latencies: array[float] = field(default_factory=lambda: array("d"))
+    ramp_intended: int = 0
+    ramp_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def answered(self, due: float, latency_ms: float) -> None:
+        """A poll due `due` s after the minute's start answered 200 pending (before it: the ramp's)."""
+        if due >= 0:
+            self.latencies.append(latency_ms)
+            self.due_at.append(due)
+        else:
+            self.ramp_latencies.append(latency_ms)
 
 
 # -- the load generator (one process: a share of the checkouts) ---------------------------------
@@ -153,14 +170,17 @@ async def poller(checkout: Checkout, host: str, port: int, t0: float, end: float
     try:
         while (intended := t0 + offset + k * interval) < end:
             k += 1
-            tally.intended += 1
+            measured = intended >= t0  # else due during the ramp, before the minute
+            errors = tally.errors if measured else tally.ramp_errors
+            tally.intended += measured
+            tally.ramp_intended += not measured
             delay = intended - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif loop.time() >= end:  # a backlog left when the minute is over: due, never answered
-                tally.errors["still due at the end"] += 1
+                errors["still due at the end"] += 1
                 continue
-            tally.sent += 1
+            tally.sent += measured
             try:
                 async with asyncio.timeout(POLL_TIMEOUT):
                     if writer is None or reader is None:
@@ -169,16 +189,15 @@ async def poller(checkout: Checkout, host: str, port: int, t0: float, end: float
                     writer.write(request)
                     status, body, keep = await read_response(reader)
             except TimeoutError:
-                tally.errors["time-out"] += 1
+                errors["time-out"] += 1
                 status, body, keep = 0, b"", False
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
-                tally.errors[f"connection: {type(exc).__name__}"] += 1
+                errors[f"connection: {type(exc).__name__}"] += 1
                 status, body, keep = 0, b"", False
             if status == 200 and b'"pending"' in body and expected in body:
-                tally.latencies.append((loop.time() - intended) * 1000)
-                tally.due_at.append(intended - t0)
+                tally.answered(intended - t0, (loop.time() - intended) * 1000)
             elif status:
-                tally.errors[f"HTTP {status}" if status != 200 else "unexpected body"] += 1
+                errors[f"HTTP {status}" if status != 200 else "unexpected body"] += 1
             if not keep and writer is not None:
                 writer.close()
                 reader = writer = None
@@ -362,6 +381,16 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
     first_events = sorted(x for t in tallies for x in t.first_event_ms)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     n_errors = sum(errors.values())
+    if args.ramp:
+        ramp = sorted(x for t in tallies for x in t.ramp_latencies)
+        ramp_errors: collections.Counter[str] = collections.Counter()
+        for t in tallies:
+            ramp_errors.update(t.ramp_errors)
+        print(f"the ramp ({args.ramp:g} s before the minute, {args.checkouts / args.ramp:,.0f} checkouts opening a "
+              f"second): {sum(t.ramp_intended for t in tallies):,} polls due, {len(ramp):,} answered 200 pending, "
+              f"p50 {percentile(ramp, 50):.1f} ms p99 {percentile(ramp, 99):.1f} ms, errors "
+              f"{sum(ramp_errors.values()):,}" + (f" ({dict(ramp_errors)})" if ramp_errors else "")
+              + " (not counted below)")
     print(f"polls: {intended:,} due, {sent:,} sent, {len(latencies):,} answered 200 pending "
           f"({len(latencies) / args.seconds:,.0f}/s achieved vs {intended / args.seconds:,.0f}/s intended)")
     print(f"latency from the intended send time: p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
@@ -427,6 +456,11 @@ def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     for index in range(int((seconds + 9) // 10)):
         parts = [f"g{g} {len(t)} {sum(t):.0f} {max(t):.0f}" for g, t in sorted(slices[index].items())]
         rows.append(f"  {index * 10}-{index * 10 + 10} s: {'; '.join(parts) or 'none'}")
+    longest = sorted((line.split() for line in lines if 0 <= float(line.split()[0]) - t0_wall < seconds),
+                     key=lambda f: -float(f[1]))[:3]
+    if longest:
+        rows.append("  longest: " + "; ".join(f"at {float(at) - t0_wall:.1f} s g{g} {float(took) * 1000:.0f} ms, "
+                                              f"{int(freed):,} objects freed" for at, took, g, freed in longest))
     return "\n".join(rows) + "\n"
 
 
@@ -438,6 +472,9 @@ def main() -> int:
                         help="live checkouts only stream (the page polls alongside its stream: default)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between a checkout's polls")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="open the checkouts one after another over this many seconds before the measured "
+                             "minute (0: all within the first poll interval of the minute)")
     parser.add_argument("--generators", type=int, default=3, help="load generator processes")
     parser.add_argument("--seed", action="store_true", help="insert the pending payments instead of pushing them")
     parser.add_argument("--push-concurrency", type=int, default=64)
@@ -492,12 +529,17 @@ def main() -> int:
             checkouts.append(Checkout(i, cid, token, live, polls=not (live and args.live_without_polls)))
         n_live = sum(c.live for c in checkouts)
         n_poll = sum(c.polls for c in checkouts)
-        offsets = [args.interval * i / len(checkouts) for i in range(len(checkouts))]
+        # Checkout i opens (first poll, stream) at t0 + offsets[i]: spread over the first poll interval
+        # of the minute, or with --ramp over the seconds before it (negative offsets).
+        offsets = [args.ramp * (i / len(checkouts) - 1) if args.ramp else args.interval * i / len(checkouts)
+                   for i in range(len(checkouts))]
         print(f"{len(checkouts):,} open checkouts for {args.seconds:g} s against one gateway process: {n_poll:,} "
               f"polling every {args.interval:g} s ({n_poll / args.interval:,.0f} polls/s intended), {n_live:,} on "
               f"live updates{' (not polling)' if args.live_without_polls else ' (polling too, as the page does)'}; "
-              f"{args.generators} generator processes; {os.cpu_count()} CPUs shared by all", flush=True)
-        t0_wall = time.time() + 2.0 + 0.0001 * len(checkouts)  # the generators' set-up before the first poll
+              f"{args.generators} generator processes; {os.cpu_count()} CPUs shared by all"
+              + (f"; opened over {args.ramp:g} s before the minute" if args.ramp else ""), flush=True)
+        # The minute starts at t0_wall; the generators' set-up and any ramp come before it.
+        t0_wall = time.time() + 2.0 + 0.0001 * len(checkouts) + args.ramp
         out: Any = multiprocessing.get_context("fork").Queue()
         generators = []
         for g in range(args.generators):
@@ -516,7 +558,7 @@ def main() -> int:
                                          str(int(args.seconds)), "--rate", "50", "--format", "raw",
                                          "--output", str(raw_profile)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        tallies = [out.get(timeout=args.seconds + 60) for _ in generators]
+        tallies = [out.get(timeout=args.seconds + args.ramp + 60) for _ in generators]
         cpu = {name: cpu_seconds(p.pid) - cpu_before[name] for name, p in (("gateway", gateway),
                                                                            ("simulator", simulator))}
         for p in generators:
