@@ -78,8 +78,10 @@ async def daraja_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.hint:
             log.warning("%s %s -> %s (%s)", request.method, request.path, exc.error_message, exc.hint)
         return render_error(exc, sim.new_request_id(), sim.settings.daraja)
-    except web.HTTPMethodNotAllowed:
-        return render_error(MethodNotAllowed(request.method), sim.new_request_id())
+    except web.HTTPMethodNotAllowed as exc:
+        refused = render_error(MethodNotAllowed(request.method), sim.new_request_id())
+        refused.headers["Allow"] = exc.headers["Allow"]  # the methods the path takes (RFC 9110: required)
+        return refused
     except web.HTTPNotFound:
         return render_error(ResourceNotFound(), sim.new_request_id())
     except web.HTTPRequestEntityTooLarge:

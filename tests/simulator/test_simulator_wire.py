@@ -263,6 +263,7 @@ async def test_push_without_a_valid_bearer_is_404_invalid_access_token(daraja, a
 async def test_get_on_the_push_path_is_405_in_darajas_envelope(daraja):
     resp = await daraja.client.get(PUSH, headers=await daraja.bearer())
     await assert_daraja_error(resp, 405, "405.001", "GET Method Not Allowed")
+    assert resp.headers["Allow"] == "POST"  # what the path does take
 
 
 @pytest.mark.parametrize("path", ["/mpesa/stkpush/v2/processrequest", "/mpesa/nothing", "/"])
