@@ -311,6 +311,21 @@ def test_a_client_cannot_set_the_host_the_gateway_sees(stack: Stack) -> None:
     assert answer.json()["message"] == "Cross-origin request refused"
 
 
+def test_the_request_id_is_nginxs_own_and_in_its_access_log(stack: Stack) -> None:
+    """The gateway adopts a trusted proxy's X-Request-Id: nginx sets its own, so a client cannot pick
+    the id its log lines carry (or borrow another request's)."""
+    with client("127.0.0.9") as http:
+        answer = http.post(f"{stack.proxy}/stkpush/status", json={"checkoutRequestId": "ws_CO_none"},
+                           headers={"X-Request-Id": "chosen-by-the-client"}, timeout=5)
+    assert answer.status_code == 404, answer.text
+    request_id = answer.headers["X-Request-Id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id  # nginx's $request_id
+    deadline = time.monotonic() + 5
+    while request_id not in (log := (stack.prefix / "access.log").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert request_id in log and "chosen-by-the-client" not in log
+
+
 def closed_within(sock: socket.socket, limit: float) -> float | None:
     """Seconds until the peer closes `sock` (nothing else is expected), or None if still open at `limit`."""
     started = time.monotonic()
