@@ -129,7 +129,7 @@ def _row_to_tx(row: Row) -> Transaction:
 
 MISSING_BATCH = 500  # accepted attempts without their payment, repaired per recovery pass at most
 WRITE_WAIT_SECONDS = 2.0  # how long a unit of work waits for another writer of the SQLite file
-KNOWN_PAYMENTS = 20_000  # payments kept in memory between changes of the SQLite file (status polls)
+KNOWN_PAYMENTS = 20_000  # payments kept in memory until a commit changes them (status polls; see `get`)
 
 # One payment by id, its columns in the dataclass's order (`_tuple_to_tx`): the status poll's read.
 _GET_TX = f"SELECT {', '.join(_COLUMNS)} FROM transactions WHERE checkout_request_id = ?"
@@ -410,7 +410,7 @@ class SqliteTransactionStore(TransactionStore):
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None
-        self._known: OrderedDict[str, Transaction] = OrderedDict()  # read since the file last changed
+        self._known: OrderedDict[str, Transaction] = OrderedDict()  # read, and unchanged by any commit since
         self._known_version: int | None = None
         self._version_checked = False  # data_version read during this pass of the event loop
         self._committing = False  # the writer's COMMIT is running in a worker thread
@@ -578,8 +578,14 @@ class SqliteTransactionStore(TransactionStore):
                 lost = _batch_lost()
                 self._abandon(batch, lost)
                 raise lost
-            db.execute("RELEASE unit")
+            # Noted first: whatever becomes of the unit, its payments' kept copies go at the COMMIT
+            # (dropping a copy is never wrong). A RELEASE that fails undoes the unit like an error.
             batch.note(tx.payments_written)
+            try:
+                db.execute("RELEASE unit")
+            except BaseException:
+                self._undo_unit(db, batch)
+                raise
             failed = False
         finally:
             self._write_lock.release()
@@ -634,35 +640,47 @@ class SqliteTransactionStore(TransactionStore):
             if db is None:
                 batch.done.set_exception(RuntimeError("store is not open"))
                 return
-            # Off the loop's thread: the fsync takes far longer than any statement, and the units
-            # that queue meanwhile form the next batch. The writer is held until the COMMIT is over,
-            # even if this task is cancelled (the connection must not be used while it runs).
-            if not self._version_checked:  # the last look at others' commits until this one ends
-                try:
-                    self._look_for_other_commits()
-                except sqlite3.Error:  # no look, no trust: the batch is committed all the same
+            try:
+                await self._commit_batch(db, batch)
+            finally:
+                in_flight, self._committing = self._committing, False
+                if not batch.done.done():  # an error no one foresaw: no unit of the batch may wait forever
+                    if db.in_transaction and not in_flight:  # the COMMIT never ran: nothing is durable
+                        _rollback(db)
                     self._known.clear()
-            self._committing = True
-            committing = asyncio.ensure_future(asyncio.to_thread(db.execute, "COMMIT"))
-            cancelled = False
-            while not committing.done():
-                try:
-                    await asyncio.shield(committing)
-                except asyncio.CancelledError:
-                    cancelled = True
-                except Exception:  # noqa: BLE001, S110 - the COMMIT's outcome is read just below
-                    pass
-            self._committing = False
-            error = committing.exception()
-            if error is not None:
-                _rollback(db)
-                self._known.clear()  # whatever the failed COMMIT left, nothing kept is trusted
-                batch.done.set_exception(error)
-            else:
-                self._forget_written(batch)
-                batch.done.set_result(None)
-            if cancelled:
-                raise asyncio.CancelledError
+                    batch.done.set_exception(RuntimeError("the batch's COMMIT did not complete"))
+
+    async def _commit_batch(self, db: sqlite3.Connection, batch: _Batch) -> None:
+        """`_commit`'s work, with the writer held: the last look at others' commits, then the COMMIT."""
+        # Off the loop's thread: the fsync takes far longer than any statement, and the units
+        # that queue meanwhile form the next batch. The writer is held until the COMMIT is over,
+        # even if this task is cancelled (the connection must not be used while it runs).
+        if not self._version_checked:  # the last look at others' commits until this one ends
+            try:
+                self._look_for_other_commits()
+            except Exception:  # noqa: BLE001 - no look, no trust: the batch is committed all the same
+                self._known.clear()
+        committing = asyncio.ensure_future(asyncio.to_thread(db.execute, "COMMIT"))
+        self._committing = True  # (its thread starts at the loop's next pass, not before)
+        cancelled = False
+        while not committing.done():
+            try:
+                await asyncio.shield(committing)
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:  # noqa: BLE001, S110 - the COMMIT's outcome is read just below
+                pass
+        self._committing = False
+        error = committing.exception()
+        if error is not None:
+            _rollback(db)
+            self._known.clear()  # whatever the failed COMMIT left, nothing kept is trusted
+            batch.done.set_exception(error)
+        else:
+            self._forget_written(batch)
+            batch.done.set_result(None)
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _batch_lost() -> sqlite3.OperationalError:

@@ -319,6 +319,73 @@ async def test_a_failed_look_at_the_file_version_never_keeps_a_unit_from_committ
         await store.close()
 
 
+class _RefusesRelease:
+    """The store's writer connection, except that the next `RELEASE unit` fails."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.refuse = db, True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "RELEASE unit" and self.refuse:
+            self.refuse = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_unit_whose_release_fails_is_undone_and_its_payment_never_kept_stale(tmp_path):
+    """Its caller is told it failed, so its writes must not be committed with the batch; and the
+    payment it touched is read again, not answered from memory."""
+    store = await _store_with(tmp_path, 2)
+    try:
+        assert (await store.get("ws_CO_1")).status == "pending"  # type: ignore[union-attr]
+        writer = store._writer
+        assert writer is not None
+        store._writer = _RefusesRelease(writer)  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError):
+            async with store.transaction() as t:
+                assert await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed", "receipt": "R1"})
+        async with store.transaction() as t:  # the next unit is not taken down with it
+            assert await t.update("ws_CO_0", {"status": "pending"}, {"status": "failed", "result_code": "1032"})
+        other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+        rows = dict(other.execute("SELECT checkout_request_id, status FROM transactions").fetchall())
+        other.close()
+        assert rows == {"ws_CO_0": "failed", "ws_CO_1": "pending"}
+        assert (await store.get("ws_CO_1")).status == "pending"  # type: ignore[union-attr]
+        assert (await store.get("ws_CO_0")).status == "failed"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_an_unforeseen_error_before_the_commit_fails_the_batch_rather_than_leaving_it_waiting(
+        tmp_path, monkeypatch):
+    """Whatever goes wrong between a batch's last unit and its COMMIT, its units hear of it (they
+    are not left waiting for a COMMIT that never comes), nothing of theirs is committed, and the
+    store goes on working."""
+    store = await _store_with(tmp_path, 1)
+    try:
+        def broken(*args: object) -> object:
+            raise RuntimeError("no thread for the COMMIT")
+
+        monkeypatch.setattr("gateway.storage.asyncio.to_thread", broken)
+
+        async def unit() -> None:
+            async with store.transaction() as t:
+                assert await t.update("ws_CO_0", {"status": "pending"}, {"status": "completed", "receipt": "R0"})
+
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(unit(), timeout=10)
+        assert not store._committing
+        monkeypatch.undo()
+        assert (await store.get("ws_CO_0")).status == "pending"  # type: ignore[union-attr]
+        await asyncio.wait_for(unit(), timeout=10)
+        assert (await store.get("ws_CO_0")).status == "completed"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
 async def test_sqlite_units_that_queue_together_commit_together_and_each_ends_durable(tmp_path):
     """Group commit: 60 units at once make far fewer COMMITs (fsyncs) than units, and every
     block ends only once its unit is committed (another connection sees its row at that moment)."""
