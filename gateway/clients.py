@@ -17,15 +17,15 @@ from aiohttp_remotes import XForwardedFiltered
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The origin a proxied request was sent to, as the handlers see it (aiohttp-remotes hands them a
-# copy of the request; the answer is prepared with the original, which knows only the proxy's side).
-PROXIED_ORIGIN = web.RequestKey("proxied_origin", list)
+# copy of the request; the answer is prepared with the original, which knows only the proxy's side,
+# so the original is told).
+PROXIED_ORIGIN = web.RequestKey("proxied_origin", str)
 
 
 def own_origin(request: web.Request) -> str:
     """The origin this request was sent to (scheme and host, as a trusted proxy tells them): what a
     browser sends as Origin from the gateway's own pages."""
-    proxied = request.get(PROXIED_ORIGIN)
-    return proxied[0] if proxied else f"{request.scheme}://{request.host}"
+    return request.get(PROXIED_ORIGIN) or f"{request.scheme}://{request.host}"
 
 
 def client_address(request: web.Request) -> str:
@@ -66,11 +66,8 @@ class TrustedProxies(XForwardedFiltered):
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not peer_trusted(request, self._peers):
             return await handler(request)
-        seen: list[str] = []
-        request[PROXIED_ORIGIN] = seen  # the copy made below shares this list with the original
-
         async def as_forwarded(forwarded: web.Request) -> web.StreamResponse:
-            seen.append(f"{forwarded.scheme}://{forwarded.host}")
+            request[PROXIED_ORIGIN] = f"{forwarded.scheme}://{forwarded.host}"
             return await handler(forwarded)
 
         return await super().middleware(request, as_forwarded)
