@@ -22,6 +22,7 @@ def _tx(i: int) -> Transaction:
     return Transaction(checkout_request_id=f"ws_CO_{i}", merchant_request_id=f"m-{i}", phone="254712345678",
                        amount=10, account_reference="R", description="D")
 
+
 async def _store_with(tmp_path: Any, payments: int) -> SqliteTransactionStore:
     """An open SQLite store holding payments ws_CO_0 … ws_CO_<payments - 1>."""
     store = SqliteTransactionStore(tmp_path / "t.sqlite3")
@@ -30,7 +31,6 @@ async def _store_with(tmp_path: Any, payments: int) -> SqliteTransactionStore:
         for i in range(payments):
             await t.insert(_tx(i))
     return store
-
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
