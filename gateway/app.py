@@ -114,8 +114,9 @@ def create_app(settings: Settings) -> web.Application:
     ]
     # A pay page served from FRONTEND_URL: it sends Idempotency-Key and reads Retry-After (429s).
     # /orders is not here: the shop's backend calls it, never a browser.
-    if app.on_response_prepare:
+    if app.on_response_prepare:  # (it would be taken for one of aiohttp-cors's hooks below)
         raise RuntimeError("the gateway's answers have one hook, answer_headers: add to it instead")
+    app.on_startup.append(_one_answer_hook)  # and none added later (by web/, the simulator)
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_headers=("Content-Type", "Idempotency-Key"), expose_headers=("Retry-After", "Idempotent-Replayed"),
         allow_methods=("GET", "POST"), max_age=600)})
@@ -129,6 +130,11 @@ def create_app(settings: Settings) -> web.Application:
 
 
 Hook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+
+
+async def _one_answer_hook(app: web.Application) -> None:
+    if len(app.on_response_prepare) != 1:
+        raise RuntimeError("the gateway's answers have one hook, answer_headers: add to it instead")
 
 
 def answer_headers(cors_hooks: tuple[Hook, ...]) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:

@@ -55,6 +55,26 @@ async def test_every_answer_carries_a_request_id_of_its_own(start_app):
         assert HEX_ID.fullmatch(stream.headers["X-Request-Id"])
 
 
+async def test_a_second_hook_on_the_answers_stops_the_start(tmp_path):
+    """Every answer's request id and security headers come from one hook; one added beside it (by
+    web/ or the simulator, after the gateway's own set-up) would run on every answer: the start
+    refuses it."""
+    from gateway.app import _one_answer_hook
+    from run import build_app, load
+    from tests.conftest import app_env
+
+    app = build_app(*load(app_env(tmp_path)))
+    assert _one_answer_hook in app.on_startup
+    await _one_answer_hook(app)  # as built: one
+
+    async def another(request: Any, response: Any) -> None:
+        response.headers["X-Another"] = "1"
+
+    app.on_response_prepare.append(another)
+    with pytest.raises(RuntimeError, match="one hook"):
+        await _one_answer_hook(app)
+
+
 async def test_a_request_id_is_taken_only_from_a_trusted_proxy_and_only_when_plain(start_app):
     direct = await start_app()
     resp = await direct.client.get("/health", headers={"X-Request-Id": "from-the-client-1"})
