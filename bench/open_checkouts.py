@@ -436,7 +436,7 @@ def log_collections(work: Path, env: dict[str, str]) -> Path:
     """Have the gateway's interpreter (started with `env`) log its collections; the log's path."""
     (work / "gc").mkdir()
     (work / "gc" / "sitecustomize.py").write_text(GC_LOGGER.replace("LOG_PATH", repr(str(work / "gc.log"))))
-    env["PYTHONPATH"] = str(work / "gc")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(work / "gc"), env.get("PYTHONPATH", "")]))
     return work / "gc.log"
 
 
