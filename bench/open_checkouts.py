@@ -6,6 +6,7 @@ share of them also follow it on live updates (server-sent events), for a minute.
     .venv/bin/python bench/open_checkouts.py --live-without-polls  # live checkouts do not poll
     .venv/bin/python bench/open_checkouts.py --profile             # py-spy samples the gateway meanwhile
     .venv/bin/python bench/open_checkouts.py --ramp 30             # opened over 30 s, then the minute
+    .venv/bin/python bench/open_checkouts.py --direct              # browsers straight at the gateway, no proxy
 
 What a browser's open checkout sends (web/static/js/payment.js): after its push, the pay page opens
 an EventSource on GET /stkpush/{checkoutRequestId}/events?paymentToken=… and, alongside it (not only
@@ -13,7 +14,9 @@ when the stream fails), POSTs {"checkoutRequestId", "paymentToken"} to /stkpush/
 pollIntervalMs (3 s), each poll sent 3 s after the previous answer. Here every checkout has its own
 keep-alive connection for its polls (and another for its stream), as 10,000 browsers would, and
 its own client address (X-Forwarded-For from a trusted proxy, TRUSTED_PROXIES=127.0.0.1/32, as
-behind nginx): every per-client limit stays at its default.
+behind nginx; with --direct, its sockets' own source address on the loopback network, 127.10.x.y,
+and no proxy headers, as browsers talking to the gateway itself): every per-client limit stays at
+its default.
 
 Set-up, before the measured minute:
   - a standalone simulator (`run.py simulator`) whose customers never answer
@@ -95,6 +98,13 @@ def client_address(i: int) -> str:
     return f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
 
 
+def loopback_address(i: int) -> str:
+    """Checkout i's own address on the loopback network (127.0.0.0/8: every one of them is this
+    machine's, no set-up needed), for --direct."""
+    x, y = divmod(i, 250)
+    return f"127.{10 + x // 250}.{x % 250 + 1}.{y + 1}"
+
+
 @dataclass(frozen=True)
 class Checkout:
     index: int
@@ -102,6 +112,18 @@ class Checkout:
     token: str
     live: bool
     polls: bool
+    direct: bool = False  # its own loopback address and no proxy (--direct), else behind the trusted proxy
+
+    def connect(self, port: int) -> Any:
+        return asyncio.open_connection("127.0.0.1", port,
+                                       local_addr=(loopback_address(self.index), 0) if self.direct else None)
+
+    def page_headers(self, host: str) -> str:
+        """What the browser's page adds (its origin), and the proxy's headers unless --direct."""
+        if self.direct:
+            return f"Referer: http://{host}/pay.html\r\n"
+        return (f"Referer: https://{host}/pay.html\r\nX-Forwarded-For: {client_address(self.index)}\r\n"
+                "X-Forwarded-Proto: https\r\n")
 
 
 @dataclass
@@ -140,12 +162,12 @@ class Tally:
 def request_bytes(host: str, checkout: Checkout) -> bytes:
     body = json.dumps({"checkoutRequestId": checkout.checkout_request_id, "paymentToken": checkout.token},
                       separators=(",", ":")).encode()
+    scheme = "http" if checkout.direct else "https"
     head = (f"POST /stkpush/status HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
             f"Content-Length: {len(body)}\r\nUser-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\n"
-            f"Accept: application/json\r\nOrigin: https://{host}\r\nReferer: https://{host}/pay.html\r\n"
+            f"Accept: application/json\r\nOrigin: {scheme}://{host}\r\n{checkout.page_headers(host)}"
             f"Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-GB,en;q=0.9\r\n"
-            f"Cache-Control: no-cache\r\nPragma: no-cache\r\nX-Forwarded-For: {client_address(checkout.index)}\r\n"
-            f"X-Forwarded-Proto: https\r\n\r\n")
+            f"Cache-Control: no-cache\r\nPragma: no-cache\r\n\r\n")
     return head.encode() + body
 
 
@@ -184,7 +206,7 @@ async def poller(checkout: Checkout, host: str, port: int, t0: float, end: float
             try:
                 async with asyncio.timeout(POLL_TIMEOUT):
                     if writer is None or reader is None:
-                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        reader, writer = await checkout.connect(port)
                         tally.connects += 1
                     writer.write(request)
                     status, body, keep = await read_response(reader)
@@ -220,12 +242,12 @@ async def follower(checkout: Checkout, host: str, port: int, t0: float, end: flo
     opened_at = loop.time()
     path = f"/stkpush/{checkout.checkout_request_id}/events?paymentToken={checkout.token}"
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
-               f"User-Agent: {USER_AGENT}\r\nReferer: https://{host}/pay.html\r\nAccept-Language: en-GB,en;q=0.9\r\n"
-               f"X-Forwarded-For: {client_address(checkout.index)}\r\nX-Forwarded-Proto: https\r\n\r\n").encode()
+               f"User-Agent: {USER_AGENT}\r\n{checkout.page_headers(host)}Accept-Language: en-GB,en;q=0.9\r\n"
+               "\r\n").encode()
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(STREAM_OPEN_TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await checkout.connect(port)
             writer.write(request)
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             status = int(head.split(" ", 2)[1])
@@ -472,6 +494,9 @@ def main() -> int:
                         help="live checkouts only stream (the page polls alongside its stream: default)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between a checkout's polls")
+    parser.add_argument("--direct", action="store_true",
+                        help="each checkout connects from its own loopback address, with no proxy in between "
+                             "(default: through a trusted proxy, its address in X-Forwarded-For)")
     parser.add_argument("--ramp", type=float, default=0.0,
                         help="open the checkouts one after another over this many seconds before the measured "
                              "minute (0: all within the first poll interval of the minute)")
@@ -510,9 +535,12 @@ def main() -> int:
                                                   status="pending", salt=f"open-{os.getpid()}",
                                                   reconcile_after=3600))
             seeded = [(s.checkout_request_id, s.token) for s in kept]
+        # Behind the trusted proxy each checkout's address comes in X-Forwarded-For; with --direct from its
+        # own socket, and the set-up's pushes (all from 127.0.0.1, not measured) pass no per-client limit.
+        how_connected = {"PUSH_LIMIT_PER_CLIENT": "0"} if args.direct else {"TRUSTED_PROXIES": "127.0.0.1/32"}
         env = clean_env(HOST="127.0.0.1", PORT=str(port), MPESA_ENV="simulator",
                         MPESA_BASE_URL=f"http://127.0.0.1:{sim_port}", DATABASE_URL=database_url,
-                        TRUSTED_PROXIES="127.0.0.1/32", STREAM_LIMIT_TOTAL=str(max(1000, n_live + n_live // 10)))
+                        STREAM_LIMIT_TOTAL=str(max(1000, n_live + n_live // 10)), **how_connected)
         gc_log = log_collections(work, env) if args.gc_log else None
         gateway = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / "gateway.log")
         procs.append(gateway)
@@ -526,7 +554,8 @@ def main() -> int:
         checkouts = []
         for i, (cid, token) in enumerate(seeded):
             live = bool(live_every) and i % live_every == 0
-            checkouts.append(Checkout(i, cid, token, live, polls=not (live and args.live_without_polls)))
+            checkouts.append(Checkout(i, cid, token, live, polls=not (live and args.live_without_polls),
+                                      direct=args.direct))
         n_live = sum(c.live for c in checkouts)
         n_poll = sum(c.polls for c in checkouts)
         # Checkout i opens (first poll, stream) at t0 + offsets[i]: spread over the first poll interval
@@ -537,7 +566,9 @@ def main() -> int:
               f"polling every {args.interval:g} s ({n_poll / args.interval:,.0f} polls/s intended), {n_live:,} on "
               f"live updates{' (not polling)' if args.live_without_polls else ' (polling too, as the page does)'}; "
               f"{args.generators} generator processes; {os.cpu_count()} CPUs shared by all"
-              + (f"; opened over {args.ramp:g} s before the minute" if args.ramp else ""), flush=True)
+              + (f"; opened over {args.ramp:g} s before the minute" if args.ramp else "")
+              + ("; each from its own loopback address, no proxy" if args.direct else "; behind a trusted proxy"),
+              flush=True)
         # The minute starts at t0_wall; the generators' set-up and any ramp come before it.
         t0_wall = time.time() + 2.0 + 0.0001 * len(checkouts) + args.ramp
         out: Any = multiprocessing.get_context("fork").Queue()
