@@ -444,12 +444,16 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
 GC_LOGGER = """
 import gc, time
 _log = open(LOG_PATH, "a", buffering=1)
-_started = [0.0]
+_started = [0.0, -1]
 def _timed(phase, info):
     if phase == "start":
+        # The objects the collection walks (young and middle ones; a full one: not counted, too many).
+        g = info["generation"]
+        _started[1] = sum(len(gc.get_objects(i)) for i in range(g + 1)) if g < 2 else -1
         _started[0] = time.time()
     else:
-        _log.write(f"{_started[0]:.4f} {time.time() - _started[0]:.6f} {info['generation']} {info['collected']}\\n")
+        _log.write(f"{_started[0]:.4f} {time.time() - _started[0]:.6f} {info['generation']} {info['collected']} "
+                   f"{_started[1]}\\n")
 gc.callbacks.append(_timed)
 """
 
@@ -470,7 +474,7 @@ def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     slices: dict[int, dict[int, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     lines = log.read_text().splitlines() if log.exists() else []
     for line in lines:
-        started, took, generation, _ = line.split()
+        started, took, generation = line.split()[:3]
         at = float(started) - t0_wall
         if 0 <= at < seconds:
             slices[int(at // 10)][int(generation)].append(float(took) * 1000)
@@ -481,8 +485,9 @@ def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     longest = sorted((line.split() for line in lines if 0 <= float(line.split()[0]) - t0_wall < seconds),
                      key=lambda f: -float(f[1]))[:3]
     if longest:
-        rows.append("  longest: " + "; ".join(f"at {float(at) - t0_wall:.1f} s g{g} {float(took) * 1000:.0f} ms, "
-                                              f"{int(freed):,} objects freed" for at, took, g, freed in longest))
+        rows.append("  longest: " + "; ".join(
+            f"at {float(at) - t0_wall:.1f} s g{g} {float(took) * 1000:.0f} ms, {int(walked):,} objects walked, "
+            f"{int(freed):,} freed" for at, took, g, freed, walked in longest))
     return "\n".join(rows) + "\n"
 
 
