@@ -662,6 +662,7 @@ async def test_after_a_lost_answer_try_again_waits_while_that_prompt_may_be_paid
     from tests.daraja_http import Sim
 
     running, page, errors = await shop(DARAJA_TIMEOUT_SECONDS="0.5", PAYMENT_TIMEOUT_SECONDS="60")
+    await running.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
     errors.expect("status of 504 (Gateway Timeout)")
     errors.expect("status of 409 (Conflict)")
     await Sim(running.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.0})

@@ -36,6 +36,7 @@ async def test_concurrent_pushes_to_one_phone_cannot_all_pass_the_limit(start_ap
 async def test_a_push_whose_answer_was_lost_counts_towards_the_phone_limit(start_app):
     running = await start_app(PUSH_LIMIT_PER_PHONE="2", DARAJA_TIMEOUT_SECONDS="0.3",
                               SIMULATOR_LOCK_SUBSCRIBER="false")
+    await running.payments.daraja.tokens.get()  # (an OAuth request over 0.3 s would make the pushes 503s)
     await running.client.post("/simulator/api/faults", json={"count": 2, "push": "timeout", "delay": 1})
     assert await statuses(running, [INTERACTIVE, INTERACTIVE]) == [504, 504]  # both prompts reached the phone
     assert (await running.push(INTERACTIVE, 10))["http"] == 429

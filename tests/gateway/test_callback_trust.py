@@ -126,6 +126,7 @@ async def test_forged_callback_with_another_merchant_request_id_is_not_even_quer
 async def test_forged_callback_for_a_push_whose_answer_was_lost_is_not_adopted(start_app):
     """Adoption by phone and amount is confirmed with Daraja: an id it does not know adopts nothing."""
     running = await start_app(DARAJA_TIMEOUT_SECONDS="0.3", SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    await running.payments.daraja.tokens.get()  # (an OAuth request over 0.3 s would make the push a 503)
     await running.client.post("/simulator/api/faults", json={"push": "timeout", "delay": 1})
     lost = await running.push(INTERACTIVE, 100)
     assert lost["http"] == 504

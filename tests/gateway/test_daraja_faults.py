@@ -12,6 +12,7 @@ from tests.daraja_http import PAYS, QUERY, Sim, eventually, items, stk
 
 async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adopted(start_app):
     app = await start_app(DARAJA_TIMEOUT_SECONDS="0.5")
+    await app.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
     sim = Sim(app.client, "/daraja")
     status, _ = await sim.api("POST", "/faults", {"push": "timeout", "delay": 1.5, "callback_delay": 0.8})
     assert status == 201

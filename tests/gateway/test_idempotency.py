@@ -171,6 +171,7 @@ async def test_a_lost_answer_504_is_kept_so_a_retry_never_sends_a_second_prompt(
     key replays the 504; it does not push again (a new click, with a new key, is the customer's
     choice after reading the message)."""
     app = await start_app(DARAJA_TIMEOUT_SECONDS="0.3")
+    await app.payments.daraja.tokens.get()  # (an OAuth request over 0.3 s would make the push a 503)
     await Sim(app.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.0})
     body = {"phone": PAYS, "amount": 100}
     lost = await post(app, "/stkpush", body, "lost-1")

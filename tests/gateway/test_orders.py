@@ -616,6 +616,7 @@ async def test_a_second_payment_of_a_paid_order_is_kept_and_leaves_the_order_as_
 
 async def test_a_push_whose_answer_was_lost_still_pays_its_order_when_its_callback_is_adopted(start_app):
     shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="0.5")
+    await shop.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
     await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.5, "callback_delay": 0.8})
     order = await new_order(shop)
     status, lost = await push(shop, {"orderId": order["orderId"], "phone": PAYS})
@@ -645,6 +646,7 @@ async def test_no_second_push_for_an_order_while_a_lost_answers_prompt_may_still
     """M-Pesa's answer to a push was lost (504): its prompt may be on the phone. A second push for
     the order could be paid as well, so it waits until the first prompt can no longer be paid."""
     shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="0.5", PAYMENT_TIMEOUT_SECONDS="120")
+    await shop.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
     await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.5})
     order = await new_order(shop)
     status, _ = await push(shop, {"orderId": order["orderId"], "phone": WAITS})
