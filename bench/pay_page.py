@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,31 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from playwright.async_api import async_playwright
+from playwright.async_api import ViewportSize, async_playwright
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
+from bench._common import ROOT, clean_env, free_port, python_of, start_process, stop, wait_up  # noqa: E402
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-SCREEN = {"width": 375, "height": 667}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("run.py exited before it listened")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("run.py did not listen in time")
+SCREEN: ViewportSize = {"width": 375, "height": 667}
 
 
 def sizes(url: str) -> tuple[int, int]:
@@ -90,18 +72,15 @@ async def measure(base: str) -> None:
 def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "SIMULATOR_"))}
-        env.update({"PORT": str(port), "HOST": "127.0.0.1", "MPESA_ENV": "simulator",
-                    "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3"})
-        proc = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = clean_env(PORT=str(port), HOST="127.0.0.1", MPESA_ENV="simulator",
+                        DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3")
+        proc = start_process([python_of(ROOT), str(ROOT / "run.py")], Path(tmp), env, Path(tmp) / "run.log")
         try:
             deadline = time.monotonic() + 60
-            wait_listening(port, proc, deadline)
+            wait_up(f"http://127.0.0.1:{port}/health", proc, timeout=30)
             asyncio.run(asyncio.wait_for(measure(f"http://127.0.0.1:{port}"), deadline - time.monotonic()))
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop([proc])
     return 0
 
 
