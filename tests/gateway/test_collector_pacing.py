@@ -1,0 +1,83 @@
+"""run.py's pacing of the garbage collector: automatic collection is off while the event loop is
+behind, on again once it has caught up, never off longer than its cap, and on when serving ends."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import run
+
+
+@pytest.fixture
+def collector_on() -> Iterator[None]:
+    gc.enable()
+    yield
+    gc.enable()
+
+
+async def lag(seconds: float) -> None:
+    """Keep the loop busy (a request handler that computes), then give the pacing a pass."""
+    time.sleep(seconds)
+    await asyncio.sleep(0)
+
+
+async def until(predicate: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.005)
+    return False
+
+
+async def test_collection_is_off_while_the_loop_is_behind_and_on_once_it_has_caught_up(collector_on):
+    # (Thresholds well apart from what a loaded test machine's scheduling adds to a 20-ms timer.)
+    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=30.0,
+                                             least_on=0.0))
+    try:
+        await asyncio.sleep(0.1)
+        await lag(0.4)
+        assert await until(lambda: not gc.isenabled())
+        for _ in range(5):  # still behind: still off
+            await lag(0.3)
+            assert not gc.isenabled()
+        assert await until(gc.isenabled)  # caught up
+    finally:
+        pacing.cancel()
+
+
+async def test_collection_is_never_off_longer_than_the_cap_and_then_stays_on_a_while(collector_on):
+    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=1.0,
+                                             least_on=1.0))
+    try:
+        await asyncio.sleep(0.05)  # the pacing is under way
+        await lag(0.4)
+        assert await until(lambda: not gc.isenabled())
+        off = time.monotonic()
+        while not gc.isenabled():  # behind the whole time: on again at the cap
+            await lag(0.2)
+            assert time.monotonic() - off < 3.0
+        on = time.monotonic()
+        while time.monotonic() - on < 0.7:  # still behind, but on for least_on
+            await lag(0.2)
+            assert gc.isenabled()
+    finally:
+        pacing.cancel()
+
+
+async def test_a_served_app_paces_its_collector_and_leaves_it_on_when_it_stops(tmp_path, collector_on,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(run, "tune_gc", lambda: None)  # (no gc.freeze() of the test process)
+    app = run.prepare_to_serve(run.build_app(*run.load({"DATABASE_URL": f"sqlite:///{tmp_path}/p.sqlite3"})))
+    assert run.pace_collector in app.cleanup_ctx
+    context = run.pace_collector(app)
+    await context.__anext__()
+    gc.disable()  # as if the loop had been behind when serving ended
+    with pytest.raises(StopAsyncIteration):
+        await context.__anext__()
+    assert gc.isenabled()
