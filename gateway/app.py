@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     # A pay page served from FRONTEND_URL: it sends Idempotency-Key and reads Retry-After (429s).
     # /orders is not here: the shop's backend calls it, never a browser.
     if app.on_response_prepare:  # (it would be taken for one of aiohttp-cors's hooks below)
-        raise RuntimeError("the gateway's answers have one hook, answer_headers: add to it instead")
+        raise RuntimeError(ONE_HOOK)
     app.on_startup.append(_one_answer_hook)  # and none added later (by web/, the simulator)
     cors = aiohttp_cors.setup(app, defaults={settings.frontend_url: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_headers=("Content-Type", "Idempotency-Key"), expose_headers=("Retry-After", "Idempotent-Replayed"),
@@ -130,11 +130,12 @@ def create_app(settings: Settings) -> web.Application:
 
 
 Hook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+ONE_HOOK = "the gateway's answers have one hook, answer_headers: add to it instead"
 
 
 async def _one_answer_hook(app: web.Application) -> None:
     if len(app.on_response_prepare) != 1:
-        raise RuntimeError("the gateway's answers have one hook, answer_headers: add to it instead")
+        raise RuntimeError(ONE_HOOK)
 
 
 def answer_headers(cors_hooks: tuple[Hook, ...]) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
