@@ -13,10 +13,15 @@ from collections import deque
 from collections.abc import Callable
 
 
+def retry_after_seconds(wait: float) -> int:
+    """A wait in seconds as a client is told it: whole seconds, rounded up (a client that waits that
+    long finds the limit open again), at least 1."""
+    return max(1, math.ceil(wait))
+
+
 def retry_after_header(wait: float) -> str:
-    """A wait in seconds as `Retry-After`: whole seconds, rounded up (a client that waits that long
-    finds the limit open again), at least 1."""
-    return str(max(1, math.ceil(wait)))
+    """The same, as the `Retry-After` header's value."""
+    return str(retry_after_seconds(wait))
 
 
 class SlidingWindowLimiter:

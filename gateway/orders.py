@@ -61,7 +61,7 @@ from .handlers import (
 )
 from .idempotency import protect, public
 from .keys import PAYMENTS, SETTINGS, STREAM_LIMITS
-from .limits import retry_after_header
+from .limits import retry_after_seconds
 from .shared import Leases, Limiter, limiter_for
 from .storage import Row, StoreTransaction, Transaction, TransactionStore, utc_now
 
@@ -553,10 +553,10 @@ async def order_checkout(request: web.Request, body: Mapping[str, Any]) -> Async
         if unconfirmed is not None and unconfirmed[0] is not None:
             # M-Pesa's answer to the last push was lost: its prompt may be on the phone, and a second
             # push could be paid as well. No new push until that prompt can no longer be paid.
-            wait = retry_after_header(unconfirmed[0] + settings.payment_timeout - now)
+            wait = retry_after_seconds(unconfirmed[0] + settings.payment_timeout - now)
             raise BadRequest("The last payment request may still be on the phone: if it is, enter your M-Pesa PIN "
                              "there. Otherwise you can try again when the wait is over.", 409,
-                             headers={"Retry-After": wait}, orderStatus="open", retryAfterSeconds=int(wait))
+                             headers={"Retry-After": str(wait)}, orderStatus="open", retryAfterSeconds=wait)
         yield Checkout(phone=phone, amount=current.amount,
                        account_reference=trim(current.reference, ACCOUNT_REFERENCE_MAX) or "Payment",
                        description=trim(current.description or settings.business_name, TRANSACTION_DESC_MAX)
