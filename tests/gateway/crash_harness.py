@@ -248,12 +248,16 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
     """POST /stkpush for every customer, `concurrency` at a time, push i not before `offsets[i]`
     seconds from the start (non-decreasing). Each time the number of pushes answered 200 reaches
     the next figure in `kill_after_ok` (and the gateway is up), SIGKILL the gateway and start it
-    again at once, in a thread, while the burst goes on. With `held` (the simulator, and how long it
-    holds each push's answer), the kill waits (about 3 s at most) until the simulator has a prompt on a
-    phone whose push is in flight, made less than half that time ago: its answer is still held,
-    so the kill lands while Daraja has a push the gateway has no answer for. (On a loaded machine
-    the pushes in flight at a bare count may all still be queued before Daraja.) A connection refused means nothing was
-    sent: that push is tried again until the gateway is back. Any other failure (reset, disconnect,
+    again at once, in a thread, while the burst goes on.
+
+    With `held` (the simulator, and how long it holds each push's answer), the kill waits (about
+    3 s at most) until the simulator has a prompt on a phone whose push is in flight, made less
+    than half that time ago: its answer is still held, so the kill lands while Daraja has a push
+    the gateway has no answer for. (On a loaded machine the pushes in flight at a bare count may
+    all still be queued before Daraja.)
+
+    A connection refused means nothing was sent: that push is tried again until the gateway is
+    back. Any other failure (reset, disconnect,
     time-out) may have sent it: never retried, so a retry can never be the reason a customer gets
     two prompts."""
     results = [PushResult(c) for c in customers]
