@@ -26,6 +26,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+# What benchmarks install for themselves (never dependencies of the project), once per machine.
+BENCH_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mpesa-bench"
 EAT = timezone(timedelta(hours=3))  # Daraja's clock (ids and TransactionDate are in Nairobi time)
 
 

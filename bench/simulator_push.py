@@ -49,11 +49,11 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import clean_env, cpu_seconds, free_port, start_process, stop, wait_up  # noqa: E402
+from _common import BENCH_CACHE, clean_env, cpu_seconds, free_port, start_process, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DARAJA_MOCK = "daraja-mock==1.0.5"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mpesa-bench" / "daraja-mock-1.0.5"
+CACHE = BENCH_CACHE / "daraja-mock-1.0.5"
 
 SHORTCODE = "174379"  # Safaricom's sandbox paybill and passkey: both Darajas accept them
 PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
