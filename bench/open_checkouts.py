@@ -43,7 +43,9 @@ poll due in the minute has been answered or has timed out, so that none is measu
 gateway closes them all at once. With --ramp R, checkout i opens (first poll, stream) at t0 - R + R*i/N instead:
 the checkouts arrive one after another over the R seconds before the minute, as customers reach
 the pay page, not all within its first 3 s; the polls due during the ramp are reported apart and
-the minute (every checkout open) is what the target is judged on.
+the minute (every checkout open) is what the target is judged on. (With a ramp of more than about
+90 s, the streams opened first reach the end of the page's window, 150 s, before the checkouts
+close: the gateway ends them, as the page would stop listening, and they count as dropped.)
 Prints polls sent against intended and the rate, p50/p99/max latency, errors
 (non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
 bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
@@ -53,7 +55,7 @@ functions by own and by total samples).
 The generators share the machine's CPUs with the gateway (on two CPUs, 70-80 % of one), so the
 cheaper they are, the less they take from it: they run on uvloop, installed once with pip under
 ~/.cache/mpesa-bench for this interpreter (only theirs: the gateway runs as `python run.py` always
-does), which took a third less of their CPU time than asyncio's own loop for the same polls
+does), which took about 30 % less of their CPU time than asyncio's own loop for the same polls
 (--generator-loop asyncio: as before; also the fallback when uvloop cannot be installed).
 Loopback only; stops everything it started, even on Ctrl-C.
 """
