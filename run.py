@@ -137,8 +137,9 @@ def shared_metrics_directory() -> None:
 def tune_gc() -> None:
     """Before serving. What start-up made (modules, routes, templates, settings) lives as long as the
     process: kept out of the garbage collector's full passes, which otherwise walk it all again each
-    time (their pauses are the slowest answers under load; bench/simulator_push.py). Then the
-    thresholds (GC_THRESHOLDS)."""
+    time (their pauses are the slowest answers under load; bench/simulator_push.py), until the loop
+    first falls behind (`pace_collector` then moves it to the oldest generation, with what piled up).
+    Then the thresholds (GC_THRESHOLDS)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -166,8 +167,14 @@ async def pace_collector(app: web.Application) -> AsyncIterator[None]:
     backlog grows (bench/open_checkouts.py --gc-log: put behind by 10,000 checkouts opening at once,
     the gateway spent 1.6-1.8 s of every 10 s collecting and never caught up). So while the loop is behind,
     automatic collection is off; it is on again once the loop has caught up, or after LONGEST_OFF
-    whatever happens (cyclic garbage made meanwhile waits that long at most), and then stays on for
-    LEAST_ON. Reference counting frees everything else as usual."""
+    whatever happens, and then stays on for LEAST_ON. Reference counting frees everything else as
+    usual.
+
+    What piled up while it was off is then moved to the oldest generation without being walked.
+    Left young, it was hundreds of thousands of live objects (a burst of new connections' own), and
+    the next young collection walked them all in one pause of 270-400 ms, freeing none, and a middle
+    one walked them again (up to 1 s): the slowest answers of bench/open_checkouts.py. Cyclic
+    garbage made while the loop was behind waits for the next full collection instead."""
     task = asyncio.ensure_future(_pace(PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON))
     try:
         yield
@@ -190,6 +197,10 @@ async def _pace(period: float, behind: float, caught_up: float, longest_off: flo
                 gc.disable()
                 off_at = now
         elif late < caught_up or now - off_at >= longest_off:
+            # What piled up meanwhile (all still in the young generation) goes to the oldest one
+            # unwalked: freeze() and unfreeze() only move lists (the frozen start-up objects go too).
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
             on_at = now
 
