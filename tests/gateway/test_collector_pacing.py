@@ -83,6 +83,36 @@ async def test_what_piled_up_while_off_goes_to_the_oldest_generation_unwalked(co
         pacing.cancel()
 
 
+async def pile_up_and_catch_up() -> list[list[int]]:
+    """Fall behind, make live objects while collection is off, catch up: the objects made."""
+    await lag(0.4)
+    assert await until(lambda: not gc.isenabled())
+    piled = [[n] for n in range(1_000)]
+    assert await until(gc.isenabled)
+    return piled
+
+
+def in_generation(generation: int, objects: list[list[int]]) -> bool:
+    ids = {id(o) for o in gc.get_objects(generation=generation)}
+    return all(id(o) in ids for o in objects)
+
+
+async def test_the_moves_between_two_full_collections_are_bounded(collector_on, no_automatic_collection):
+    # Cyclic garbage moved with the live objects waits for a full collection: however often the loop
+    # falls behind, only so much of it is moved before one.
+    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=30.0,
+                                             least_on=0.0, moves_per_full=2))
+    try:
+        await asyncio.sleep(0.1)
+        assert in_generation(2, await pile_up_and_catch_up())
+        assert in_generation(2, await pile_up_and_catch_up())
+        assert in_generation(0, await pile_up_and_catch_up())  # the third: left young, collected as before
+        gc.collect()  # a full collection
+        assert in_generation(2, await pile_up_and_catch_up())  # moved again
+    finally:
+        pacing.cancel()
+
+
 async def test_collection_is_never_off_longer_than_the_cap_and_then_stays_on_a_while(collector_on):
     pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=1.0,
                                              least_on=1.0))
