@@ -36,10 +36,21 @@ async def until(predicate: object, timeout: float = 5.0) -> bool:
     return False
 
 
+def start_pacing(longest_off: float = 30.0, least_on: float = 0.0, moves_per_full: int = run.MOVES_PER_FULL
+                 ) -> asyncio.Future[None]:
+    """run._pace every 20 ms, with thresholds well apart from what a loaded test machine's scheduling
+    adds to such a timer."""
+    return asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=longest_off,
+                                           least_on=least_on, moves_per_full=moves_per_full))
+
+
+def in_generation(generation: int, objects: list[list[int]]) -> bool:
+    ids = {id(o) for o in gc.get_objects(generation=generation)}
+    return all(id(o) in ids for o in objects)
+
+
 async def test_collection_is_off_while_the_loop_is_behind_and_on_once_it_has_caught_up(collector_on):
-    # (Thresholds well apart from what a loaded test machine's scheduling adds to a 20-ms timer.)
-    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=30.0,
-                                             least_on=0.0))
+    pacing = start_pacing()
     try:
         await asyncio.sleep(0.1)
         await lag(0.4)
@@ -65,19 +76,16 @@ async def test_what_piled_up_while_off_goes_to_the_oldest_generation_unwalked(co
                                                                               no_automatic_collection):
     # Left in the young generation, a burst's live objects were all walked by the next young
     # collection (270-400 ms at 10,000 open checkouts, none freed), then again by a middle one.
-    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=30.0,
-                                             least_on=0.0))
+    pacing = start_pacing()
     try:
         await asyncio.sleep(0.1)
         await lag(0.4)
         assert await until(lambda: not gc.isenabled())
         piled = [[n] for n in range(20_000)]  # made while the loop is behind: young
-        young = {id(o) for o in gc.get_objects(generation=0)}
-        assert id(piled[0]) in young and id(piled[-1]) in young
+        assert in_generation(0, piled)
         collections = sum(g["collections"] for g in gc.get_stats())
         assert await until(gc.isenabled)  # caught up
-        oldest = {id(o) for o in gc.get_objects(generation=2)}
-        assert all(id(o) in oldest for o in piled)
+        assert in_generation(2, piled)
         assert sum(g["collections"] for g in gc.get_stats()) == collections  # moved, not walked
     finally:
         pacing.cancel()
@@ -92,16 +100,10 @@ async def pile_up_and_catch_up() -> list[list[int]]:
     return piled
 
 
-def in_generation(generation: int, objects: list[list[int]]) -> bool:
-    ids = {id(o) for o in gc.get_objects(generation=generation)}
-    return all(id(o) in ids for o in objects)
-
-
 async def test_the_moves_between_two_full_collections_are_bounded(collector_on, no_automatic_collection):
     # Cyclic garbage moved with the live objects waits for a full collection: however often the loop
     # falls behind, only so much of it is moved before one.
-    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=30.0,
-                                             least_on=0.0, moves_per_full=2))
+    pacing = start_pacing(moves_per_full=2)
     try:
         await asyncio.sleep(0.1)
         assert in_generation(2, await pile_up_and_catch_up())
@@ -114,8 +116,7 @@ async def test_the_moves_between_two_full_collections_are_bounded(collector_on, 
 
 
 async def test_collection_is_never_off_longer_than_the_cap_and_then_stays_on_a_while(collector_on):
-    pacing = asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=1.0,
-                                             least_on=1.0))
+    pacing = start_pacing(longest_off=1.0, least_on=1.0)
     try:
         await asyncio.sleep(0.05)  # the pacing is under way
         await lag(0.4)
