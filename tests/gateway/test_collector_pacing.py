@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 
 import run
 
@@ -144,3 +145,18 @@ async def test_a_served_app_paces_its_collector_and_leaves_it_on_when_it_stops(t
     with pytest.raises(StopAsyncIteration):
         await context.__anext__()
     assert gc.isenabled()
+
+
+def test_each_gunicorn_worker_tunes_the_collector_and_paces_it(tmp_path, monkeypatch):
+    # With --workers N, gunicorn's arbiter forks the workers and each loads its own app: that is
+    # where the collector must be tuned and paced (what start-up made in the worker, frozen there).
+    from gunicorn.app.base import BaseApplication
+
+    tuned: list[bool] = []
+    loaded: list[web.Application] = []
+    monkeypatch.setattr(run, "tune_gc", lambda: tuned.append(True))  # (no gc.freeze() of the test process)
+    monkeypatch.setattr(BaseApplication, "run", lambda self: loaded.append(self.load()))  # a worker's load, no fork
+    settings, _ = run.load({"DATABASE_URL": f"sqlite:///{tmp_path}/w.sqlite3"})
+    run.serve_workers(lambda: run.build_app(settings, with_simulator=False), "127.0.0.1", 0, 2)
+    assert tuned == [True]
+    assert len(loaded) == 1 and run.pace_collector in loaded[0].cleanup_ctx
