@@ -165,6 +165,8 @@ async def test_completed_and_failed_payments_are_delivered_signed_with_the_exact
         assert list(event) == ["id", "type", "created", "data"]
         assert abs(event["created"] - time.time()) < 10 and isinstance(event["created"], int)
         assert list(event["data"]) == PAYMENT_FIELDS
+        # The receiver has the request before the gateway has its answer and has recorded it.
+        await eventually(lambda e=event["id"]: _state_is(running, e, "delivered"), 5, "delivered")
         stored = await event_row(running, event["id"])
         assert stored["body"].encode() == delivery.body  # byte for byte what the outbox holds
         assert (stored["state"], stored["attempts"], stored["last_status"]) == ("delivered", 1, 200)
