@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -29,6 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # What benchmarks install for themselves (never dependencies of the project), once per machine.
 BENCH_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mpesa-bench"
 EAT = timezone(timedelta(hours=3))  # Daraja's clock (ids and TransactionDate are in Nairobi time)
+
+
+def install_once(target: Path, requirement: str, commands: Sequence[Sequence[str]]) -> bool:
+    """Install `requirement` into `target` (under BENCH_CACHE) with `commands`, unless an earlier run
+    finished doing so; whether it is there. A run that failed half-way is started over."""
+    marker = target / "installed"
+    if marker.exists():
+        return True
+    print(f"installing {requirement} in {target} (once)", flush=True)
+    shutil.rmtree(target, ignore_errors=True)
+    if any(subprocess.run(list(argv), check=False).returncode != 0 for argv in commands):
+        return False
+    marker.write_text(requirement + "\n")
+    return True
 
 
 def free_port() -> int:

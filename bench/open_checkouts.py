@@ -89,6 +89,7 @@ from bench._common import (  # noqa: E402
     clean_env,
     cpu_seconds,
     free_port,
+    install_once,
     migrate,
     payments,
     python_of,
@@ -338,14 +339,9 @@ def uvloop_path() -> Path | None:
     """A directory holding uvloop for this interpreter, installed there once with pip (it is only the
     load generators' event loop, never a dependency of the project); None if pip cannot install it."""
     target = BENCH_CACHE / f"{UVLOOP.replace('==', '-')}-py{sys.version_info.major}{sys.version_info.minor}"
-    if not (target / "installed").exists():
-        print(f"installing {UVLOOP} in {target} (once), for the load generators", flush=True)
-        shutil.rmtree(target, ignore_errors=True)
-        if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target), UVLOOP],
-                          check=False).returncode != 0:
-            return None
-        (target / "installed").write_text(UVLOOP + "\n")
-    return target
+    installed = install_once(target, UVLOOP, [[sys.executable, "-m", "pip", "install", "-q", "--target",
+                                               str(target), UVLOOP]])
+    return target if installed else None
 
 
 def generator_loop(wanted: str) -> str:

@@ -49,7 +49,16 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_CACHE, clean_env, cpu_seconds, free_port, start_process, stop, wait_up  # noqa: E402
+from _common import (  # noqa: E402
+    BENCH_CACHE,
+    clean_env,
+    cpu_seconds,
+    free_port,
+    install_once,
+    start_process,
+    stop,
+    wait_up,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DARAJA_MOCK = "daraja-mock==1.0.5"
@@ -64,13 +73,9 @@ LOAD_SETTINGS = {"SIMULATOR_LOCK_SUBSCRIBER": "false", "SIMULATOR_PROMPT_LIFETIM
 
 def daraja_mock_python() -> Path:
     """The virtualenv with daraja-mock, made on first use (outside the repository)."""
-    marker = CACHE / "installed"
-    if not marker.exists():
-        print(f"installing {DARAJA_MOCK} in {CACHE} (once)", flush=True)
-        shutil.rmtree(CACHE, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(CACHE)], check=True)
-        subprocess.run([str(CACHE / "bin" / "pip"), "install", "-q", DARAJA_MOCK], check=True)
-        marker.write_text(DARAJA_MOCK + "\n")
+    if not install_once(CACHE, DARAJA_MOCK, [[sys.executable, "-m", "venv", str(CACHE)],
+                                             [str(CACHE / "bin" / "pip"), "install", "-q", DARAJA_MOCK]]):
+        raise SystemExit(f"could not install {DARAJA_MOCK} in {CACHE}")
     return CACHE / "bin" / "daraja-mock"
 
 
