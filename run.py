@@ -155,9 +155,7 @@ def prepare_to_serve(app: web.Application) -> web.Application:
 # fires more than BEHIND late, caught up when less than CAUGHT_UP; off for LONGEST_OFF at most, then
 # on for LEAST_ON at least.
 PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON = 0.05, 0.05, 0.01, 5.0, 1.0
-# What piled up while collection was off is moved to the oldest generation unwalked at most this many
-# times between two full collections (after that it is collected young again, as before), so that
-# the cyclic garbage among it, left for a full collection, stays bounded however often the loop falls behind.
+# At most this many unwalked moves between two full collections (pace_collector's docstring says why).
 MOVES_PER_FULL = 10
 
 
@@ -178,8 +176,9 @@ async def pace_collector(app: web.Application) -> AsyncIterator[None]:
     Left young, it was hundreds of thousands of live objects (a burst of new connections' own), and
     the next young collection walked them all in one pause of 270-400 ms, freeing none, and a middle
     one walked them again (up to 1 s): the slowest answers of bench/open_checkouts.py. Cyclic
-    garbage made while the loop was behind waits for the next full collection instead; after
-    MOVES_PER_FULL such moves with no full collection, the next ones are collected young again."""
+    garbage made while the loop was behind waits for the next full collection instead. So that it
+    stays bounded however often the loop falls behind, after MOVES_PER_FULL moves with no full
+    collection between them, what piles up is collected young again, as before."""
     task = asyncio.ensure_future(_pace(PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON, MOVES_PER_FULL))
     try:
         yield
@@ -190,7 +189,7 @@ async def pace_collector(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _pace(period: float, behind: float, caught_up: float, longest_off: float, least_on: float,
-                moves_per_full: int = MOVES_PER_FULL) -> None:
+                moves_per_full: int) -> None:
     loop = asyncio.get_running_loop()
     off_at, on_at = loop.time(), float("-inf")  # (LEAST_ON counts from a re-enabling, not from the start)
     moves, fulls = 0, gc.get_stats()[2]["collections"]
