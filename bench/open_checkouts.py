@@ -40,12 +40,13 @@ intended send time: no coordinated omission); polls still waiting to be sent whe
 count as errors ("still due at the end"). Live checkouts open their stream at t0 + offset_i and
 keep it to the end; every checkout keeps its connections open 7 s more (HOLD_AFTER), until each
 poll due in the minute has been answered or has timed out, so that none is measured while the
-gateway closes them all at once. With --ramp R, checkout i opens (first poll, stream) at t0 - R + R*i/N instead:
-the checkouts arrive one after another over the R seconds before the minute, as customers reach
-the pay page, not all within its first 3 s; the polls due during the ramp are reported apart and
-the minute (every checkout open) is what the target is judged on. (With a ramp of more than about
-90 s, the streams opened first reach the end of the page's window, 150 s, before the checkouts
-close: the gateway ends them, as the page would stop listening, and they count as dropped.)
+gateway closes them all at once. With --ramp R, checkout i opens (first poll, stream) at
+t0 - R + R*i/N instead: the checkouts arrive one after another over the R seconds before the
+minute, as customers reach the pay page, not all within its first 3 s; the polls due during the
+ramp are reported apart and the minute (every checkout open) is what the target is judged on.
+(With a ramp of more than about 90 s, the streams opened first reach the end of the page's
+window, 150 s, before the checkouts close: the gateway ends them, as the page would stop
+listening, and they count as dropped.)
 Prints polls sent against intended and the rate, p50/p99/max latency, errors
 (non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
 bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
@@ -327,7 +328,8 @@ def generator_main(checkouts: list[Checkout], offsets: list[float], port: int, t
     started = time.process_time()
     minute = generate(checkouts, port, t0_wall, seconds, interval, offsets)
     if loop == "uvloop":
-        import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415 - from the benchmark's own cache (uvloop_path), put on sys.path before the fork
+        # From the benchmark's own cache (uvloop_path), put on sys.path before the fork.
+        import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415
         tally = uvloop.run(minute)
     else:
         tally = asyncio.run(minute)

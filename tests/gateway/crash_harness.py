@@ -257,9 +257,8 @@ async def _burst(gateway: Gateway, customers: list[Customer], concurrency: int, 
     all still be queued before Daraja.)
 
     A connection refused means nothing was sent: that push is tried again until the gateway is
-    back. Any other failure (reset, disconnect,
-    time-out) may have sent it: never retried, so a retry can never be the reason a customer gets
-    two prompts."""
+    back. Any other failure (reset, disconnect, time-out) may have sent it: never retried, so a
+    retry can never be the reason a customer gets two prompts."""
     results = [PushResult(c) for c in customers]
     burst = Burst(results)
     queue: asyncio.Queue[tuple[PushResult, float]] = asyncio.Queue()
