@@ -10,6 +10,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # What a log line may carry besides its message (logger.info(..., extra={...})), in JSON's names.
 EXTRA_FIELDS = {"payment_id": "paymentId", "phone": "phone", "outcome": "outcome", "duration_ms": "durationMs"}
@@ -42,6 +44,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """On aiohttp's server logger: a request its HTTP parser refuses (a scanner's garbage, TLS
+    spoken to the plain port, a header line over 8,190 bytes) never reaches the app. aiohttp answers
+    it with its own 400 and logs it as an ERROR with a traceback, so that anyone could fill the log
+    with tracebacks that look like the server failing. It is the client's error: this makes it one
+    INFO line with the parser's reason (its words only, never the client's bytes) and no traceback.
+    Any other record passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            # "Invalid header token:\n\n  b'...'", "Got more than 8190 bytes when reading: b'...'"
+            reason = str(exc.message).split(":", 1)[0].split("\n", 1)[0].strip()
+            reason = "".join(c if c.isprintable() else "?" for c in reason[:80]) or type(exc).__name__
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "malformed HTTP request from %s, answered %d: %s", (remote, exc.code, reason)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
@@ -56,3 +79,8 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's own logger, and gunicorn's error log, which each worker's aiohttp logs to (--workers N)
+    for name in ("aiohttp.server", "gunicorn.error"):
+        server = logging.getLogger(name)
+        if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+            server.addFilter(MalformedRequestFilter())

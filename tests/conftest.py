@@ -42,6 +42,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+MALFORMED_REQUESTS = {  # what aiohttp's HTTP parser refuses before any app sees it, and the client bytes each holds
+    b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header Token\r\n\r\n": "Bad Header Token",
+    b"G@T /health HTTP/1.1\r\nHost: x\r\n\r\n": "G@T",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"q" * 9000 + b"\r\n\r\n": "qqqq",
+    b"POST /stkpush HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzzq\r\n": "zzq",
+}
+
+
+def send_raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes as they are to 127.0.0.1:port and read until the server closes (or `timeout`)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
 @dataclass
 class Running:
     """A started app: `client` talks to it over HTTP; `sim` and `payments` are its real parts."""

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from gateway.observability import METRICS
-from tests.conftest import free_port
+from tests.conftest import MALFORMED_REQUESTS, free_port, send_raw
 from tests.gateway.crash_harness import Process, clean_env
 
 HEX_ID = re.compile(r"[0-9a-f]{16}")
@@ -209,6 +209,34 @@ def test_json_logs_carry_the_request_id_payment_id_masked_phone_outcome_and_timi
     assert len(callback) == 1 and HEX_ID.fullmatch(callback[0]["requestId"]) and callback[0]["requestId"] != rid
     gateways = [line["message"] for line in lines if line["logger"].startswith("gateway")]
     assert not [m for m in gateways if "254712345672" in m]  # the gateway masks the phone in its lines
+
+
+def test_a_request_the_http_parser_refuses_is_one_info_line_without_a_traceback(gateway: Any) -> None:
+    port = int(gateway.url.rsplit(":", 1)[1])
+    for raw in MALFORMED_REQUESTS:
+        assert send_raw(port, raw).startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), raw[:40]
+    assert requests.get(f"{gateway.url}/health", timeout=10).status_code == 200
+    lines = [json.loads(line) for line in gateway.log_text().splitlines() if line.startswith("{")]
+    refused = [line for line in lines if line["logger"] == "aiohttp.server"]
+    # all but the bad method: on a connection's first request aiohttp logs that at DEBUG only
+    assert len(refused) == len(MALFORMED_REQUESTS) - 1, refused
+    assert {line["level"] for line in refused} == {"INFO"} and not [line for line in refused if "exception" in line]
+    assert {line["message"].split(": ", 1)[0] for line in refused} == {
+        "malformed HTTP request from 127.0.0.1, answered 400"}
+    assert all(line["message"].split(": ", 1)[1] for line in refused)  # the parser's reason
+    text = gateway.log_text()
+    assert "Traceback" not in text and not [echo for echo in MALFORMED_REQUESTS.values() if echo in text]
+
+
+def test_a_server_error_keeps_its_level_and_traceback() -> None:
+    import logging
+
+    from gateway.logs import MalformedRequestFilter
+    failure = RuntimeError("a bug in the server")
+    record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+                               ("127.0.0.1",), (RuntimeError, failure, None))
+    assert MalformedRequestFilter().filter(record)
+    assert record.levelno == logging.ERROR and record.exc_info is not None and record.getMessage().startswith("Error")
 
 
 def test_production_metrics_need_a_token():

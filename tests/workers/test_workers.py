@@ -18,6 +18,7 @@ import pytest
 
 from gateway.migrations import MIGRATIONS
 from gateway.payments import iso
+from tests.conftest import MALFORMED_REQUESTS, send_raw
 from tests.gateway.crash_harness import ROOT, RUN, clean_env
 from tests.workers.harness import Instance, Simulator, free_port, oauth_requests, push, query, wait_for
 
@@ -101,6 +102,11 @@ async def test_one_port_served_by_two_workers(instances: Started, postgres_url: 
     rows = await query(postgres_url, "SELECT checkout_request_id FROM transactions")
     assert {r[0] for r in rows} == {body["checkoutRequestId"] for _, body in answers}
     assert len(senders) == 2 and {str(w) for w in workers} == {r[0].split("/")[1] for r in senders}, senders
+    # A request the HTTP parser refuses is logged by the worker as one line, with no traceback.
+    for raw in MALFORMED_REQUESTS:
+        assert send_raw(gateway.port, raw).startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), raw[:40]
+    assert await wait_for(lambda: asyncio.sleep(0, gateway.log_text().count("malformed HTTP request from") == 3), 10)
+    assert "Traceback" not in gateway.log_text() and "Error handling request" not in gateway.log_text()
 
 
 async def test_processes_starting_at_once_on_an_empty_database_migrate_it_once(
