@@ -19,6 +19,7 @@ import atexit
 import gc
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -149,6 +150,28 @@ def prepare_to_serve(app: web.Application) -> web.Application:
     tune_gc()
     app.cleanup_ctx.append(pace_collector)
     return app
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def stop_at_once_on_a_second_signal(app: web.Application) -> None:
+    """The first Ctrl-C (or SIGTERM) stops the server gracefully: it stops listening, lets the
+    requests in flight finish (a push waits for Daraja's answer, up to DARAJA_TIMEOUT_SECONDS) and
+    closes the database. A second one, while that is under way, stops the process at once, with one
+    line and no traceback (aiohttp would raise its exit again in the middle of its own clean-up).
+    A push cut short that way is no more at risk than after a crash: its attempt was written before
+    Daraja was called, and the next start's recovery matches it (test_crash_recovery.py kills the
+    process mid-push). An on_shutdown hook, the first: shutting down begins with the first signal."""
+    loop = asyncio.get_running_loop()
+    for number in STOP_SIGNALS:
+        loop.add_signal_handler(number, _stop_now, number)
+
+
+def _stop_now(number: int) -> None:
+    print(f"{signal.Signals(number).name} again: stopping at once; what was in flight is picked up at the next start, "
+          "as after a crash.", file=sys.stderr, flush=True)
+    os._exit(128 + number)
 
 
 # Pacing of the garbage collector (`pace_collector`): the loop is behind when a timer of PACE_PERIOD
@@ -318,8 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     # A connection that has not finished a request within KEEPALIVE_SECONDS is closed (aiohttp
     # starts this timer when a connection opens: slow headers are cut too). A body that never
     # finishes is not: the reverse proxy in deploy/ cuts those.
-    web.run_app(prepare_to_serve(app), host=host, port=port, print=None, access_log=None,
-                keepalive_timeout=KEEPALIVE_SECONDS)
+    app.on_shutdown.insert(0, stop_at_once_on_a_second_signal)  # gunicorn's arbiter has its own (--workers)
+    try:
+        web.run_app(prepare_to_serve(app), host=host, port=port, print=None, access_log=None,
+                    keepalive_timeout=KEEPALIVE_SECONDS)
+    except KeyboardInterrupt:  # a second Ctrl-C after the clean-up, as the loop closes: nothing is left to do
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -138,3 +138,47 @@ def test_shutdown_is_prompt_with_live_streams_open(server_env):
     stop_server(proc)
     assert proc.returncode is not None
     assert time.monotonic() - started < 5
+
+
+def test_a_second_ctrl_c_stops_at_once_with_one_line_and_the_attempt_kept(server_env, tmp_path):
+    import sqlite3
+    import threading
+
+    base = f"http://127.0.0.1:{server_env['PORT']}"
+    proc = start_server(server_env)
+    try:
+        hang = {"count": 1, "push": "timeout", "delay": 8}  # Daraja takes 8 s to answer the next push
+        assert requests.post(f"{base}/simulator/api/faults", json=hang, timeout=5).status_code in (200, 201)
+        answers: list[object] = []
+
+        def push() -> None:
+            try:
+                answers.append(requests.post(f"{base}/stkpush", json={"phone": "0712345678", "amount": 5}, timeout=20))
+            except requests.RequestException as exc:
+                answers.append(exc)
+
+        sender = threading.Thread(target=push)
+        sender.start()
+        database = sqlite3.connect(f"{tmp_path}/shop.sqlite3")
+        deadline = time.monotonic() + 5
+        while not database.execute("SELECT COUNT(*) FROM push_attempts").fetchone()[0]:
+            assert time.monotonic() < deadline, "the push was not sent"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first waits for the push in flight
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - started < 3 and proc.returncode == 130
+        sender.join(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in out and "Error" not in out, out
+    assert out.strip().splitlines()[-1] == ("SIGINT again: stopping at once; what was in flight is picked up at the "
+                                            "next start, as after a crash.")
+    assert isinstance(answers[0], requests.ConnectionError)  # cut short: no answer, never a false one
+    assert database.execute("SELECT state FROM push_attempts").fetchall() == [("sending",)]
+    database.close()
+    stop_server(start_server(server_env))  # the next start is an ordinary one
