@@ -453,7 +453,16 @@ class Comparison:
         lost = {p["checkoutRequestId"] for p in self.lost_answers}
 
         def while_dead(cb: dict[str, Any]) -> bool:
-            return cb["status"] is None and any(kill <= cb["at"] <= ready for kill, ready in windows)
+            if cb["status"] is not None:
+                return False
+            if any(kill <= cb["at"] <= ready for kill, ready in windows):
+                return True
+            # Or refused (nothing reached any gateway) by a process killed after the attempt began:
+            # `at` is when the simulator started it; it connects a few milliseconds later, and a
+            # batch of callbacks due at once, started just before a kill, connect just after it.
+            end = cb["at"] + (cb["durationMs"] or 0) / 1000
+            return str(cb["error"] or "").startswith("ClientConnectorError") and any(
+                cb["at"] < kill <= end for kill, _ in windows)
         return [p for p in self.paid_unrecorded
                 if p["checkoutRequestId"] in lost and p["callbacks"] and all(map(while_dead, p["callbacks"]))]
 

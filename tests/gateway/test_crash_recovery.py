@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -105,7 +106,8 @@ def figures(burst: Burst | None, c: Comparison, waited: float, why: str) -> str:
                      f"{burst.duration:.1f} s; answers: {burst.by_http()}; "
                      f"refused while down (tried again): {sum(1 for r in burst.results if r.refused)}")
         for n, k in enumerate(burst.kills, 1):
-            lines.append(f"kill {n}: after {k.ok_before} pushes answered 200, {k.in_flight} in flight; gateway "
+            lines.append(f"kill {n} (+{k.at - burst.kills[0].at:.2f} s): after {k.ok_before} pushes answered 200, "
+                         f"{k.in_flight} in flight; gateway "
                          f"answering again {(k.ready_at or k.at) - k.at:.2f} s later (process start to ready "
                          f"{k.start_seconds or 0:.2f} s)")
         during, dead = c.callbacks_around(burst.windows())
@@ -243,3 +245,26 @@ def test_pushes_whose_slow_answers_die_with_the_gateway_are_recorded_when_paid(
     assert not c.faked, f"cancelled prompts completed at the gateway: " \
                         f"{[p['checkoutRequestId'] for p in c.faked]}\n{report}"
     assert not c.pending, f"payments still pending: {[r['checkout_request_id'] for r in c.pending]}\n{report}"
+
+
+def test_only_callbacks_that_never_reached_a_live_gateway_are_beyond_its_reach() -> None:
+    """The harness's one excuse, exactly: the push's answer lost AND every callback found the gateway
+    dead (sent within a kill's window, or refused by a process killed after the attempt began)."""
+    kill, ready = 100.0, 101.5
+
+    def prompt(cid: str, **callback: Any) -> dict[str, Any]:
+        return {"checkoutRequestId": cid, "callbacks": [{"status": None, "error": None, "durationMs": 5.0, **callback}]}
+
+    refused = "ClientConnectorError: Cannot connect to host 127.0.0.1:1 ssl:default [Connect call failed]"
+    prompts = {
+        "sent while dead": prompt("a", at=100.5, error=refused),
+        "begun just before the kill, refused after it": prompt("b", at=99.99, durationMs=20.0, error=refused),
+        "refused before the kill": prompt("c", at=99.90, durationMs=20.0, error=refused),
+        "timed out across the kill": prompt("d", at=99.0, durationMs=5000.0, error="timed out"),
+        "delivered": prompt("e", at=99.99, status=200),
+    }
+    c = Comparison([], {}, [], lost_answers=list(prompts.values()), paid_unrecorded=list(prompts.values()))
+    beyond = {p["checkoutRequestId"] for p in c.beyond_reach([(kill, ready)])}
+    assert beyond == {"a", "b"}
+    c.lost_answers = []  # with the push's answer kept, the gateway always had the id to query
+    assert c.beyond_reach([(kill, ready)]) == []
