@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,8 +56,9 @@ class MalformedRequestFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
-            # "Invalid header token:\n\n  b'...'", "Got more than 8190 bytes when reading: b'...'"
-            reason = str(exc.message).split(":", 1)[0].split("\n", 1)[0].strip()
+            # "Invalid header token:\n\n  b'...'", "Got more than 8190 bytes when reading: b'...'",
+            # 'Bad status line "..."': the words before the first colon, quote or line break
+            reason = re.split(r"[:'\"\n]", str(exc.message), maxsplit=1)[0].strip()
             reason = "".join(c if c.isprintable() else "?" for c in reason[:80]) or type(exc).__name__
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg, record.args = "malformed HTTP request from %s, answered %d: %s", (remote, exc.code, reason)

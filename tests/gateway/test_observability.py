@@ -239,6 +239,24 @@ def test_a_server_error_keeps_its_level_and_traceback() -> None:
     assert record.levelno == logging.ERROR and record.exc_info is not None and record.getMessage().startswith("Error")
 
 
+def test_the_parsers_reason_is_logged_without_the_clients_bytes() -> None:
+    import logging
+
+    from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
+
+    from gateway.logs import MalformedRequestFilter
+    # The words of aiohttp's C parser and of its pure-Python one (AIOHTTP_NO_EXTENSIONS=1), each with client bytes.
+    for exc, reason in ((BadStatusLine("EVIL\r\nX /x HTTP/1.1"), "Bad status line"),
+                        (LineTooLong(b"EVIL" * 3000, 8190), "Got more than 8190 bytes when reading"),
+                        (BadHttpMessage("Invalid header token:\n\n  b'EVIL'\n  ^"), "Invalid header token"),
+                        (InvalidHeader(b"EVIL\x00"), "Invalid HTTP header")):
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+                                   ("127.0.0.1",), (type(exc), exc, None))
+        assert MalformedRequestFilter().filter(record)
+        assert record.getMessage() == f"malformed HTTP request from 127.0.0.1, answered 400: {reason}"
+        assert record.levelno == logging.INFO and record.exc_info is None
+
+
 def test_production_metrics_need_a_token():
     from gateway.config import ConfigError, load_settings
     from tests.gateway.test_config import PRODUCTION
