@@ -23,14 +23,17 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from dotenv import load_dotenv
 
 from gateway import doctor
 from gateway.config import ConfigError, Settings, is_postgresql, load_settings
 from gateway.logs import configure_logging
 from simulator.settings import SimulatorConfigError, SimulatorSettings, load_simulator_settings
+
+if TYPE_CHECKING:  # imported where a server is started: the commands (payments, migrate, doctor, sim) start faster
+    from aiohttp import web
 
 KEEPALIVE_SECONDS = 15.0
 # The garbage collector's thresholds (CPython's: 700, 10, 10). With thousands of keep-alive
@@ -341,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     # A connection that has not finished a request within KEEPALIVE_SECONDS is closed (aiohttp
     # starts this timer when a connection opens: slow headers are cut too). A body that never
     # finishes is not: the reverse proxy in deploy/ cuts those.
+    from aiohttp import web
+
     app.on_shutdown.insert(0, stop_at_once_on_a_second_signal)  # gunicorn's arbiter has its own (--workers)
     try:
         web.run_app(prepare_to_serve(app), host=host, port=port, print=None, access_log=None,

@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from .clients import TrustedProxies, own_origin
-from .config import ConfigError, Settings, is_postgresql, sqlite_path
+from .config import ConfigError, Settings
 from .daraja.client import DarajaClient
 from .handlers import daraja_callback, health, stk_events, stk_push, stk_status
 from .keys import CLIENT_PUSH_LIMITER, LOOKUP_LIMITER, PAYMENTS, PUSH_LIMITER, SETTINGS, STREAM_LIMITS
@@ -24,19 +24,11 @@ from .openapi import install_openapi
 from .orders import install_orders
 from .payments import PROCESS_LEASE, PaymentService, reconcile_forever
 from .shared import Leases, SharedTokens, limiter_for
-from .storage import SqliteTransactionStore, TransactionStore
-from .storage_pg import UNAVAILABLE, PostgresTransactionStore
+from .storage_pg import UNAVAILABLE, open_store
 from .streams import StreamLimits, enable_streams
 from .webhooks import install_webhooks
 
 RECONCILE_TICK = 0.5
-
-
-def open_store(database_url: str) -> TransactionStore:
-    """The store DATABASE_URL names (not yet opened): PostgreSQL, or an SQLite file."""
-    if is_postgresql(database_url):
-        return PostgresTransactionStore(database_url)
-    return SqliteTransactionStore(sqlite_path(database_url))
 
 
 async def payments_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import asyncpg
 
 from .config import DEFAULT_DATABASE_URL, ConfigError, Settings, is_postgresql, load_settings, sqlite_path
-from .daraja.client import DarajaClient
 from .daraja.errors import AuthRefused, DarajaError, DarajaUnavailable
 from .migrations import MIGRATIONS, VERSION_TABLE
 from .storage import utc_now
+from .storage_pg import open_store  # the gateway's own migration path, as at start-up
 
 LATEST = MIGRATIONS[-1].version
 CONNECT_TIMEOUT = 10.0  # seconds for a PostgreSQL server to accept a connection
@@ -202,8 +201,6 @@ async def try_write(url: str) -> None:
 async def migrate(url: str) -> list[tuple[int, str]]:
     """Apply the migrations DATABASE_URL's database has not had (creating an SQLite file if there is
     none); the (version, about) of each one recorded by this run."""
-    from .app import open_store  # the gateway's own migration path, as at start-up
-
     fresh_file = not is_postgresql(url) and not sqlite_path(url).exists()
     before = Schema() if fresh_file else await read_schema(url)
     if before.foreign:
@@ -315,6 +312,9 @@ async def oauth_check(s: Settings | None) -> Check:
     if s.simulator_mounted:
         return Check(name, True, f"simulated (simulator mode: the simulator at {s.base_url} accepts the "
                                  "configured credentials); no request sent to Safaricom")
+    import aiohttp  # here only: `run.py migrate` and `run.py payments` start without the web stack
+
+    from .daraja.client import DarajaClient
     async with aiohttp.ClientSession() as session:
         client = DarajaClient(session, base_url=s.base_url, consumer_key=s.consumer_key,
                               consumer_secret=s.consumer_secret, shortcode=s.shortcode, passkey=s.passkey,

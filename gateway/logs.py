@@ -11,8 +11,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # What a log line may carry besides its message (logger.info(..., extra={...})), in JSON's names.
 EXTRA_FIELDS = {"payment_id": "paymentId", "phone": "phone", "outcome": "outcome", "duration_ms": "durationMs"}
@@ -54,6 +52,8 @@ class MalformedRequestFilter(logging.Filter):
     Any other record passes as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError  # not at import: the CLIs start without aiohttp
+
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
             # "Invalid header token:\n\n  b'...'", "Got more than 8190 bytes when reading: b'...'",

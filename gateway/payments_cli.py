@@ -38,7 +38,6 @@ from .config import is_postgresql, sqlite_path
 from .doctor import PG_ERRORS, DatabaseProblem, database_url, hide_password, read_schema
 from .storage import SqliteTransactionStore, TransactionStore
 from .storage_pg import PostgresTransactionStore
-from .webhooks import resend_event
 
 Command = Callable[[TransactionStore, argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 
@@ -328,6 +327,7 @@ async def cmd_webhooks(store: TransactionStore, args: argparse.Namespace, out: T
 
 async def cmd_resend(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
     ident = reports.usable_text(args.id).strip()
+    from .webhooks import resend_event  # here only: the other commands start without the web stack
     if not ident or len(ident) > reports.MAX_SEARCH or not await resend_event(store, ident):
         out.write(f"No webhook event has the id {_shown(ident)}.\n")
         return 1

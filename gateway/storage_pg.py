@@ -26,8 +26,9 @@ from typing import Any
 
 import asyncpg
 
+from .config import is_postgresql, sqlite_path
 from .migrations import CREATE_VERSION_TABLE, MIGRATIONS, VERSION_TABLE
-from .storage import Listener, Row, StoreTransaction, TransactionStore, utc_now
+from .storage import Listener, Row, SqliteTransactionStore, StoreTransaction, TransactionStore, utc_now
 
 log = logging.getLogger("gateway.storage")
 
@@ -226,3 +227,11 @@ async def _migrate(conn: asyncpg.Connection) -> None:
             await conn.execute(f"INSERT INTO {VERSION_TABLE} (version, about, applied_at) VALUES ($1, $2, $3)",
                                migration.version, migration.about, utc_now())
             log.info("database upgraded to schema version %d (%s)", migration.version, migration.about)
+
+
+def open_store(database_url: str) -> TransactionStore:
+    """The store DATABASE_URL names (not yet opened): PostgreSQL, or an SQLite file. Here, beside
+    both stores, so that the commands (`run.py migrate`, `payments`) need nothing of the web app."""
+    if is_postgresql(database_url):
+        return PostgresTransactionStore(database_url)
+    return SqliteTransactionStore(sqlite_path(database_url))
