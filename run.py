@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import functools
 import gc
 import os
 import shutil
@@ -156,24 +157,26 @@ def prepare_to_serve(app: web.Application) -> web.Application:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What a stop at once leaves, said on its line: the gateway's payments are in its database.
+LEFT_FOR_THE_NEXT_START = "; what was in flight is picked up at the next start, as after a crash"
 
 
-async def stop_at_once_on_a_second_signal(app: web.Application) -> None:
+async def stop_at_once_on_a_second_signal(app: web.Application, *, left: str = "") -> None:
     """The first Ctrl-C (or SIGTERM) stops the server gracefully: it stops listening, lets the
     requests in flight finish (a push waits for Daraja's answer, up to DARAJA_TIMEOUT_SECONDS) and
     closes the database. A second one, while that is under way, stops the process at once, with one
     line and no traceback (aiohttp would raise its exit again in the middle of its own clean-up).
     A push cut short that way is no more at risk than after a crash: its attempt was written before
     Daraja was called, and the next start's recovery matches it (test_crash_recovery.py kills the
-    process mid-push). An on_shutdown hook, the first: shutting down begins with the first signal."""
+    process mid-push). An on_shutdown hook, the first: shutting down begins with the first signal.
+    `left`: what the stop line adds (LEFT_FOR_THE_NEXT_START for the gateway)."""
     loop = asyncio.get_running_loop()
     for number in STOP_SIGNALS:
-        loop.add_signal_handler(number, _stop_now, number)
+        loop.add_signal_handler(number, _stop_now, number, left)
 
 
-def _stop_now(number: int) -> None:
-    print(f"{signal.Signals(number).name} again: stopping at once; what was in flight is picked up at the next start, "
-          "as after a crash.", file=sys.stderr, flush=True)
+def _stop_now(number: int, left: str) -> None:
+    print(f"{signal.Signals(number).name} again: stopping at once{left}.", file=sys.stderr, flush=True)
     os._exit(128 + number)
 
 
@@ -346,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     # finishes is not: the reverse proxy in deploy/ cuts those.
     from aiohttp import web
 
-    app.on_shutdown.insert(0, stop_at_once_on_a_second_signal)  # gunicorn's arbiter has its own (--workers)
+    left = "" if args.command == "simulator" else LEFT_FOR_THE_NEXT_START  # (--workers: gunicorn's arbiter's own)
+    app.on_shutdown.insert(0, functools.partial(stop_at_once_on_a_second_signal, left=left))
     try:
         web.run_app(prepare_to_serve(app), host=host, port=port, print=None, access_log=None,
                     keepalive_timeout=KEEPALIVE_SECONDS)

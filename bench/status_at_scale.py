@@ -86,7 +86,7 @@ def build(path: Path, count: int, work: Path) -> float:
 
 async def sample(database_url: str, count: int, size: int) -> list[str]:
     """Status bodies for `size` payments spread evenly over the table (rowid: insertion order, on both)."""
-    from gateway.app import open_store
+    from gateway.storage_pg import open_store
 
     store = open_store(database_url)
     await store.open()
@@ -132,7 +132,7 @@ async def periodic_reads(database_url: str) -> dict[str, float]:
     recovery pass's (every 15 s; the check of every attempt ever made at start-up and hourly only)
     and the reconciler's (every second). On SQLite they run on the aiosqlite reader's thread; a
     status poll reads on a connection of its own."""
-    from gateway.app import open_store
+    from gateway.storage_pg import open_store
 
     store = open_store(database_url)
     await store.open()

@@ -326,8 +326,9 @@ async def cmd_webhooks(store: TransactionStore, args: argparse.Namespace, out: T
 
 
 async def cmd_resend(store: TransactionStore, args: argparse.Namespace, out: TextIO) -> int:
-    ident = reports.usable_text(args.id).strip()
     from .webhooks import resend_event  # here only: the other commands start without the web stack
+
+    ident = reports.usable_text(args.id).strip()
     if not ident or len(ident) > reports.MAX_SEARCH or not await resend_event(store, ident):
         out.write(f"No webhook event has the id {_shown(ident)}.\n")
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 import requests
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
 
+from gateway.logs import MalformedRequestFilter
 from gateway.observability import METRICS
 from tests.conftest import MALFORMED_REQUESTS, free_port, send_raw
 from tests.gateway.crash_harness import Process, clean_env
@@ -229,9 +232,6 @@ def test_a_request_the_http_parser_refuses_is_one_info_line_without_a_traceback(
 
 
 def test_a_server_error_keeps_its_level_and_traceback() -> None:
-    import logging
-
-    from gateway.logs import MalformedRequestFilter
     failure = RuntimeError("a bug in the server")
     record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
                                ("127.0.0.1",), (RuntimeError, failure, None))
@@ -240,11 +240,6 @@ def test_a_server_error_keeps_its_level_and_traceback() -> None:
 
 
 def test_the_parsers_reason_is_logged_without_the_clients_bytes() -> None:
-    import logging
-
-    from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
-
-    from gateway.logs import MalformedRequestFilter
     # The words of aiohttp's C parser and of its pure-Python one (AIOHTTP_NO_EXTENSIONS=1), each with client bytes.
     for exc, reason in ((BadStatusLine("EVIL\r\nX /x HTTP/1.1"), "Bad status line"),
                         (LineTooLong(b"EVIL" * 3000, 8190), "Got more than 8190 bytes when reading"),

@@ -3,10 +3,13 @@ every transaction is still answered."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,12 +143,10 @@ def test_shutdown_is_prompt_with_live_streams_open(server_env):
     assert time.monotonic() - started < 5
 
 
-def test_a_second_ctrl_c_stops_at_once_with_one_line_and_the_attempt_kept(server_env, tmp_path):
-    import sqlite3
-    import threading
-
+def test_a_second_ctrl_c_stops_at_once_with_one_line_and_the_attempt_kept(server_env):
     base = f"http://127.0.0.1:{server_env['PORT']}"
     proc = start_server(server_env)
+    database = sqlite3.connect(server_env["DATABASE_URL"].removeprefix("sqlite:///"))  # migrated by the start
     try:
         hang = {"count": 1, "push": "timeout", "delay": 8}  # Daraja takes 8 s to answer the next push
         assert requests.post(f"{base}/simulator/api/faults", json=hang, timeout=5).status_code in (200, 201)
@@ -159,7 +160,6 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line_and_the_attempt_kept(server
 
         sender = threading.Thread(target=push)
         sender.start()
-        database = sqlite3.connect(f"{tmp_path}/shop.sqlite3")
         deadline = time.monotonic() + 5
         while not database.execute("SELECT COUNT(*) FROM push_attempts").fetchone()[0]:
             assert time.monotonic() < deadline, "the push was not sent"
@@ -172,13 +172,45 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line_and_the_attempt_kept(server
         out, _ = proc.communicate(timeout=10)
         assert time.monotonic() - started < 3 and proc.returncode == 130
         sender.join(timeout=20)
+        assert "Traceback" not in out and "Error" not in out, out
+        assert out.strip().splitlines()[-1] == ("SIGINT again: stopping at once; what was in flight is picked up at "
+                                                "the next start, as after a crash.")
+        assert isinstance(answers[0], requests.ConnectionError)  # cut short: no answer, never a false one
+        assert database.execute("SELECT state FROM push_attempts").fetchall() == [("sending",)]
     finally:
+        database.close()
         if proc.poll() is None:
             proc.kill()
-    assert "Traceback" not in out and "Error" not in out, out
-    assert out.strip().splitlines()[-1] == ("SIGINT again: stopping at once; what was in flight is picked up at the "
-                                            "next start, as after a crash.")
-    assert isinstance(answers[0], requests.ConnectionError)  # cut short: no answer, never a false one
-    assert database.execute("SELECT state FROM push_attempts").fetchall() == [("sending",)]
-    database.close()
     stop_server(start_server(server_env))  # the next start is an ordinary one
+
+
+def test_the_standalone_simulators_second_ctrl_c_claims_nothing_is_kept(tmp_path):
+    # The gateway's line (above) says what the next start picks up; the simulator keeps nothing.
+    from tests.daraja_http import DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET, NOWHERE, basic, stk_push_body
+    from tests.gateway.crash_harness import Simulator
+
+    sim = Simulator(free_port(), tmp_path)
+    sim.start()
+    try:
+        token = requests.get(f"{sim.url}/oauth/v1/generate?grant_type=client_credentials", timeout=5, headers={
+            "Authorization": basic(DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET)}).json()["access_token"]
+        sim.fault(push="timeout", delay=8)  # its next push is answered in 8 s
+        def push() -> None:
+            with contextlib.suppress(requests.RequestException):  # cut short: no answer
+                requests.post(f"{sim.url}/mpesa/stkpush/v1/processrequest", json=stk_push_body("254712345678", NOWHERE),
+                              headers={"Authorization": f"Bearer {token}"}, timeout=20)
+
+        sender = threading.Thread(target=push)
+        sender.start()
+        time.sleep(0.5)
+        assert sim.proc is not None
+        sim.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert sim.proc.poll() is None  # the first waits for the push in flight
+        sim.proc.send_signal(signal.SIGINT)
+        assert sim.proc.wait(timeout=3) == 130
+        sender.join(timeout=20)
+    finally:
+        sim.kill()
+    out = sim.log_text()
+    assert "Traceback" not in out and out.strip().splitlines()[-1] == "SIGINT again: stopping at once.", out

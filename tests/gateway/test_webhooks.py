@@ -24,9 +24,9 @@ import pytest
 import requests
 from aiohttp import web
 
-from gateway.app import open_store
 from gateway.config import load_settings
 from gateway.storage import SqliteTransactionStore
+from gateway.storage_pg import open_store
 from gateway.webhooks import Deliveries, resend_event, retry_delay
 from tests.conftest import free_port, sqlite_only
 from tests.gateway.test_restart_durability import gateway_env, start_server, stop_server
