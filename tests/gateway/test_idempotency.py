@@ -314,7 +314,9 @@ async def test_another_client_replaying_a_push_key_gets_its_own_answer_never_the
 
     # A free-amount push: the same key and body from another client is a request of its own (here
     # Daraja's answer that a prompt is already waiting on that phone), never a replay of Alice's.
-    free = {"phone": PAYS, "amount": 100}
+    # An interactive number: its prompt stays open (PAYS paid by itself 0.2 s later, and on a loaded
+    # machine Mallory's push came after that, to a phone free again: a 200).
+    free = {"phone": "0712000111", "amount": 100}
     mine = await post(app, "/stkpush", free, "pay-100", **ALICE)
     theirs = await post(app, "/stkpush", free, "pay-100", **MALLORY)
     assert mine[0] == 200 and "Idempotent-Replayed" not in theirs[2]
