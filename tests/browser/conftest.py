@@ -114,3 +114,18 @@ def checkout_link(order: dict[str, Any]) -> str:
     """The order's checkout URL as a path and query (pages run against the test server's address)."""
     parts = urlsplit(order["checkoutUrl"])
     return f"{parts.path}?{parts.query}"
+
+
+# The state and its words read in one step in the page: read apart, a payment that settles in
+# between (a self-paying test number) has already replaced the pay page with its receipt, and the
+# words are no longer there to read.
+STATUS_IN = """state => {
+  const status = document.querySelector(`#payment-status[data-state="${state}"]`);
+  return status && { text: document.querySelector("#payment-status-text").innerText };
+}"""
+
+
+async def wait_state(page: Any, state: str, timeout: float = 15_000) -> str:
+    """Wait until the pay page's status is `state`; its words then."""
+    found = await page.wait_for_function(STATUS_IN, arg=state, timeout=timeout)
+    return str((await found.json_value())["text"]).strip()

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import checkout_link, create_order, screenshot_path
+from tests.browser.conftest import checkout_link, create_order, screenshot_path, wait_state
 
 pytestmark = pytest.mark.browser
 
@@ -38,11 +38,6 @@ def checkout_id_of(url: str) -> str:
 async def status_of(page) -> tuple[str | None, str]:
     state = await page.get_attribute("#payment-status", "data-state")
     return state, (await page.inner_text("#payment-status-text")).strip()
-
-
-async def wait_state(page, state: str, timeout: float = 15_000) -> str:
-    await page.wait_for_selector(f"#payment-status[data-state={state}]", timeout=timeout)
-    return (await page.inner_text("#payment-status-text")).strip()
 
 
 async def test_successful_payment_lands_on_the_receipt_the_store_holds(shop):

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import checkout_link, create_order, screenshot_path
+from tests.browser.conftest import checkout_link, create_order, screenshot_path, wait_state
 
 pytestmark = pytest.mark.browser
 
@@ -26,11 +26,6 @@ ORDER_RECEIPT = re.compile(r".*/confirmation\.html\?checkoutRequestId=ws_CO_\w+"
                            r"&(paymentToken=[\w-]{43}|orderId=ord_[\w-]+)$")
 PHONE_SIZE = {"width": 375, "height": 667}
 EXPIRED = "The payment request has expired"
-
-
-async def wait_state(page: Any, state: str, timeout: float = 15_000) -> str:
-    await page.wait_for_selector(f"#payment-status[data-state={state}]", timeout=timeout)
-    return (await page.inner_text("#payment-status-text")).strip()
 
 
 async def open_phone(page: Any, msisdn: str) -> Any:
