@@ -404,6 +404,10 @@ def wait_quiet(sim: Simulator, gateway: Gateway, timeout: float, quiet: float = 
         time.sleep(0.25)
 
 
+# What the simulator's callback POST reports when the receiving process dies under it.
+CUT_BY_A_KILL = ("ClientConnectorError", "ClientOSError", "ServerDisconnectedError")
+
+
 @dataclass
 class Comparison:
     prompts: list[dict[str, Any]]
@@ -453,18 +457,21 @@ class Comparison:
         lost = {p["checkoutRequestId"] for p in self.lost_answers}
 
         def while_dead(cb: dict[str, Any]) -> bool:
+            # Never acknowledged (no HTTP answer), and sent while the gateway was dead, or cut by a
+            # kill while under way: refused just after a kill it began just before (`at` is when the
+            # simulator started it; it connects a few milliseconds later), or its connection dropped
+            # mid-request. (A time-out is not excused: a live gateway held it unanswered.)
             if cb["status"] is not None:
                 return False
             if any(kill <= cb["at"] <= ready for kill, ready in windows):
                 return True
-            # Or refused (nothing reached any gateway) by a process killed after the attempt began:
-            # `at` is when the simulator started it; it connects a few milliseconds later, and a
-            # batch of callbacks due at once, started just before a kill, connect just after it.
             end = cb["at"] + (cb["durationMs"] or 0) / 1000
-            return str(cb["error"] or "").startswith("ClientConnectorError") and any(
+            return str(cb["error"] or "").startswith(CUT_BY_A_KILL) and any(
                 cb["at"] < kill <= end for kill, _ in windows)
+        # ... and never stored either: a callback the gateway logged is its to finish after a restart.
         return [p for p in self.paid_unrecorded
-                if p["checkoutRequestId"] in lost and p["callbacks"] and all(map(while_dead, p["callbacks"]))]
+                if p["checkoutRequestId"] in lost and not self.callbacks_logged.get(p["checkoutRequestId"])
+                and p["callbacks"] and all(map(while_dead, p["callbacks"]))]
 
     def orphan_accepted(self) -> list[dict[str, Any]]:
         """Attempts marked accepted/adopted with an id, but no payment row for that id."""

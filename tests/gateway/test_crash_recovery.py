@@ -249,22 +249,27 @@ def test_pushes_whose_slow_answers_die_with_the_gateway_are_recorded_when_paid(
 
 def test_only_callbacks_that_never_reached_a_live_gateway_are_beyond_its_reach() -> None:
     """The harness's one excuse, exactly: the push's answer lost AND every callback found the gateway
-    dead (sent within a kill's window, or refused by a process killed after the attempt began)."""
+    dead (sent within a kill's window, or refused or dropped by a process killed after the attempt
+    began) and the gateway never stored one."""
     kill, ready = 100.0, 101.5
 
     def prompt(cid: str, **callback: Any) -> dict[str, Any]:
         return {"checkoutRequestId": cid, "callbacks": [{"status": None, "error": None, "durationMs": 5.0, **callback}]}
 
     refused = "ClientConnectorError: Cannot connect to host 127.0.0.1:1 ssl:default [Connect call failed]"
+    reset = "ClientOSError: [Errno 104] Connection reset by peer"
     prompts = {
         "sent while dead": prompt("a", at=100.5, error=refused),
         "begun just before the kill, refused after it": prompt("b", at=99.99, durationMs=20.0, error=refused),
         "refused before the kill": prompt("c", at=99.90, durationMs=20.0, error=refused),
         "timed out across the kill": prompt("d", at=99.0, durationMs=5000.0, error="timed out"),
         "delivered": prompt("e", at=99.99, status=200),
+        "reset mid-request by the kill": prompt("f", at=99.8, durationMs=300.0, error=reset),
+        "reset by the kill, but stored first": prompt("g", at=99.8, durationMs=300.0, error=reset),
     }
     c = Comparison([], {}, [], lost_answers=list(prompts.values()), paid_unrecorded=list(prompts.values()))
+    c.callbacks_logged = {"g": ["received"]}  # the gateway's to finish after its restart
     beyond = {p["checkoutRequestId"] for p in c.beyond_reach([(kill, ready)])}
-    assert beyond == {"a", "b"}
+    assert beyond == {"a", "b", "f"}
     c.lost_answers = []  # with the push's answer kept, the gateway always had the id to query
     assert c.beyond_reach([(kill, ready)]) == []
