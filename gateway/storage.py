@@ -613,9 +613,13 @@ class SqliteTransactionStore(TransactionStore):
             batch.done.set_exception(exc)
 
     async def _committed(self, batch: _Batch, failed: bool) -> None:
-        """Wait until `batch` is committed (or has failed), committing it if no other unit has.
+        """Wait until `batch` is committed (or has failed). The batch's first unit to end starts
+        the one task that commits it; the others wait for that task (one task per unit took the
+        writer twice per unit, each extra time only to find the batch committed already).
         Runs to the end even if the caller is cancelled: the unit is in the batch either way."""
-        finishing = asyncio.ensure_future(self._commit(batch))
+        finishing = batch.committer
+        if finishing is None:
+            finishing = batch.committer = asyncio.ensure_future(self._commit(batch))
         try:
             await asyncio.shield(finishing)
         except asyncio.CancelledError:
@@ -693,6 +697,7 @@ class _Batch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         self.payments_written: set[str] | None = set()  # None: any payment may have changed
+        self.committer: asyncio.Future[None] | None = None  # the task that commits the batch, once one unit ended
 
     def note(self, payments: set[str] | None) -> None:
         if payments is None:

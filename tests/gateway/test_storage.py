@@ -433,6 +433,45 @@ async def one_batch(store: SqliteTransactionStore, *units: Callable[[], Awaitabl
     return list(await asyncio.gather(*tasks, return_exceptions=True))
 
 
+class CountingLock(asyncio.Lock):
+    """The writer's lock, counting how often it is taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = 0
+
+    async def acquire(self) -> bool:
+        self.taken += 1
+        return await super().acquire()
+
+
+async def test_sqlite_a_batch_is_committed_by_one_task_not_one_per_unit(tmp_path):
+    """The units of one batch share one commit: the writer is taken once per unit and once for the
+    COMMIT. (One commit task per unit took it twice per unit: each queued behind the next units
+    only to find its batch committed already, a cost every push paid twice.)"""
+    store = SqliteTransactionStore(tmp_path / "t.sqlite3")
+    await store.open()
+    store._write_lock = lock = CountingLock()
+    commits: list[str] = []
+    assert store._writer is not None
+    store._writer.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    def inserting(i: int) -> Callable[[], Awaitable[None]]:
+        async def unit() -> None:
+            async with store.transaction() as t:
+                await t.insert(_tx(i))
+        return unit
+
+    try:
+        ended = await one_batch(store, *(inserting(i) for i in range(2, 11)))
+        assert ended == [None] * 10
+        assert commits == ["COMMIT"]
+        assert lock.taken == 10 + 1
+        assert await store.count() == 10
+    finally:
+        await store.close()
+
+
 async def test_sqlite_a_commit_that_fails_fails_every_unit_of_its_batch(tmp_path):
     """A COMMIT refused (here a deferred constraint, checked at COMMIT) undoes its whole batch, and
     every unit in it raises: none of them is reported done. The next units commit as usual."""
