@@ -206,14 +206,12 @@ class PaymentService:
             created_at=iso(now), updated_at=iso(now), token_hash=token_hash(token), order_id=checkout.order_id,
         )
         async with self.store.transaction() as t:
-            stored = await t.get(tx.checkout_request_id)
-            if stored is None:
-                await t.insert(tx)
-                stored = tx
-            else:  # its callback came first and a verified adoption stored it: that row stands
+            stored = tx
+            if not await t.insert_new(tx):
+                # Its callback came first and a verified adoption stored it: that row stands.
                 await t.update(tx.checkout_request_id, {"token_hash": None},
                                {"token_hash": tx.token_hash, "merchant_request_id": tx.merchant_request_id})
-                stored = await t.get(tx.checkout_request_id) or stored
+                stored = await t.get(tx.checkout_request_id) or tx
             if not await t.set_attempt(attempt_id, "accepted", tx.checkout_request_id):
                 log.info("push attempt %d was already matched to a callback", attempt_id)
         return StartedPayment(stored, token)  # logged by the caller, with the request's timing

@@ -107,6 +107,7 @@ class LoggedCallback:
 _COLUMNS = [f.name for f in dataclasses.fields(Transaction)]
 _INSERT_TX = (f"INSERT INTO transactions ({', '.join(_COLUMNS)}) "
               f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+_INSERT_NEW_TX = _INSERT_TX + " ON CONFLICT (checkout_request_id) DO NOTHING"
 
 
 class Row(Protocol):
@@ -222,6 +223,13 @@ class StoreTransaction(_Reads):
     async def insert(self, tx: Transaction) -> None:
         self._writing(tx.checkout_request_id)
         await self.execute(_INSERT_TX, [getattr(tx, c) for c in _COLUMNS])
+
+    async def insert_new(self, tx: Transaction) -> bool:
+        """Insert `tx` unless a payment with its id is stored already (then nothing changes):
+        whether it was inserted. One statement where a read and an insert were two."""
+        self._writing(tx.checkout_request_id)
+        inserted, _ = await self.execute(_INSERT_NEW_TX, [getattr(tx, c) for c in _COLUMNS])
+        return inserted == 1
 
     async def update(self, checkout_request_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
         """Apply `changes` only if every column in `expected` still has that value. A change of

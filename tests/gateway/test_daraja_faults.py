@@ -3,11 +3,14 @@ is lost, a late callback after the gateway's own time-out, a spike arrest."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from tests.daraja_http import PAYS, QUERY, Sim, eventually, items, stk
+from gateway.payments import token_matches
+from gateway.storage import Transaction
+from tests.daraja_http import INTERACTIVE, PAYS, QUERY, Sim, eventually, items, stk
 
 
 async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adopted(start_app):
@@ -92,3 +95,37 @@ async def test_gateway_turns_a_spike_arrest_into_503_with_retry_after(start_app,
     assert (body["success"], body["errorCode"], body["message"]) == (
         False, error_code, "M-Pesa is busy. Please try again shortly.")
     assert await app.payments.store.count() == 1
+
+
+async def test_a_push_answered_after_its_payment_was_adopted_keeps_that_row_and_gets_its_token(start_app):
+    """The push's answer can come after its payment is stored: its callback came first, an STK query
+    confirmed the id and the payment was adopted from the push's attempt (another worker's doing,
+    on PostgreSQL). The stored row stands (status, receipt, attempt adopted); the answer adds only
+    what the adoption could not know, the browser's token and the MerchantRequestID."""
+    app = await start_app()
+    sim = Sim(app.client, "/daraja")
+    status, _ = await sim.api("POST", "/faults", {"push": "slow", "delay": 1.0})
+    assert status == 201
+    pushing = asyncio.create_task(app.push("0708374149", 100))  # INTERACTIVE: its prompt waits
+    [prompt] = await eventually(lambda: sim.prompts(msisdn=INTERACTIVE), 3.0, "the prompt on the phone")
+    cid = prompt["checkoutRequestId"]
+    store = app.payments.store
+    [attempt] = await store.open_attempts(INTERACTIVE, 100, 0)
+    async with store.transaction() as t:  # what the adoption stores, as `_settle_verified` does
+        await t.insert(Transaction(checkout_request_id=cid, merchant_request_id="", phone=INTERACTIVE, amount=100,
+                                   account_reference=attempt.account_reference, description=attempt.description,
+                                   status="completed", result_code="0", receipt="UAB1CD2EF3", settled_by="callback"))
+        assert await t.set_attempt(attempt.id, "adopted", cid)
+    assert not pushing.done()  # the answer is still on its way
+
+    pushed = await pushing
+    assert (pushed["http"], pushed["checkoutRequestId"]) == (200, cid)
+    stored = await app.payments.get(cid)
+    assert stored is not None
+    assert (stored.status, stored.receipt, stored.amount) == ("completed", "UAB1CD2EF3", 100)
+    assert stored.merchant_request_id == (await sim.prompt(cid))["merchantRequestId"]
+    assert token_matches(stored, pushed["paymentToken"])
+    assert (await store.attempt(attempt.id)).state == "adopted"
+    assert await store.count() == 1
+    shown = await app.status(cid)  # the browser that pushed sees its payment, with the details its token shows
+    assert (shown["status"], shown["transaction_id"], shown["amount"]) == ("completed", "UAB1CD2EF3", 100)

@@ -4,6 +4,7 @@ cluster: tests/pg_cluster.py): units of work, committed reads, listeners, rows, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,21 @@ async def store(make_store):
     await opened.open()
     yield opened
     await opened.close()
+
+
+async def test_a_new_payment_is_inserted_once_and_a_stored_one_is_left_as_it_is(store):
+    async with store.transaction() as t:
+        assert await t.insert_new(_tx(1))
+    async with store.transaction() as t:
+        await t.update("ws_CO_1", {"status": "pending"}, {"status": "completed", "receipt": "RCP1"})
+    again = dataclasses.replace(_tx(1), merchant_request_id="other", amount=99)
+    async with store.transaction() as t:
+        assert not await t.insert_new(again)  # no error: the unit goes on (and commits what else it does)
+        await t.insert(_tx(2))
+    stored = await store.get("ws_CO_1")
+    assert (stored.status, stored.receipt, stored.amount, stored.merchant_request_id) == ("completed", "RCP1", 10,
+                                                                                          "m-1")
+    assert await store.count() == 2
 
 
 async def test_a_payment_is_written_read_and_updated_only_from_what_was_expected(store):
