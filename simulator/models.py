@@ -547,12 +547,11 @@ class SimulatedDaraja:
         """A delivery attempt, in the journal and on its prompt (unless it predates a reset)."""
         if not self._callbacks.is_current(generation):
             return  # sent before a reset: the new world never saw it
-        entry = self.journal.add(at=attempt.at, kind="callback", method="POST", url=attempt.url,
-                                 status=attempt.status, duration_ms=attempt.duration_ms,
-                                 request_headers={"Content-Type": "application/json"}, request_body=attempt.body,
-                                 error=attempt.error, checkout_request_id=checkout_request_id,
-                                 attempt=attempt.attempt)
-        attempt.journal_id = entry.id
+        attempt.journal_id = self.journal.add(
+            at=attempt.at, kind="callback", method="POST", url=attempt.url, status=attempt.status,
+            duration_ms=attempt.duration_ms, request_headers={"Content-Type": "application/json"},
+            request_body=attempt.body, error=attempt.error, checkout_request_id=checkout_request_id,
+            attempt=attempt.attempt)
         prompt = self._prompts.get(checkout_request_id)
         if prompt is not None:
             prompt.callbacks += (attempt,)
@@ -581,8 +580,8 @@ class SimulatedDaraja:
 
     # -- the journal ---------------------------------------------------------------------------------
 
-    def record_request(self, **fields: Any) -> JournalEntry:
-        """A request to the simulator's Daraja paths and its answer (secrets are masked on the way in)."""
+    def record_request(self, **fields: Any) -> int:
+        """A request to the simulator's Daraja paths and its answer (secrets are masked when read): its id."""
         return self.journal.add(kind="request", **fields)
 
     def journal_entries(self, kind: str | None = None, checkout_request_id: str | None = None,
