@@ -19,6 +19,11 @@ It starts, on 127.0.0.1:
 - a second gateway whose MPESA_BASE_URL is the standalone simulator (`--no-via-standalone` leaves
   it out): the gateway's own share, with the simulator's work in another process (two processes
   on two cores, so its ratio is not like for like; it is printed for information).
+The gateways' reconciler is put off past the run (RECONCILE_AFTER_SECONDS=3600): no callback comes
+during a run, so it would otherwise STK-query every push from 20 s on, work a real checkout does
+only for a payment whose callback is late (`--with-reconciler` leaves it as in production). With
+`--also DIR`, another checkout's standalone simulator and its gateway (calling this checkout's
+standalone simulator) run in the same rounds.
 
 It fetches an OAuth token from each Daraja, then `wrk` POSTs valid STK push bodies (Password =
 base64(shortcode + passkey + Timestamp), every request a phone number not used before in the run)
@@ -55,6 +60,7 @@ from _common import (  # noqa: E402
     cpu_seconds,
     free_port,
     install_once,
+    python_of,
     start_process,
     stop,
     wait_up,
@@ -69,6 +75,11 @@ PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 DEMO_KEY, DEMO_SECRET = "simulator-demo-consumer-key", "simulator-demo-consumer-secret"
 TIMESTAMP = "20261201120000"
 LOAD_SETTINGS = {"SIMULATOR_LOCK_SUBSCRIBER": "false", "SIMULATOR_PROMPT_LIFETIME_SECONDS": "3600"}
+# No prompt ends during a run, so no callback comes: the gateway's reconciler would STK-query every
+# push from 20 s on (then every 10-60 s, up to 50 queries a second), work a real checkout does only
+# for a payment whose callback is late. Put off past the run: what is measured is the push.
+# (--with-reconciler leaves it on.)
+GATEWAY_LOAD_SETTINGS = {"RECONCILE_AFTER_SECONDS": "3600"}
 
 
 def daraja_mock_python() -> Path:
@@ -148,13 +159,14 @@ def start_simulator(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str
     return proc, base
 
 
-def start_gateway(work: Path, name: str, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(work: Path, name: str, extra: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen[bytes],
+                                                                                          str]:
+    """The gateway of checkout `root` (`python run.py`, a fresh SQLite file), set up for load, and its base URL."""
     port = free_port()
     env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
-                    LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0", **LOAD_SETTINGS,
-                    **extra)
-    proc = start_process([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "run.py")], work, env,
-                         work / f"{name}.log")
+                    LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
+                    **{**LOAD_SETTINGS, **GATEWAY_LOAD_SETTINGS, **extra})
+    proc = start_process([python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     wait_up(f"{base}/health", proc)
     return proc, base
@@ -190,6 +202,43 @@ def wrk(target: Target, round_no: int, seconds: int, connections: int, work: Pat
                  sum(int(x) for x in sock.groups()) if sock else 0, cpu / max(done, 1) * 1e6)
 
 
+def start_targets(args: argparse.Namespace, mock_command: Path, work: Path,
+                  procs: list[subprocess.Popen[bytes]]) -> list[Target]:
+    """Start every server the rounds drive (each added to `procs` as it starts), checked with one push."""
+    nowhere = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens there
+    mock_port = free_port()
+    procs.append(start_process([str(mock_command), "--port", str(mock_port)], work, clean_env(),
+                               work / "daraja-mock.log"))
+    mock, mock_pid = f"http://127.0.0.1:{mock_port}", procs[-1].pid
+    wait_up(f"{mock}/health", procs[-1])
+
+    proc, sim = start_simulator(ROOT, work / "simulator.log")
+    procs.append(proc)
+    sim_pid = proc.pid
+
+    proc, gateway = start_gateway(work, "gateway", {})
+    procs.append(proc)
+    targets = [
+        daraja_target("daraja-mock 1.0.5", mock, daraja_token(mock, basic=False), nowhere, "25471", (mock_pid,)),
+        daraja_target("simulator (standalone)", sim, daraja_token(sim, basic=True), nowhere, "25472", (sim_pid,)),
+        gateway_target("gateway (built-in simulator)", gateway, "073", (proc.pid,)),
+    ]
+    if args.also:
+        proc, other = start_simulator(args.also.resolve(), work / "simulator-also.log")
+        procs.append(proc)
+        targets.insert(2, daraja_target(f"simulator @{args.also.name}", other, daraja_token(other, basic=True),
+                                        nowhere, "25475", (proc.pid,)))
+    if not args.no_via_standalone:
+        proc, via = start_gateway(work, "gateway-via", {"MPESA_BASE_URL": sim})
+        procs.append(proc)
+        targets.append(gateway_target("gateway -> standalone sim", via, "074", (proc.pid, sim_pid)))
+        if args.also:
+            proc, via_also = start_gateway(work, "gateway-via-also", {"MPESA_BASE_URL": sim}, args.also.resolve())
+            procs.append(proc)
+            targets.append(gateway_target(f"gateway @{args.also.name} -> sim", via_also, "076", (proc.pid, sim_pid)))
+    return targets
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -200,43 +249,22 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and databases (path printed)")
     parser.add_argument("--also", type=Path, metavar="DIR",
                         help="also the standalone simulator of another checkout (e.g. `git worktree add /tmp/old "
-                             "main`), same settings, same rounds")
+                             "main`) and its gateway calling this checkout's standalone simulator, same settings, "
+                             "same rounds")
+    parser.add_argument("--with-reconciler", action="store_true",
+                        help="leave the gateways' reconciler as in production (STK queries from 20 s after each "
+                             "push, whose callback never comes here)")
     args = parser.parse_args()
+    if args.with_reconciler:
+        GATEWAY_LOAD_SETTINGS.clear()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
     mock_command = daraja_mock_python()
     work = Path(tempfile.mkdtemp(prefix="push-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
-    nowhere = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens there
     try:
-        mock_port = free_port()
-        procs.append(start_process([str(mock_command), "--port", str(mock_port)], work, clean_env(),
-                                   work / "daraja-mock.log"))
-        mock, mock_pid = f"http://127.0.0.1:{mock_port}", procs[-1].pid
-        wait_up(f"{mock}/health", procs[-1])
-
-        proc, sim = start_simulator(ROOT, work / "simulator.log")
-        procs.append(proc)
-        sim_pid = proc.pid
-
-        proc, gateway = start_gateway(work, "gateway", {})
-        procs.append(proc)
-        targets = [
-            daraja_target("daraja-mock 1.0.5", mock, daraja_token(mock, basic=False), nowhere, "25471", (mock_pid,)),
-            daraja_target("simulator (standalone)", sim, daraja_token(sim, basic=True), nowhere, "25472", (sim_pid,)),
-            gateway_target("gateway (built-in simulator)", gateway, "073", (proc.pid,)),
-        ]
-        if args.also:
-            proc, other = start_simulator(args.also.resolve(), work / "simulator-also.log")
-            procs.append(proc)
-            targets.insert(2, daraja_target(f"simulator @{args.also.name}", other, daraja_token(other, basic=True),
-                                            nowhere, "25475", (proc.pid,)))
-        if not args.no_via_standalone:
-            proc, via = start_gateway(work, "gateway-via", {"MPESA_BASE_URL": sim})
-            procs.append(proc)
-            targets.append(gateway_target("gateway -> standalone sim", via, "074", (proc.pid, sim_pid)))
-
+        targets = start_targets(args, mock_command, work, procs)
         print(f"STK push, a new phone every request; wrk -t1 -c{args.connections} -d{args.seconds}s; "
               f"{args.rounds} rounds alternating; {os.cpu_count()} CPUs shared with wrk")
         results: dict[str, list[Round]] = {t.name: [] for t in targets}
@@ -271,6 +299,8 @@ def main() -> int:
         ratio("gateway (built-in simulator)", "simulator (standalone)", 0.5)
         if not args.no_via_standalone:
             ratio("gateway -> standalone sim", "simulator (standalone)", 0.5)
+            if args.also:
+                ratio(f"gateway @{args.also.name} -> sim", "simulator (standalone)", 0.5)
         failures = sum(r.bad + r.socket_errors for rows in results.values() for r in rows)
         if failures:
             print(f"\n{failures} answers were not 2xx or failed: these figures are not valid", file=sys.stderr)
