@@ -100,6 +100,18 @@ class JournalEntry:
                 "checkoutRequestId": self.checkout_request_id, "attempt": self.attempt}
 
 
+TOO_DEEP = "(nested too deeply to show)"
+
+
+def _masked(value: Any, secrets: frozenset[str]) -> Any:
+    """`redact_body`, or TOO_DEEP for JSON nested deeper than masking can walk (json.loads reads
+    600 levels; the walk runs out of Python's recursion limit first): never shown unmasked."""
+    try:
+        return redact_body(value, secrets)
+    except RecursionError:
+        return TOO_DEEP
+
+
 class _Recorded:
     """An entry as recorded, its secrets not yet masked; `shown` masks them, once."""
 
@@ -118,9 +130,9 @@ class _Recorded:
             assert fields is not None
             for name in ("request_body", "response_body", "error", "url"):
                 if fields.get(name) is not None:
-                    fields[name] = redact_body(fields[name], secrets)
+                    fields[name] = _masked(fields[name], secrets)
             if "request_headers" in fields:
-                fields["request_headers"] = redact_body(redact_headers(fields["request_headers"]), secrets)
+                fields["request_headers"] = _masked(redact_headers(fields["request_headers"]), secrets)
             self._entry = JournalEntry(id=self.id, **fields)
         return self._entry
 

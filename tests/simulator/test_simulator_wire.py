@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from simulator.app import create_standalone_app
+from simulator.journal import TOO_DEEP
 from simulator.settings import load_simulator_settings
 from tests.daraja_http import (
     DEMO_CONSUMER_KEY,
@@ -735,3 +736,20 @@ async def test_form_body_labelled_as_json_is_read_as_a_form_like_daraja(daraja):
     resp = await daraja.client.post(PUSH, data=form,
                                     headers={**await daraja.bearer(), "Content-Type": "application/json"})
     await assert_daraja_error(resp, 400, "400.002.02", "Bad Request - Invalid BusinessShortCode")
+
+
+async def test_a_body_nested_too_deeply_to_mask_is_answered_and_journaled_as_such(daraja):
+    """JSON nested 600 deep parses, but masking it walks deeper than Python's recursion limit. The
+    push is still answered as Daraja would (a 4xx, never a 5xx), and the journal, which masks an
+    entry when it is read, shows that entry without its body instead of failing every later read."""
+    deep: Any = "x"
+    for _ in range(600):
+        deep = {"a": deep}
+    resp = await daraja.post_push(daraja.push_body(AccountReference=deep))
+    assert 400 <= resp.status < 500, await resp.text()
+    journal = await daraja.client.get(f"{CONTROL}/journal", params={"kind": "request"})
+    assert journal.status == 200, await journal.text()
+    [entry] = [e for e in await journal.json() if e["url"] == PUSH]
+    assert entry["requestBody"] == TOO_DEEP
+    assert entry["status"] == resp.status
+    assert (await daraja.client.get(f"{CONTROL}/journal")).status == 200  # and every later read
