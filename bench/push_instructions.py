@@ -49,7 +49,7 @@ from bench.simulator_push import (  # noqa: E402
     gateway_target,
     start_simulator,
 )
-from bench.status_instructions import HOST, callgrind, control  # noqa: E402
+from bench.status_instructions import HOST, callgrind, control, counted, tools_missing  # noqa: E402
 
 WARM_UP = 100  # pushes before counting: first calls, caches, the OAuth token
 
@@ -96,14 +96,9 @@ def count(target: Target, name: str, work: Path, seconds: int) -> tuple[int, flo
     done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
         raise SystemExit(f"{name}: answers that were not 2xx, or socket errors:\n{out}")
-    total = 0
-    for dump in work.glob(f"{name}.out*"):
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                total = max(total, int(line.split()[1]))
-    if not total or not done:
-        raise SystemExit(f"{name}: callgrind counted nothing")
-    return done, total / done
+    if not done:
+        raise SystemExit(f"{name}: no push was answered")
+    return done, counted(work, name) / done
 
 
 def main() -> int:
@@ -112,10 +107,8 @@ def main() -> int:
     parser.add_argument("--also", type=Path, help="another checkout whose gateway is counted too")
     parser.add_argument("--keep", action="store_true", help="keep callgrind's dumps and the logs (path printed)")
     args = parser.parse_args()
-    for tool in ("valgrind", "callgrind_control", "wrk"):
-        if not shutil.which(tool):
-            print(f"{tool} is needed: apt-get install valgrind wrk", file=sys.stderr)
-            return 2
+    if tools_missing():
+        return 2
     work = Path(tempfile.mkdtemp(prefix="push-instructions-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -82,6 +82,11 @@ def count(target: Target, name: str, work: Path, seconds: int, as_browser: bool)
     done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     if re.search(r"Non-2xx or 3xx responses", out):
         raise SystemExit(f"{name}: answers that were not 2xx:\n{out}")
+    return done, counted(work, name) / done
+
+
+def counted(work: Path, name: str) -> int:
+    """The instructions callgrind counted in `name`'s dumps (it exits if there were none)."""
     total = 0
     for dump in work.glob(f"{name}.out*"):
         for line in dump.read_text(errors="replace").splitlines():
@@ -89,7 +94,16 @@ def count(target: Target, name: str, work: Path, seconds: int, as_browser: bool)
                 total = max(total, int(line.split()[1]))
     if not total:
         raise SystemExit(f"{name}: callgrind counted nothing")
-    return done, total / done
+    return total
+
+
+def tools_missing() -> bool:
+    """Whether valgrind, callgrind_control or wrk is missing (said on standard error)."""
+    for tool in ("valgrind", "callgrind_control", "wrk"):
+        if not shutil.which(tool):
+            print(f"{tool} is needed: apt-get install valgrind wrk", file=sys.stderr)
+            return True
+    return False
 
 
 def main() -> int:
@@ -98,10 +112,8 @@ def main() -> int:
     parser.add_argument("--also", type=Path, help="another checkout whose gateway is counted too")
     parser.add_argument("--as-browser", action="store_true", help="the pay page's poll, through a trusted proxy")
     args = parser.parse_args()
-    for tool in ("valgrind", "callgrind_control", "wrk"):
-        if not shutil.which(tool):
-            print(f"{tool} is needed: apt-get install valgrind wrk", file=sys.stderr)
-            return 2
+    if tools_missing():
+        return 2
     work = Path(tempfile.mkdtemp(prefix="status-instructions-"))
     try:
         roots = [("gateway", ROOT)] + ([(f"gateway@{args.also.name}", args.also.resolve())] if args.also else [])
