@@ -230,6 +230,33 @@ def status_body(tx: Transaction, detailed: bool = False) -> dict[str, Any]:
             "resultCode": tx.result_code, **common}
 
 
+# The status answer's JSON by what it says: the same poll repeats every 3 s until its payment
+# changes, so each answer is encoded once. Keyed by exactly the fields `status_body` reads (a test
+# holds the two together), not by the payment itself: PostgreSQL reads a new one at every poll, and
+# the answers kept must not keep whole payments (their callbacks' bodies) alive.
+_ANSWERS: dict[tuple[Any, ...], bytes] = {}
+ANSWERS_KEPT = 20_000  # answers kept at most (then all are dropped, and the next polls encode again)
+
+
+def status_key(tx: Transaction, detailed: bool) -> tuple[Any, ...]:
+    """What `status_body(tx, detailed)` depends on, and nothing else."""
+    said = (tx.checkout_request_id, tx.status, tx.receipt, tx.result_code, tx.result_desc)
+    # (the amount's type too: 100 == 100.0 as keys, but they are written differently)
+    return (*said, tx.amount, type(tx.amount), tx.phone, tx.account_reference, tx.description) if detailed else said
+
+
+def status_json(tx: Transaction, detailed: bool) -> bytes:
+    """`status_body(tx, detailed)` as JSON, encoded once per answer."""
+    key = status_key(tx, detailed)
+    answer = _ANSWERS.get(key)
+    if answer is None:
+        answer = json.dumps(status_body(tx, detailed)).encode()
+        if len(_ANSWERS) >= ANSWERS_KEPT:
+            _ANSWERS.clear()
+        _ANSWERS[key] = answer
+    return answer
+
+
 class LookupLimited(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"too many lookups of unknown payments; retry after {retry_after:.0f} s")
@@ -276,7 +303,8 @@ async def stk_status(request: web.Request) -> web.Response:
     if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
         return failure("checkoutRequestId is required", 400, field="checkoutRequestId")
     tx = await _find_or_fail(request, checkout_request_id)
-    return web.json_response(status_body(tx, token_matches(tx, body.get("paymentToken"))))
+    answer = status_json(tx, token_matches(tx, body.get("paymentToken")))
+    return web.Response(body=answer, content_type="application/json", charset="utf-8")
 
 
 async def health(request: web.Request) -> web.Response:
