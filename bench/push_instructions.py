@@ -16,10 +16,10 @@ every request, to
   callgrind (about 30 pushes a second) its STK queries of the pushes made 20 s before, up to 50 a
   second, would be counted against a tenth of the pushes they are in real time (measured: 3.5
   million instructions per push with them, 2.0 without).
-Counting is on only while wrk drives the process. It prints each server's instructions per push,
-in its own process (the kernel's share is not counted, nor the COMMIT's fsync), and the ratio
-simulator/gateway: the share of the simulator's push rate the gateway could reach if instructions
-were all that counted.
+Each process is warmed by 30 s of pushes first; counting is on only while wrk then drives it. It
+prints each server's instructions per push, in its own process (the kernel's share is not counted,
+nor the COMMIT's fsync), and the ratio simulator/gateway: the share of the simulator's push rate
+the gateway could reach if instructions were all that counted.
 
 Unlike requests/s or CPU time, an instruction count hardly moves between runs or with whatever
 else the machine is doing, so it tells apart changes of a few per cent that a shared machine's
@@ -39,29 +39,24 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
-from bench._common import ROOT, clean_env, free_port, python_of, start_process, stop, wait_up  # noqa: E402
+from bench._common import ROOT, free_port, stop  # noqa: E402
 from bench.simulator_push import (  # noqa: E402
-    GATEWAY_LOAD_SETTINGS,
-    LOAD_SETTINGS,
     Target,
     daraja_target,
     daraja_token,
     gateway_target,
+    start_gateway,
     start_simulator,
 )
-from bench.status_instructions import HOST, callgrind, control, counted, tools_missing  # noqa: E402
+from bench.status_instructions import callgrind, control, counted, tools_missing  # noqa: E402
 
-WARM_UP = 100  # pushes before counting: first calls, caches, the OAuth token
+WARM_UP_SECONDS = 30  # pushed before counting: first calls, caches, the OAuth token
 
 
 def counted_simulator(work: Path) -> tuple[subprocess.Popen[bytes], Target]:
     """`run.py simulator` under callgrind, set up for load as in bench/simulator_push.py."""
-    port = free_port()
-    env = clean_env(HOST=HOST, **LOAD_SETTINGS)
-    proc = start_process([*callgrind("simulator", work), python_of(ROOT), str(ROOT / "run.py"), "simulator",
-                          "--port", str(port)], work, env, work / "simulator.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_up(f"{base}/simulator/api/clock", proc, timeout=300)
+    proc, base = start_simulator(ROOT, work / "simulator.log", launcher=callgrind("simulator", work),
+                                 start_timeout=300)
     callback = f"http://127.0.0.1:{free_port()}/callback"  # a closed port: no prompt ends during the run anyway
     return proc, daraja_target("simulator", base, daraja_token(base, basic=True), callback, "25471", (proc.pid,))
 
@@ -69,14 +64,8 @@ def counted_simulator(work: Path) -> tuple[subprocess.Popen[bytes], Target]:
 def counted_gateway(root: Path, name: str, daraja: str, prefix: str, work: Path) -> tuple[subprocess.Popen[bytes],
                                                                                           Target]:
     """The gateway of checkout `root` under callgrind, its Daraja the standalone simulator `daraja`."""
-    port = free_port()
-    env = clean_env(HOST=HOST, PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
-                    MPESA_BASE_URL=daraja, LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0",
-                    PUSH_LIMIT_PER_CLIENT="0", **GATEWAY_LOAD_SETTINGS)
-    proc = start_process([*callgrind(name, work), python_of(root), str(root / "run.py")], work, env,
-                         work / f"{name}.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_up(f"{base}/health", proc, timeout=300)
+    proc, base = start_gateway(work, name, {"MPESA_BASE_URL": daraja}, root, launcher=callgrind(name, work),
+                               start_timeout=300)
     return proc, gateway_target(name, base, prefix, (proc.pid,))
 
 
@@ -84,10 +73,10 @@ def count(target: Target, name: str, work: Path, seconds: int) -> tuple[int, flo
     """(pushes, instructions per push) of `seconds` of wrk -c8 against `target`."""
     script = work / f"{name}.lua"
     script.write_text(target.lua.replace("ROUND", "9"))  # warm-up phones are ROUND 8's: never the same
-    warm = target.lua.replace("ROUND", "8")
-    (work / "warm.lua").write_text(warm)
-    subprocess.run(["wrk", "-t1", "-c4", "-d30s", "--timeout", "30s", "-s", str(work / "warm.lua"), target.url],
-                   capture_output=True, timeout=120)  # bounded by time; a slow process pushes fewer, no matter
+    (work / "warm.lua").write_text(target.lua.replace("ROUND", "8"))
+    # Bounded by time: a slow process pushes fewer, no matter.
+    subprocess.run(["wrk", "-t1", "-c4", f"-d{WARM_UP_SECONDS}s", "--timeout", "30s", "-s", str(work / "warm.lua"),
+                    target.url], capture_output=True, timeout=WARM_UP_SECONDS + 90)
     control(target.pids[0], "--instr=on")
     out = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), target.url],
                          capture_output=True, text=True, timeout=seconds + 60).stdout

@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,29 +147,31 @@ def gateway_target(name: str, base: str, prefix: str, pids: tuple[int, ...]) -> 
                   pids)
 
 
-def start_simulator(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`run.py simulator` of the checkout at `root`, set up for load, and its base URL."""
+def start_simulator(root: Path, log: Path, *, launcher: Sequence[str] = (),
+                    start_timeout: float = 30) -> tuple[subprocess.Popen[bytes], str]:
+    """`run.py simulator` of the checkout at `root` (run with `launcher` before it, e.g. valgrind),
+    set up for load, and its base URL."""
     port = free_port()
     env = clean_env(HOST="127.0.0.1", **LOAD_SETTINGS)
-    python = root / ".venv" / "bin" / "python"
-    python = python if python.exists() else ROOT / ".venv" / "bin" / "python"
     base = f"http://127.0.0.1:{port}"
     # run.py's folder comes first on sys.path, so the simulator package is that checkout's
-    proc = start_process([str(python), str(root / "run.py"), "simulator", "--port", str(port)], log.parent, env, log)
-    wait_up(f"{base}/simulator/api/clock", proc)
+    proc = start_process([*launcher, python_of(root), str(root / "run.py"), "simulator", "--port", str(port)],
+                         log.parent, env, log)
+    wait_up(f"{base}/simulator/api/clock", proc, timeout=start_timeout)
     return proc, base
 
 
-def start_gateway(work: Path, name: str, extra: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen[bytes],
-                                                                                          str]:
-    """The gateway of checkout `root` (`python run.py`, a fresh SQLite file), set up for load, and its base URL."""
+def start_gateway(work: Path, name: str, extra: dict[str, str], root: Path = ROOT, *, launcher: Sequence[str] = (),
+                  start_timeout: float = 30, reconciler: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """The gateway of checkout `root` (`python run.py`, a fresh SQLite file, run with `launcher`
+    before it), set up for load (its reconciler put off unless `reconciler`), and its base URL."""
     port = free_port()
     env = clean_env(HOST="127.0.0.1", PORT=str(port), DATABASE_URL=f"sqlite:///{work}/{name}.sqlite3",
                     LOOKUP_LIMIT_PER_CLIENT="0", PUSH_LIMIT_PER_PHONE="0", PUSH_LIMIT_PER_CLIENT="0",
-                    **{**LOAD_SETTINGS, **GATEWAY_LOAD_SETTINGS, **extra})
-    proc = start_process([python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
+                    **{**LOAD_SETTINGS, **({} if reconciler else GATEWAY_LOAD_SETTINGS), **extra})
+    proc = start_process([*launcher, python_of(root), str(root / "run.py")], work, env, work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
-    wait_up(f"{base}/health", proc)
+    wait_up(f"{base}/health", proc, timeout=start_timeout)
     return proc, base
 
 
@@ -216,7 +219,8 @@ def start_targets(args: argparse.Namespace, mock_command: Path, work: Path,
     procs.append(proc)
     sim_pid = proc.pid
 
-    proc, gateway = start_gateway(work, "gateway", {})
+    reconciler = args.with_reconciler
+    proc, gateway = start_gateway(work, "gateway", {}, reconciler=reconciler)
     procs.append(proc)
     targets = [
         daraja_target("daraja-mock 1.0.5", mock, daraja_token(mock, basic=False), nowhere, "25471", (mock_pid,)),
@@ -229,11 +233,12 @@ def start_targets(args: argparse.Namespace, mock_command: Path, work: Path,
         targets.insert(2, daraja_target(f"simulator @{args.also.name}", other, daraja_token(other, basic=True),
                                         nowhere, "25475", (proc.pid,)))
     if not args.no_via_standalone:
-        proc, via = start_gateway(work, "gateway-via", {"MPESA_BASE_URL": sim})
+        proc, via = start_gateway(work, "gateway-via", {"MPESA_BASE_URL": sim}, reconciler=reconciler)
         procs.append(proc)
         targets.append(gateway_target("gateway -> standalone sim", via, "074", (proc.pid, sim_pid)))
         if args.also:
-            proc, via_also = start_gateway(work, "gateway-via-also", {"MPESA_BASE_URL": sim}, args.also.resolve())
+            proc, via_also = start_gateway(work, "gateway-via-also", {"MPESA_BASE_URL": sim}, args.also.resolve(),
+                                           reconciler=reconciler)
             procs.append(proc)
             targets.append(gateway_target(f"gateway @{args.also.name} -> sim", via_also, "076", (proc.pid, sim_pid)))
     return targets
@@ -255,8 +260,6 @@ def main() -> int:
                         help="leave the gateways' reconciler as in production (STK queries from 20 s after each "
                              "push, whose callback never comes here)")
     args = parser.parse_args()
-    if args.with_reconciler:
-        GATEWAY_LOAD_SETTINGS.clear()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2

@@ -360,7 +360,7 @@ async def _follow(request: web.Request, stream: Any, changes: asyncio.Queue[Tran
     current = await request.app[PAYMENTS].get(checkout_request_id)  # after subscribing: no change slips by
     if current is None:
         return
-    await stream.send(json.dumps(status_body(current, detailed)), event="status")
+    await stream.send(status_json(current, detailed).decode(), event="status")
     while not is_final(current) and loop.time() < deadline:
         try:
             # Wake every few seconds to notice a browser that left (and free its slot); not
@@ -371,7 +371,7 @@ async def _follow(request: web.Request, stream: Any, changes: asyncio.Queue[Tran
             if _gone(request) or not stream.is_connected():
                 return
             continue
-        await stream.send(json.dumps(status_body(current, detailed)), event="status")
+        await stream.send(status_json(current, detailed).decode(), event="status")
 
 
 def callback_ack(code: int, desc: str, status: int = 200) -> web.Response:

@@ -146,7 +146,9 @@ class Journal:
         self.secrets = frozenset(s for s in secrets if len(s) >= 6)
 
     def add(self, **fields: Any) -> int:
-        """Record an exchange (JournalEntry's fields; the dicts are the journal's from now on): its id."""
+        """Record an exchange (JournalEntry's fields): its id. Its values are kept as given until the
+        entry is first read and masked, so a caller must not change them afterwards (none does: a
+        request's are recorded once it is answered, a callback's body is the one sent)."""
         entry_id = next(self._ids)
         self._entries.append(_Recorded(entry_id, fields))
         return entry_id

@@ -104,7 +104,7 @@ async def test_a_push_answered_after_its_payment_was_adopted_keeps_that_row_and_
     what the adoption could not know, the browser's token and the MerchantRequestID."""
     app = await start_app()
     sim = Sim(app.client, "/daraja")
-    status, _ = await sim.api("POST", "/faults", {"push": "slow", "delay": 1.0})
+    status, _ = await sim.api("POST", "/faults", {"push": "slow", "delay": 2.0})  # time to adopt it meanwhile
     assert status == 201
     pushing = asyncio.create_task(app.push("0708374149", 100))  # INTERACTIVE: its prompt waits
     [prompt] = await eventually(lambda: sim.prompts(msisdn=INTERACTIVE), 3.0, "the prompt on the phone")
