@@ -19,6 +19,13 @@ It starts, on 127.0.0.1:
 - a second gateway whose MPESA_BASE_URL is the standalone simulator (`--no-via-standalone` leaves
   it out): the gateway's own share, with the simulator's work in another process (two processes
   on two cores, so its ratio is not like for like; it is printed for information).
+- the floor under the gateway's push (`--no-floor` leaves it out): bench/push_relay.py, a bare aiohttp
+  handler that reads the shop's JSON, sends the simulator the STK push over HTTP with aiohttp's
+  client and answers, and nothing else (no checks, no database, no limits, no logging), once with
+  the simulator built into its process (as the gateway's) and once calling the standalone one. Its
+  ratio to the simulator is the most any gateway making that HTTP round trip on this stack could
+  reach; the gateway's ratio to it is what the gateway's own work (checks, the two durable writes
+  that keep a push from being lost, logging) costs on top.
 The gateways' reconciler is put off past the run (RECONCILE_AFTER_SECONDS=3600): no callback comes
 during a run, so it would otherwise STK-query every push from 20 s on, work a real checkout does
 only for a payment whose callback is late (`--with-reconciler` leaves it as in production). With
@@ -89,6 +96,12 @@ def daraja_mock_python() -> Path:
                                              [str(CACHE / "bin" / "pip"), "install", "-q", DARAJA_MOCK]]):
         raise SystemExit(f"could not install {DARAJA_MOCK} in {CACHE}")
     return CACHE / "bin" / "daraja-mock"
+
+
+# The floor under the gateway's push (bench/push_relay.py): receive the shop's JSON, send Daraja the
+# push over HTTP, answer; nothing else (no database, no checks). Its ratio to the simulator is the
+# most any gateway doing that round trip in this stack could reach.
+FLOOR, FLOOR_VIA = "floor: relay (built-in sim)", "floor: relay -> standalone sim"
 
 
 @dataclass
@@ -175,6 +188,18 @@ def start_gateway(work: Path, name: str, extra: dict[str, str], root: Path = ROO
     return proc, base
 
 
+def start_relay(work: Path, name: str, daraja: str | None) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/push_relay.py, the floor under the gateway's push: its simulator built in (`daraja`
+    None, set up for load as the gateway's) or the standalone one at `daraja`; its base URL."""
+    port = free_port()
+    argv = [python_of(ROOT), str(ROOT / "bench" / "push_relay.py"), "--port", str(port)]
+    proc = start_process(argv + (["--daraja", daraja] if daraja else []), work, clean_env(**LOAD_SETTINGS),
+                         work / f"{name}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_up(f"{base}/health", proc)
+    return proc, base
+
+
 @dataclass
 class Round:
     rate: float
@@ -227,6 +252,10 @@ def start_targets(args: argparse.Namespace, mock_command: Path, work: Path,
         daraja_target("simulator (standalone)", sim, daraja_token(sim, basic=True), nowhere, "25472", (sim_pid,)),
         gateway_target("gateway (built-in simulator)", gateway, "073", (proc.pid,)),
     ]
+    if not args.no_floor:
+        proc, relay = start_relay(work, "relay", None)
+        procs.append(proc)
+        targets.append(gateway_target(FLOOR, relay, "071", (proc.pid,)))
     if args.also:
         proc, other = start_simulator(args.also.resolve(), work / "simulator-also.log")
         procs.append(proc)
@@ -241,6 +270,10 @@ def start_targets(args: argparse.Namespace, mock_command: Path, work: Path,
                                            reconciler=reconciler)
             procs.append(proc)
             targets.append(gateway_target(f"gateway @{args.also.name} -> sim", via_also, "076", (proc.pid, sim_pid)))
+        if not args.no_floor:
+            proc, relay = start_relay(work, "relay-via", sim)
+            procs.append(proc)
+            targets.append(gateway_target(FLOOR_VIA, relay, "078", (proc.pid, sim_pid)))
     return targets
 
 
@@ -256,6 +289,9 @@ def main() -> int:
                         help="also the standalone simulator of another checkout (e.g. `git worktree add /tmp/old "
                              "main`) and its gateway calling this checkout's standalone simulator, same settings, "
                              "same rounds")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="leave out the floor under the gateway's push (bench/push_relay.py: a bare aiohttp "
+                             "handler that only relays the push to the simulator over HTTP and answers)")
     parser.add_argument("--with-reconciler", action="store_true",
                         help="leave the gateways' reconciler as in production (STK queries from 20 s after each "
                              "push, whose callback never comes here)")
@@ -288,22 +324,29 @@ def main() -> int:
             print(f"median  {name:<30} {rate:9,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  CPU {cpu:4.0f} µs/req")
         print()
 
-        def ratio(top: str, bottom: str, target: float) -> None:
+        def ratio(top: str, bottom: str, target: float | None) -> None:
             per_round = [a.rate / b.rate for a, b in zip(results[top], results[bottom], strict=True)]
             value = statistics.median(per_round)
             cpu = statistics.median(b.cpu_us / a.cpu_us for a, b in zip(results[top], results[bottom], strict=True)
                                     if a.cpu_us)
-            print(f"{top} / {bottom}: {value:.2f} (target >= {target}; per round "
+            wanted = f"target >= {target}; " if target is not None else ""
+            print(f"{top} / {bottom}: {value:.2f} ({wanted}per round "
                   f"{', '.join(f'{x:.2f}' for x in per_round)}); by CPU time per request {cpu:.2f}")
 
         ratio("simulator (standalone)", "daraja-mock 1.0.5", 3)
         sim_p99, mock_p99 = medians["simulator (standalone)"][2], medians["daraja-mock 1.0.5"][2]
         print(f"  p99 {sim_p99:.2f} ms vs {mock_p99:.2f} ms: {'no worse' if sim_p99 <= mock_p99 else 'WORSE'}")
         ratio("gateway (built-in simulator)", "simulator (standalone)", 0.5)
+        if not args.no_floor:
+            ratio(FLOOR, "simulator (standalone)", 0.5)
+            ratio("gateway (built-in simulator)", FLOOR, None)
         if not args.no_via_standalone:
             ratio("gateway -> standalone sim", "simulator (standalone)", 0.5)
             if args.also:
                 ratio(f"gateway @{args.also.name} -> sim", "simulator (standalone)", 0.5)
+            if not args.no_floor:
+                ratio(FLOOR_VIA, "simulator (standalone)", 0.5)
+                ratio("gateway -> standalone sim", FLOOR_VIA, None)
         failures = sum(r.bad + r.socket_errors for rows in results.values() for r in rows)
         if failures:
             print(f"\n{failures} answers were not 2xx or failed: these figures are not valid", file=sys.stderr)
