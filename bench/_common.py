@@ -142,6 +142,17 @@ def cpu_seconds(*pids: int) -> float:
     return total
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) memory of a process in MB (Linux /proc; zeros elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0, 0.0
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+          if line.startswith(("VmRSS", "VmHWM"))}
+    return kb.get("VmRSS", 0) / 1024, kb.get("VmHWM", 0) / 1024
+
+
 @dataclass(frozen=True)
 class WrkResult:
     rate: float  # requests per second

@@ -50,7 +50,8 @@ listening, and they count as dropped.)
 Prints polls sent against intended and the rate, p50/p99/max latency, errors
 (non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
 bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
-gateway, the simulator and the generators, and whether the target (0 errors, p99 under 100 ms) is
+gateway, the simulator and the generators, the gateway's resident memory (and its peak) at the end of
+the minute, and whether the target (0 errors, p99 under 100 ms) is
 met; with --profile, where the gateway spends its time (py-spy, sampling the gateway process, top
 functions by own and by total samples).
 The generators share the machine's CPUs with the gateway (on two CPUs, 70-80 % of one), so the
@@ -91,6 +92,7 @@ from bench._common import (  # noqa: E402
     cpu_seconds,
     free_port,
     install_once,
+    memory_mb,
     migrate,
     payments,
     python_of,
@@ -647,10 +649,12 @@ def main() -> int:
         tallies = [out.get(timeout=args.seconds + args.ramp + 60) for _ in generators]
         cpu = {name: cpu_seconds(p.pid) - cpu_before[name] for name, p in (("gateway", gateway),
                                                                            ("simulator", simulator))}
+        resident, peak = memory_mb(gateway.pid)
         for p in generators:
             p.join(10)
         states = pending_count(database)
         report(tallies, args, n_live, cpu, states)
+        print(f"gateway memory at the end of the minute: {resident:,.0f} MB resident, {peak:,.0f} MB at most")
         levels = collections.Counter(line.split()[2] for line in (work / "gateway.log").read_text(errors="replace")
                                      .splitlines() if len(line.split()) > 2 and line.split()[2] in LEVELS)
         samples = collections.Counter(re.sub(r"ws_CO_\d+|\d+(\.\d+)?", "#", line.split(": ", 1)[-1])
