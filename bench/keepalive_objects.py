@@ -13,8 +13,8 @@ the young or the middle generation that comes walks them (the slowest answers of
 This script counts them in this process, with real sockets on 127.0.0.1: the gateway (`run.py`'s
 app in simulator mode, a fresh SQLite file, behind a trusted proxy as bench/open_checkouts.py
 runs it) and a bare aiohttp app whose handler parses the same body and answers; each gets one
-connection per checkout and the pay page's poll on each (its headers, as
-bench/status_instructions.py --as-browser sends them), then the tracked objects are counted with
+connection per checkout and the pay page's poll on each, as bench/open_checkouts.py sends it (its
+own request and client address), then the tracked objects are counted with
 the collector off (what the next young collection would walk) and after a full collection (which
 stops tracking tuples of atomic values, such as the raw header pairs), and shown by type.
 """
@@ -35,27 +35,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
 import run  # noqa: E402
 from bench._common import free_port  # noqa: E402
-from bench.open_checkouts import USER_AGENT  # noqa: E402
-
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-PAGE_HEADERS = {"Origin": "https://shop.example", "Referer": "https://shop.example/pay.html", "User-Agent": USER_AGENT,
-                "Accept": "application/json", "Accept-Encoding": "gzip, deflate, br",
-                "Accept-Language": "en-GB,en;q=0.9", "Cache-Control": "no-cache", "Pragma": "no-cache",
-                "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
-
-
-async def exchange(connection: Connection, path: str, body: dict[str, str] | dict[str, object],
-                   headers: dict[str, str]) -> object:
-    """One POST on a kept connection, its JSON answer."""
-    reader, writer = connection
-    data = json.dumps(body).encode()
-    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(data)}\r\n{lines}\r\n".encode() + data)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
-    return json.loads(await reader.readexactly(length))
+from bench.open_checkouts import Checkout, push_all, read_response, request_bytes  # noqa: E402
 
 
 def bare_app() -> web.Application:
@@ -69,33 +49,34 @@ def bare_app() -> web.Application:
     return app
 
 
-async def gateway_poll(port: int) -> dict[str, object]:
-    """A pending payment's poll body (a push through the gateway's built-in simulator)."""
-    connection = await asyncio.open_connection("127.0.0.1", port)
-    pushed = await exchange(connection, "/stkpush", {"phone": "0712345678", "amount": 10},
-                            {"X-Forwarded-For": "203.0.113.9"})
-    connection[1].close()
-    assert isinstance(pushed, dict) and pushed.get("success"), pushed
-    return {"checkoutRequestId": pushed["checkoutRequestId"], "paymentToken": pushed["paymentToken"]}
+async def poll(checkout: Checkout, host: str, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    """The pay page's poll on a kept connection; its answer must be a 200 that succeeded."""
+    reader, writer = connection
+    writer.write(request_bytes(host, checkout))
+    status, body, _ = await read_response(reader)
+    if status != 200 or not json.loads(body).get("success"):
+        raise SystemExit(f"a poll was answered {status}: {body[:200]!r}")
 
 
 async def measure(name: str, app: web.Application, port: int, connections: int, gateway: bool) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    host = f"127.0.0.1:{port}"
     try:
-        poll = await gateway_poll(port) if gateway else {"checkoutRequestId": "ws_CO_0", "paymentToken": "x"}
-        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections + 1)]
+        # One pending payment (a real push through the built-in simulator), polled by every checkout.
+        payment_id, token = (await push_all(f"http://{host}", 1, 1))[0] if gateway else ("ws_CO_0", "x")
+        checkouts = [Checkout(i, payment_id, token, live=False, polls=True) for i in range(connections + 1)]
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in checkouts]
         for _ in range(3):  # warm: first calls, caches
-            await exchange(opened[0], "/stkpush/status", poll, PAGE_HEADERS)
+            await poll(checkouts[0], host, opened[0])
         await asyncio.sleep(0.2)
         gc.collect()
         gc.disable()
         try:
             before = {id(o) for o in gc.get_objects()}
-            for connection in opened[1:]:
-                answer = await exchange(connection, "/stkpush/status", poll, PAGE_HEADERS)
-                assert isinstance(answer, dict) and answer.get("success"), answer
+            for checkout, connection in zip(checkouts[1:], opened[1:], strict=True):
+                await poll(checkout, host, connection)
             await asyncio.sleep(0.2)  # every answer written, every connection idle
             kept = [o for o in gc.get_objects() if id(o) not in before]
             by_type = collections.Counter(type(o).__qualname__ for o in kept)
@@ -121,7 +102,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="keepalive-") as work:
         port = free_port()  # (the gateway calls its built-in simulator on its own port)
         env = {"DATABASE_URL": f"sqlite:///{work}/k.sqlite3", "TRUSTED_PROXIES": "127.0.0.1/32", "PORT": str(port),
-               "LOOKUP_LIMIT_PER_CLIENT": "0", "LOG_LEVEL": "WARNING"}
+               "LOG_LEVEL": "WARNING"}
         await measure("gateway", run.build_app(*run.load(env)), port, args.connections, gateway=True)
         await measure("bare aiohttp handler", bare_app(), free_port(), args.connections, gateway=False)
 

@@ -1,6 +1,6 @@
 """The least any gateway's push must do, as a server for bench/simulator_push.py to measure: a bare
 aiohttp handler that reads the shop's JSON, sends Daraja the STK push over HTTP (aiohttp's client,
-one kept session, the OAuth token fetched once at start), reads Daraja's JSON answer and answers
+one kept session, the OAuth token fetched once, at the first push), reads Daraja's JSON answer and answers
 the shop's. No validation beyond the two fields, no database, no limits, no logging, no
 middlewares: a floor under the gateway's push, not a gateway (it keeps nothing it is told, so a
 callback would find no payment).
@@ -27,11 +27,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench/ is not a package
+from bench.simulator_push import DEMO_KEY, DEMO_SECRET, PASSKEY, SHORTCODE  # noqa: E402
+from run import prepare_to_serve  # noqa: E402  (the garbage collector set and paced as the gateway's)
+
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
-SHORTCODE = "174379"  # Safaricom's sandbox paybill and passkey, as bench/simulator_push.py's
-PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
-DEMO_KEY, DEMO_SECRET = "simulator-demo-consumer-key", "simulator-demo-consumer-secret"
 
 
 def make_app(daraja: str | None, port: int) -> web.Application:
@@ -92,9 +92,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--daraja", help="a standalone simulator's base URL (default: the simulator in this process)")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from run import prepare_to_serve  # the garbage collector set and paced as the gateway's
-
     app = prepare_to_serve(make_app(args.daraja, args.port))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 

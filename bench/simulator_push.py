@@ -98,9 +98,7 @@ def daraja_mock_python() -> Path:
     return CACHE / "bin" / "daraja-mock"
 
 
-# The floor under the gateway's push (bench/push_relay.py): receive the shop's JSON, send Daraja the
-# push over HTTP, answer; nothing else (no database, no checks). Its ratio to the simulator is the
-# most any gateway doing that round trip in this stack could reach.
+# The floor under the gateway's push (bench/push_relay.py; the module's docstring says what it is).
 FLOOR, FLOOR_VIA = "floor: relay (built-in sim)", "floor: relay -> standalone sim"
 
 
