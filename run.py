@@ -142,9 +142,9 @@ def shared_metrics_directory() -> None:
 def tune_gc() -> None:
     """Before serving. What start-up made (modules, routes, templates, settings) lives as long as the
     process: kept out of the garbage collector's full passes, which otherwise walk it all again each
-    time (their pauses are the slowest answers under load; bench/simulator_push.py), until the loop
-    first falls behind (`pace_collector` then moves it to the oldest generation, with what piled up).
-    Then the thresholds (GC_THRESHOLDS)."""
+    time (their pauses are the slowest answers under load; bench/simulator_push.py); `pace_collector`
+    freezes what lives for seconds too, and unfreezes it all for its full collections. Then the
+    thresholds (GC_THRESHOLDS)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -182,33 +182,54 @@ def _stop_now(number: int, left: str) -> None:
 
 # Pacing of the garbage collector (`pace_collector`): the loop is behind when a timer of PACE_PERIOD
 # fires more than BEHIND late, caught up when less than CAUGHT_UP; off for LONGEST_OFF at most, then
-# on for LEAST_ON at least.
+# on for LEAST_ON at least. The young generation is quiet when QUIET_PERIOD went by without a young
+# collection and with its count (allocations less releases) grown by less than QUIET_GROWTH. Frozen
+# objects wait for a full collection until the process's peak resident memory has grown HEAP_GROWTH
+# times since the last one.
 PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON = 0.05, 0.05, 0.01, 5.0, 1.0
-# At most this many unwalked moves between two full collections (pace_collector's docstring says why).
-MOVES_PER_FULL = 10
+QUIET_PERIOD, QUIET_GROWTH, HEAP_GROWTH = 1.0, GC_THRESHOLDS[0] // 10, 1.5
+
+
+def peak_memory() -> float:
+    """The process's peak resident memory, in the platform's unit (only ratios of it are used); 0 where
+    it cannot be read (then nothing is frozen after start-up: the collector works as CPython's)."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return 0.0
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 async def pace_collector(app: web.Application) -> AsyncIterator[None]:
-    """Keep the garbage collector's automatic passes away from an event loop that is behind.
+    """Keep the garbage collector's passes from walking, again and again, objects that live for
+    seconds, and keep its automatic passes away from an event loop that is behind.
 
-    A young collection walks every object allocated since the last one that is still alive. While
-    the loop is behind, those are the waiting requests' objects: tens or hundreds of thousands
-    (CPython credits every release of an older object against young allocations, so the young
-    generation fills far beyond its threshold), walked for nothing, again and again, while the
-    backlog grows (bench/open_checkouts.py --gc-log: put behind by 10,000 checkouts opening at once,
-    the gateway spent 1.6-1.8 s of every 10 s collecting and never caught up). So while the loop is behind,
-    automatic collection is off; it is on again once the loop has caught up, or after LONGEST_OFF
-    whatever happens, and then stays on for LEAST_ON. Reference counting frees everything else as
-    usual.
+    A young collection walks every object made since the last one that is still alive, and CPython
+    credits every release of an older object against young allocations. With thousands of idle
+    keep-alive connections, each holding its last request's objects until its next request (about
+    50 per connection: bench/keepalive_objects.py), the count stays under the threshold while the
+    young generation grows to all of them; the collection that finally comes walks them all and frees
+    none (bench/open_checkouts.py --gc-log: 277-306 ms for 560,000-610,000 objects at 10,000 open
+    checkouts, once a minute), and a middle one walks them again (566 ms). So:
 
-    What piled up while it was off is then moved to the oldest generation without being walked.
-    Left young, it was hundreds of thousands of live objects (a burst of new connections' own), and
-    the next young collection walked them all in one pause of 270-400 ms, freeing none, and a middle
-    one walked them again (up to 1 s): the slowest answers of bench/open_checkouts.py. Cyclic
-    garbage made while the loop was behind waits for the next full collection instead. So that it
-    stays bounded however often the loop falls behind, after MOVES_PER_FULL moves with no full
-    collection between them, what piles up is collected young again, as before."""
-    task = asyncio.ensure_future(_pace(PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON, MOVES_PER_FULL))
+    - Quiet: when QUIET_PERIOD goes by with no young collection and the young count grown by less
+      than QUIET_GROWTH, what the generations hold is frozen (gc.freeze() moves lists: nothing is
+      walked). Those objects are still freed by reference counting when their connection's next
+      request comes; no collection walks them. Load that makes garbage (pushes: tasks, futures,
+      answers in cycles) grows the count and is collected young as usual, so this leaves it as it
+      was, and each freeze takes at most about QUIET_GROWTH objects of garbage along.
+    - Behind: while the loop is behind, automatic collection is off (walking the waiting requests'
+      objects for nothing, again and again, while the backlog grew: 10,000 checkouts opening at once
+      spent 1.6-1.8 s of every 10 s collecting and never caught up). It is on again once the loop has
+      caught up, or after LONGEST_OFF whatever happens, and then stays on for LEAST_ON; what piled up
+      meanwhile is frozen, for the same reason.
+    - Bounded: cyclic garbage that was frozen is freed only by a full collection of everything, the
+      frozen objects included. One is made when the process's peak resident memory has grown
+      HEAP_GROWTH times since the last (a heap-growth rule, like Go's collector's GOGC), so memory
+      stays bounded whatever the load, and a process whose memory does not grow pays for none. What
+      survives it is frozen again, out of the way of CPython's own full collections."""
+    task = asyncio.ensure_future(_pace(PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON, QUIET_PERIOD,
+                                       QUIET_GROWTH, HEAP_GROWTH, peak_memory))
     try:
         yield
     finally:
@@ -217,11 +238,28 @@ async def pace_collector(app: web.Application) -> AsyncIterator[None]:
         gc.enable()
 
 
+def young_generation() -> tuple[int, int]:
+    """(young collections so far, the young count now: allocations less releases since the last one)."""
+    return gc.get_stats()[0]["collections"], gc.get_count()[0]
+
+
 async def _pace(period: float, behind: float, caught_up: float, longest_off: float, least_on: float,
-                moves_per_full: int) -> None:
+                quiet: float, quiet_growth: int, growth: float, memory: Callable[[], float]) -> None:
     loop = asyncio.get_running_loop()
     off_at, on_at = loop.time(), float("-inf")  # (LEAST_ON counts from a re-enabling, not from the start)
-    moves, fulls = 0, gc.get_stats()[2]["collections"]
+    checked_at, seen = loop.time(), young_generation()
+    collected_at = memory()  # (start-up was frozen by tune_gc, its memory counted here)
+
+    def freeze() -> None:
+        nonlocal collected_at
+        if not collected_at:  # (memory unknown: nothing is frozen, nothing could bound it)
+            return
+        if memory() >= collected_at * growth:
+            gc.unfreeze()
+            gc.collect()
+            collected_at = memory()
+        gc.freeze()
+
     while True:
         before = loop.time()
         await asyncio.sleep(period)
@@ -231,18 +269,16 @@ async def _pace(period: float, behind: float, caught_up: float, longest_off: flo
             if late > behind and now - on_at >= least_on:
                 gc.disable()
                 off_at = now
+            elif now - checked_at >= quiet:
+                collections, count = young_generation()
+                if collections == seen[0] and count - seen[1] < quiet_growth:
+                    freeze()
+                checked_at, seen = now, young_generation()
         elif late < caught_up or now - off_at >= longest_off:
-            if (full := gc.get_stats()[2]["collections"]) != fulls:
-                fulls, moves = full, 0
-            if moves < moves_per_full:
-                # What piled up meanwhile (young; the middle generation's go along) goes to the oldest
-                # generation unwalked: freeze() and unfreeze() only move lists (the frozen start-up
-                # objects go too).
-                gc.freeze()
-                gc.unfreeze()
-                moves += 1
+            freeze()
             gc.enable()
             on_at = now
+            checked_at, seen = now, young_generation()
 
 
 def serve_workers(make_app: Callable[[], web.Application], host: str, port: int, workers: int) -> None:

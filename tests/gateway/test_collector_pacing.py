@@ -1,12 +1,14 @@
 """run.py's pacing of the garbage collector: automatic collection is off while the event loop is
-behind, on again once it has caught up (what piled up meanwhile moved to the oldest generation
-unwalked), never off longer than its cap, and on when serving ends."""
+behind, on again once it has caught up, never off longer than its cap, and on when serving ends;
+what piled up while it was off, and what a quiet young generation holds, is frozen unwalked; frozen
+garbage is freed by a full collection once memory has grown."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +22,7 @@ def collector_on() -> Iterator[None]:
     gc.enable()
     yield
     gc.enable()
+    gc.unfreeze()  # (what a test froze is the test process's)
 
 
 async def lag(seconds: float) -> None:
@@ -37,17 +40,38 @@ async def until(predicate: object, timeout: float = 5.0) -> bool:
     return False
 
 
-def start_pacing(longest_off: float = 30.0, least_on: float = 0.0, moves_per_full: int = run.MOVES_PER_FULL
-                 ) -> asyncio.Future[None]:
+class Memory:
+    """A stand-in for the process's peak resident memory that the test sets."""
+
+    def __init__(self, value: float = 100.0) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+
+def start_pacing(longest_off: float = 30.0, least_on: float = 0.0, quiet: float = 3600.0,
+                 memory: Memory | None = None) -> asyncio.Future[None]:
     """run._pace every 20 ms, with thresholds well apart from what a loaded test machine's scheduling
-    adds to such a timer."""
+    adds to such a timer (and no quiet freezing unless asked for)."""
     return asyncio.ensure_future(run._pace(period=0.02, behind=0.15, caught_up=0.05, longest_off=longest_off,
-                                           least_on=least_on, moves_per_full=moves_per_full))
+                                           least_on=least_on, quiet=quiet, quiet_growth=2_000,
+                                           growth=run.HEAP_GROWTH, memory=memory or Memory()))
 
 
 def in_generation(generation: int, objects: list[list[int]]) -> bool:
     ids = {id(o) for o in gc.get_objects(generation=generation)}
     return all(id(o) in ids for o in objects)
+
+
+def frozen(objects: list[list[int]]) -> bool:
+    """Alive, and in none of the collector's generations: in its permanent one, which no collection walks."""
+    ids = {id(o) for o in gc.get_objects()}
+    return not any(id(o) in ids for o in objects)
+
+
+def young_collections() -> int:
+    return int(gc.get_stats()[0]["collections"])
 
 
 async def test_collection_is_off_while_the_loop_is_behind_and_on_once_it_has_caught_up(collector_on):
@@ -73,8 +97,7 @@ def no_automatic_collection() -> Iterator[None]:
     gc.set_threshold(*saved)
 
 
-async def test_what_piled_up_while_off_goes_to_the_oldest_generation_unwalked(collector_on,
-                                                                              no_automatic_collection):
+async def test_what_piled_up_while_off_is_frozen_unwalked(collector_on, no_automatic_collection):
     # Left in the young generation, a burst's live objects were all walked by the next young
     # collection (270-400 ms at 10,000 open checkouts, none freed), then again by a middle one.
     pacing = start_pacing()
@@ -86,32 +109,118 @@ async def test_what_piled_up_while_off_goes_to_the_oldest_generation_unwalked(co
         assert in_generation(0, piled)
         collections = sum(g["collections"] for g in gc.get_stats())
         assert await until(gc.isenabled)  # caught up
-        assert in_generation(2, piled)
+        assert frozen(piled)
         assert sum(g["collections"] for g in gc.get_stats()) == collections  # moved, not walked
     finally:
         pacing.cancel()
 
 
-async def pile_up_and_catch_up() -> list[list[int]]:
-    """Fall behind, make live objects while collection is off, catch up: the objects made."""
-    await lag(0.4)
-    assert await until(lambda: not gc.isenabled())
-    piled = [[n] for n in range(1_000)]
-    assert await until(gc.isenabled)
-    return piled
-
-
-async def test_the_moves_between_two_full_collections_are_bounded(collector_on, no_automatic_collection):
-    # Cyclic garbage moved with the live objects waits for a full collection: however often the loop
-    # falls behind, only so much of it is moved before one.
-    pacing = start_pacing(moves_per_full=2)
+async def test_a_quiet_young_generation_is_frozen_unwalked(collector_on, no_automatic_collection):
+    # Idle keep-alive connections' last requests: alive for seconds, and no young collection comes
+    # (releases of older objects are credited against new ones) while the young generation grows.
+    pacing = start_pacing(quiet=0.2)
     try:
         await asyncio.sleep(0.1)
-        assert in_generation(2, await pile_up_and_catch_up())
-        assert in_generation(2, await pile_up_and_catch_up())
-        assert in_generation(0, await pile_up_and_catch_up())  # the third: left young, collected as before
-        gc.collect()  # a full collection
-        assert in_generation(2, await pile_up_and_catch_up())  # moved again
+        kept = [[n] for n in range(20_000)]
+        assert in_generation(0, kept)
+        collections = sum(g["collections"] for g in gc.get_stats())
+        assert await until(lambda: frozen(kept))
+        assert sum(g["collections"] for g in gc.get_stats()) == collections
+        del kept[:10_000]  # still freed by reference counting when let go: nothing walked, nothing kept
+        assert sum(g["collections"] for g in gc.get_stats()) == collections
+    finally:
+        pacing.cancel()
+
+
+async def test_a_young_generation_that_collections_keep_emptying_is_left_to_them(collector_on,
+                                                                                   no_automatic_collection):
+    # Garbage-making load: young collections keep coming, and what they leave is theirs (frozen, the
+    # garbage among it would wait for a full collection).
+    async def collect_young() -> None:
+        while True:
+            gc.collect(0)
+            await asyncio.sleep(0.05)
+
+    collecting = asyncio.ensure_future(collect_young())
+    pacing = start_pacing(quiet=0.2)
+    try:
+        kept = [[n] for n in range(1_000)]
+        before = young_collections()
+        await asyncio.sleep(1.0)
+        assert young_collections() > before + 5
+        assert not frozen(kept) and not in_generation(0, kept)  # promoted by the collections
+    finally:
+        pacing.cancel()
+        collecting.cancel()
+
+
+async def test_a_young_generation_that_keeps_growing_is_not_frozen(collector_on, no_automatic_collection):
+    # No collection comes (thresholds out of reach), but the count grows: objects are being made and
+    # kept, or made as garbage, faster than anything is let go; freezing would take garbage along.
+    growing: list[list[int]] = []
+
+    async def grow() -> None:
+        while True:
+            growing.extend([n] for n in range(1_000))  # 50,000 a second, over 2,000 per pacing period
+            await asyncio.sleep(0.02)
+
+    growth = asyncio.ensure_future(grow())
+    pacing = start_pacing(quiet=0.2)
+    try:
+        await asyncio.sleep(0.1)
+        first = growing[:1_000]
+        await asyncio.sleep(1.0)
+        assert in_generation(0, first)
+        growth.cancel()
+        assert await until(lambda: frozen(first))  # quiet once it stops
+    finally:
+        pacing.cancel()
+        growth.cancel()
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_frozen_garbage_is_freed_by_a_full_collection_once_memory_has_grown(collector_on,
+                                                                                 no_automatic_collection):
+    memory = Memory(100.0)
+    pacing = start_pacing(quiet=0.2, memory=memory)
+    try:
+        await asyncio.sleep(0.1)
+        cycle = Cycle()
+        gone = weakref.ref(cycle)
+        kept = [[n] for n in range(1_000)]
+        del cycle  # garbage, in a cycle: only a collection frees it
+        assert await until(lambda: frozen(kept))  # the garbage went with it
+        gc.collect()
+        assert gone() is not None  # frozen: CPython's own full collections do not see it
+        memory.value = 100.0 * run.HEAP_GROWTH - 1  # not grown enough yet
+        await asyncio.sleep(0.5)
+        assert gone() is not None
+        memory.value = 100.0 * run.HEAP_GROWTH
+        assert await until(lambda: gone() is None)  # collected with everything frozen
+        assert frozen(kept)  # what survived it frozen again
+        cycle = Cycle()
+        gone = weakref.ref(cycle)
+        del cycle
+        await asyncio.sleep(0.5)
+        assert gone() is not None  # the next full one waits for memory to grow again from there
+    finally:
+        pacing.cancel()
+
+
+async def test_nothing_is_frozen_where_memory_cannot_be_read(collector_on, no_automatic_collection):
+    pacing = start_pacing(quiet=0.2, memory=Memory(0.0))
+    try:
+        await asyncio.sleep(0.1)
+        kept = [[n] for n in range(1_000)]
+        await lag(0.4)
+        assert await until(lambda: not gc.isenabled())
+        assert await until(gc.isenabled)
+        await asyncio.sleep(0.5)
+        assert in_generation(0, kept)
     finally:
         pacing.cancel()
 
