@@ -67,12 +67,26 @@ def _forwarded_for(value: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Ad
         return None
 
 
+# The headers aiohttp-remotes' decision is made from.
+FORWARDING_HEADERS = (hdrs.X_FORWARDED_FOR, hdrs.X_FORWARDED_PROTO, hdrs.X_FORWARDED_HOST)
+# At most this many decisions are kept (then all are dropped): one per distinct set of forwarding headers.
+DECISIONS_KEPT = 16_384
+
+
 class TrustedProxies(XForwardedFiltered):
-    """X-Forwarded-For is believed only from a peer in `trusted`; from anyone else it is ignored."""
+    """X-Forwarded-For is believed only from a peer in `trusted`; from anyone else it is ignored.
+
+    What aiohttp-remotes decides from a request's forwarding headers (the client's address, scheme
+    and host, or to leave the request as it is) is kept by those headers' values: each open checkout
+    polls every few seconds with the same ones, and reaching the decision again (the addresses
+    checked against the trusted networks, written out again, the scheme and host parsed) was about a
+    twentieth of such a poll's work. The library decides the first time; a header it refuses is
+    refused every time, by the library."""
 
     def __init__(self, trusted: tuple[str, ...]) -> None:
         super().__init__(set(trusted))
         self._peers = trusted
+        self._decided: dict[tuple[tuple[str, ...], ...], dict[str, str]] = {}
 
     def get_forwarded_for(self, headers: MultiMapping[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         """aiohttp-remotes' reading of the header (none or several: its own answer), from a cache."""
@@ -88,8 +102,34 @@ class TrustedProxies(XForwardedFiltered):
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not peer_trusted(request, self._peers):
             return await handler(request)
+        headers = request.headers
+        key = tuple(tuple(headers.getall(name, ())) for name in FORWARDING_HEADERS)
+
         async def as_forwarded(forwarded: web.Request) -> web.StreamResponse:
             request[PROXIED_ORIGIN] = f"{forwarded.scheme}://{forwarded.host}"
             return await handler(forwarded)
 
-        return await super().middleware(request, as_forwarded)
+        overrides = self._decided.get(key)
+        if overrides is not None:
+            return await as_forwarded(request.clone(**overrides) if overrides else request)  # type: ignore[arg-type]
+
+        async def deciding(forwarded: web.Request) -> web.StreamResponse:
+            self._remember(key, headers, forwarded if forwarded is not request else None)
+            return await as_forwarded(forwarded)
+
+        return await super().middleware(request, deciding)
+
+    def _remember(self, key: tuple[tuple[str, ...], ...], headers: MultiMapping[str],
+                  forwarded: web.Request | None) -> None:
+        """What the library overrode in `forwarded` (None: it left the request as it was)."""
+        overrides: dict[str, str] = {}
+        if forwarded is not None:
+            overrides["remote"] = str(forwarded.remote)
+            if self.get_forwarded_proto(headers):  # (the library's own conditions for overriding them)
+                overrides["scheme"] = forwarded.scheme
+            if self.get_forwarded_host(headers):
+                overrides["host"] = forwarded.host
+        if len(self._decided) >= DECISIONS_KEPT:
+            self._decided.clear()
+        self._decided[key] = overrides
+
