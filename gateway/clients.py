@@ -71,6 +71,10 @@ def _forwarded_for(value: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Ad
 FORWARDING_HEADERS = (hdrs.X_FORWARDED_FOR, hdrs.X_FORWARDED_PROTO, hdrs.X_FORWARDED_HOST)
 # At most this many decisions are kept (then all are dropped): one per distinct set of forwarding headers.
 DECISIONS_KEPT = 16_384
+# Forwarding headers longer than this are read and decided by the library every time, never kept: a
+# proxy chain sends a few addresses, and what is kept must not let clients fill the memory with
+# 8-KB headers of valid addresses (16,384 of them).
+KEPT_HEADER_LENGTH = 256
 
 
 class TrustedProxies(XForwardedFiltered):
@@ -91,7 +95,7 @@ class TrustedProxies(XForwardedFiltered):
     def get_forwarded_for(self, headers: MultiMapping[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         """aiohttp-remotes' reading of the header (none or several: its own answer), from a cache."""
         values = headers.getall(hdrs.X_FORWARDED_FOR, [])
-        if len(values) != 1:
+        if len(values) != 1 or len(values[0]) > KEPT_HEADER_LENGTH:
             return super().get_forwarded_for(headers)
         addresses = _forwarded_for(values[0])
         if addresses is None:
@@ -122,6 +126,8 @@ class TrustedProxies(XForwardedFiltered):
     def _remember(self, key: tuple[tuple[str, ...], ...], headers: MultiMapping[str],
                   forwarded: web.Request | None) -> None:
         """What the library overrode in `forwarded` (None: it left the request as it was)."""
+        if any(len(value) > KEPT_HEADER_LENGTH for values in key for value in values):
+            return
         overrides: dict[str, str] = {}
         if forwarded is not None:
             overrides["remote"] = str(forwarded.remote)

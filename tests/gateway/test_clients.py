@@ -128,3 +128,25 @@ async def test_the_kept_decisions_are_bounded(monkeypatch):
             assert len(proxies._decided) <= 5
     finally:
         await client.close()
+
+
+async def test_long_forwarding_headers_are_decided_by_the_library_every_time_and_never_kept():
+    # A client behind the proxy can send X-Forwarded-For itself (the proxy appends to it): kept, 8-KB
+    # headers of valid addresses would fill the memory 16,384 at a time.
+    proxies = TrustedProxies(("127.0.0.1/32",))
+    ours, theirs = await serve(proxies.middleware), await serve(XForwardedFiltered({"127.0.0.1/32"}).middleware)
+    try:
+        cached = _forwarded_for.cache_info().currsize
+        for n in range(3):
+            long = ", ".join(f"198.51.100.{i}" for i in range(100)) + f", 203.0.113.{n}"
+            for host in (None, "shop.example, " + "x" * 300):
+                headers = headers_of(long, "https", host, "gateway.local")
+                assert (await answer(ours, headers))[:2] == (await answer(theirs, headers))[:2]
+        assert proxies._decided == {}
+        assert _forwarded_for.cache_info().currsize == cached
+        short = headers_of("203.0.113.9", "https", None, "gateway.local")
+        await answer(ours, short)
+        assert len(proxies._decided) == 1  # (short ones are kept)
+    finally:
+        await ours.close()
+        await theirs.close()

@@ -139,14 +139,14 @@ async def test_a_young_generation_that_collections_keep_emptying_is_left_to_them
     async def collect_young() -> None:
         while True:
             gc.collect(0)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
 
     collecting = asyncio.ensure_future(collect_young())
-    pacing = start_pacing(quiet=0.2)
+    pacing = start_pacing(quiet=0.5)  # (fifty collections a period: only a loop stalled for 0.5 s misses them)
     try:
         kept = [[n] for n in range(1_000)]
         before = young_collections()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         assert young_collections() > before + 5
         assert not frozen(kept) and not in_generation(0, kept)  # promoted by the collections
     finally:
@@ -161,15 +161,15 @@ async def test_a_young_generation_that_keeps_growing_is_not_frozen(collector_on,
 
     async def grow() -> None:
         while True:
-            growing.extend([n] for n in range(1_000))  # 50,000 a second, over 2,000 per pacing period
+            growing.extend([n] for n in range(1_000))  # 50,000 a second, far over 2,000 per quiet period
             await asyncio.sleep(0.02)
 
     growth = asyncio.ensure_future(grow())
-    pacing = start_pacing(quiet=0.2)
+    pacing = start_pacing(quiet=0.5)  # (25 growths a period: only a loop stalled for 0.5 s misses them)
     try:
         await asyncio.sleep(0.1)
         first = growing[:1_000]
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         assert in_generation(0, first)
         growth.cancel()
         assert await until(lambda: frozen(first))  # quiet once it stops
