@@ -244,10 +244,11 @@ def young_generation() -> tuple[int, int]:
 
 
 async def _pace(period: float, behind: float, caught_up: float, longest_off: float, least_on: float,
-                quiet: float, quiet_growth: int, growth: float, memory: Callable[[], float]) -> None:
+                quiet: float, quiet_growth: int, growth: float, memory: Callable[[], float],
+                observe: Callable[[], tuple[int, int]] = young_generation) -> None:
     loop = asyncio.get_running_loop()
     off_at, on_at = loop.time(), float("-inf")  # (LEAST_ON counts from a re-enabling, not from the start)
-    checked_at, seen = loop.time(), young_generation()
+    checked_at, seen = loop.time(), observe()
     collected_at = memory()  # (start-up was frozen by tune_gc, its memory counted here)
 
     def freeze() -> None:
@@ -270,15 +271,15 @@ async def _pace(period: float, behind: float, caught_up: float, longest_off: flo
                 gc.disable()
                 off_at = now
             elif now - checked_at >= quiet:
-                collections, count = young_generation()
+                collections, count = observe()
                 if collections == seen[0] and count - seen[1] < quiet_growth:
                     freeze()
-                checked_at, seen = now, young_generation()
+                checked_at, seen = now, observe()
         elif late < caught_up or now - off_at >= longest_off:
             freeze()
             gc.enable()
             on_at = now
-            checked_at, seen = now, young_generation()
+            checked_at, seen = now, observe()
 
 
 def serve_workers(make_app: Callable[[], web.Application], host: str, port: int, workers: int) -> None:
