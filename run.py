@@ -217,7 +217,8 @@ async def pace_collector(app: web.Application) -> AsyncIterator[None]:
       walked). Those objects are still freed by reference counting when their connection's next
       request comes; no collection walks them. Load that makes garbage (pushes: tasks, futures,
       answers in cycles) grows the count and is collected young as usual, so this leaves it as it
-      was, and each freeze takes at most about QUIET_GROWTH objects of garbage along.
+      was; the garbage a freeze does take along (what the count let pass) waits for the full
+      collection below.
     - Behind: while the loop is behind, automatic collection is off (walking the waiting requests'
       objects for nothing, again and again, while the backlog grew: 10,000 checkouts opening at once
       spent 1.6-1.8 s of every 10 s collecting and never caught up). It is on again once the loop has

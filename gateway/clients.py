@@ -83,8 +83,8 @@ class TrustedProxies(XForwardedFiltered):
     What aiohttp-remotes decides from a request's forwarding headers (the client's address, scheme
     and host, or to leave the request as it is) is kept by those headers' values: each open checkout
     polls every few seconds with the same ones, and reaching the decision again (the addresses
-    checked against the trusted networks, written out again, the scheme and host parsed) was about a
-    twentieth of such a poll's work. The library decides the first time; a header it refuses is
+    checked against the trusted networks, written out again, the scheme and host parsed) was about
+    6 % of such a poll's instructions. The library decides the first time; a header it refuses is
     refused every time, by the library."""
 
     def __init__(self, trusted: tuple[str, ...]) -> None:
