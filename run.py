@@ -187,7 +187,7 @@ def _stop_now(number: int, left: str) -> None:
 # objects wait for a full collection until the process's peak resident memory has grown HEAP_GROWTH
 # times since the last one.
 PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON = 0.05, 0.05, 0.01, 5.0, 1.0
-QUIET_PERIOD, QUIET_GROWTH, HEAP_GROWTH = 1.0, GC_THRESHOLDS[0] // 10, 1.5
+QUIET_PERIOD, QUIET_GROWTH, HEAP_GROWTH = 1.0, GC_THRESHOLDS[0] // 10, 2.0
 
 
 def peak_memory() -> float:
