@@ -101,9 +101,9 @@ def start(port: int, **settings: str) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/simulator/api/scenarios", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/simulator/api/scenarios", timeout=5)
             return proc
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a start-up too busy to answer in time
             time.sleep(0.1)
     proc.kill()
     raise AssertionError("the simulator did not start")

@@ -14,10 +14,12 @@ from tests.daraja_http import INTERACTIVE, PAYS, QUERY, Sim, eventually, items, 
 
 
 async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adopted(start_app):
-    app = await start_app(DARAJA_TIMEOUT_SECONDS="0.5")
-    await app.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
+    # The gateway gives up on Daraja after 1 s; the simulator holds the push's answer 3 s and calls back
+    # 3 s after the auto answer (0.2 s): seconds for the "nothing stored yet" check on a loaded machine.
+    app = await start_app(DARAJA_TIMEOUT_SECONDS="1")
+    await app.payments.daraja.tokens.get()  # (an OAuth request over 1 s would make the push a 503)
     sim = Sim(app.client, "/daraja")
-    status, _ = await sim.api("POST", "/faults", {"push": "timeout", "delay": 1.5, "callback_delay": 0.8})
+    status, _ = await sim.api("POST", "/faults", {"push": "timeout", "delay": 3, "callback_delay": 3})
     assert status == 201
     pushed = await app.push("0700000000", 100)
     # Not "try again": the prompt may be on the phone, and a blind retry could charge twice.
@@ -31,7 +33,8 @@ async def test_gateway_push_whose_answer_is_lost_is_504_and_its_callback_is_adop
         rows = await app.payments.store.callback_log(cid)
         return rows if rows and rows[0]["outcome"] not in ("received", "verifying") else None
 
-    rows = await eventually(settled_log, 3.0, "the callback matched")
+    # The callback comes at about 3.2 s; a verifying query that times out is asked again by the recovery pass.
+    rows = await eventually(settled_log, 10.0, "the callback matched")
     assert [r["outcome"] for r in rows] == ["adopted"]  # matched to the push whose answer was lost
     logged = json.loads(rows[0]["body"])
     assert stk(logged)["ResultCode"] == 0
@@ -62,7 +65,9 @@ async def test_gateway_fails_a_payment_at_its_own_timeout_then_completes_it_when
         start_app):
     app = await start_app(PAYMENT_TIMEOUT_SECONDS="1")
     sim = Sim(app.client, "/daraja")
-    await sim.api("POST", "/faults", {"callback": "late", "callback_delay": 3, "query": "error"})
+    # The callback comes 6 s after the answer: the gateway gives up at its next pass after 1 s, with
+    # seconds to spare on a loaded machine (as in test_orders' late success; 3 s can race the give-up).
+    await sim.api("POST", "/faults", {"callback": "late", "callback_delay": 6, "query": "error"})
     pushed = await app.push("0700000000", 100)
     assert pushed["http"] == 200
     cid = pushed["checkoutRequestId"]
@@ -74,7 +79,7 @@ async def test_gateway_fails_a_payment_at_its_own_timeout_then_completes_it_when
     queries = [e for e in await sim.journal(kind="request") if e["url"].endswith(QUERY)]
     assert queries and {e["status"] for e in queries} == {500}
 
-    completed = await app.wait_status(cid, "completed", timeout=5)
+    completed = await app.wait_status(cid, "completed", timeout=10)
     assert completed["transaction_id"] == prompt["receipt"]
     stored = await app.payments.get(cid)
     assert (stored.late, stored.settled_by, stored.receipt) == (True, "callback", prompt["receipt"])
@@ -87,14 +92,25 @@ async def test_gateway_fails_a_payment_at_its_own_timeout_then_completes_it_when
 async def test_gateway_turns_a_spike_arrest_into_503_with_retry_after(start_app, profile, error_code):
     """Apigee's own fault (HTTP 429) and Daraja's envelope (HTTP 500) read the same."""
     app = await start_app(SIMULATOR_SPIKE_ARREST_PER_SECOND="1", SIMULATOR_PROFILE=profile)
-    assert (await app.push("0708374149", 100))["http"] == 200  # interactive numbers: nothing else happens
-    resp = await app.client.post("/stkpush", json={"phone": "0711000001", "amount": 100})
-    body = await resp.json()
+    # The window is the simulator's own second, read from its clock around the two pushes. A machine too
+    # loaded to make them within one second starts again in a fresh second, with fresh numbers.
+    for attempt in range(3):
+        started = app.sim.clock()
+        # numbers outside the catalogue wait for the customer: nothing else happens
+        assert (await app.push(f"07110001{attempt}0", 100))["http"] == 200
+        stored = await app.payments.store.count()
+        resp = await app.client.post("/stkpush", json={"phone": f"07110001{attempt}1", "amount": 100})
+        body = await resp.json()
+        if app.sim.clock() - started < 1.0:
+            break
+        app.sim.advance_clock(1.1)
+    else:
+        pytest.fail("three tries could not make two pushes within one second of the simulator's clock")
     assert resp.status == 503
     assert resp.headers.get("Retry-After", "").isdigit()
     assert (body["success"], body["errorCode"], body["message"]) == (
         False, error_code, "M-Pesa is busy. Please try again shortly.")
-    assert await app.payments.store.count() == 1
+    assert await app.payments.store.count() == stored  # the refused push stored nothing
 
 
 async def test_a_push_answered_after_its_payment_was_adopted_keeps_that_row_and_gets_its_token(start_app):

@@ -615,9 +615,11 @@ async def test_a_second_payment_of_a_paid_order_is_kept_and_leaves_the_order_as_
 
 
 async def test_a_push_whose_answer_was_lost_still_pays_its_order_when_its_callback_is_adopted(start_app):
-    shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="0.5")
-    await shop.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
-    await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.5, "callback_delay": 0.8})
+    # The gateway gives up on Daraja after 1 s; the simulator holds the push's answer 3 s and calls back
+    # 3 s after the auto answer (0.2 s): seconds to read the "no payment yet" view on a loaded machine.
+    shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="1")
+    await shop.payments.daraja.tokens.get()  # (an OAuth request over 1 s would make the push a 503)
+    await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 3, "callback_delay": 3})
     order = await new_order(shop)
     status, lost = await push(shop, {"orderId": order["orderId"], "phone": PAYS})
     assert status == 504  # the prompt reached the phone all the same, and the customer pays it
@@ -633,8 +635,8 @@ async def test_a_push_whose_answer_was_lost_still_pays_its_order_when_its_callba
                                       "and if they pay, the payment appears under payments",
                            "createdAt": unconfirmed["createdAt"]}
     assert ISO.match(unconfirmed["createdAt"])
-    [cid] = list(shop.sim.prompts)
     row = await wait_order(shop, order["orderId"], "paid")
+    [cid] = list(shop.sim.prompts)
     assert row["checkout_request_id"] == cid
     assert (await shop.payments.get(cid)).order_id == order["orderId"]
     resp = await shop.client.get(f"/orders/{order['orderId']}", headers=AUTH)
@@ -645,9 +647,11 @@ async def test_a_push_whose_answer_was_lost_still_pays_its_order_when_its_callba
 async def test_no_second_push_for_an_order_while_a_lost_answers_prompt_may_still_be_paid(start_app):
     """M-Pesa's answer to a push was lost (504): its prompt may be on the phone. A second push for
     the order could be paid as well, so it waits until the first prompt can no longer be paid."""
-    shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="0.5", PAYMENT_TIMEOUT_SECONDS="120")
-    await shop.payments.daraja.tokens.get()  # (an OAuth request over 0.5 s would make the push a 503)
-    await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 1.5})
+    # The gateway gives up on Daraja after 2 s (the simulator holds the first answer 4 s): time enough
+    # for the last push below on a loaded machine.
+    shop = await start_app(SHOP_API_KEY=KEY, DARAJA_TIMEOUT_SECONDS="2", PAYMENT_TIMEOUT_SECONDS="120")
+    await shop.payments.daraja.tokens.get()  # (an OAuth request over 2 s would make the push a 503)
+    await Sim(shop.client, "/daraja").api("POST", "/faults", {"push": "timeout", "delay": 4})
     order = await new_order(shop)
     status, _ = await push(shop, {"orderId": order["orderId"], "phone": WAITS})
     assert status == 504
@@ -657,7 +661,7 @@ async def test_no_second_push_for_an_order_while_a_lost_answers_prompt_may_still
     assert body["message"].startswith("The last payment request may still be on the phone")
     wait = int(resp.headers["Retry-After"])
     assert 110 <= wait <= 120 and body["retryAfterSeconds"] == wait
-    await asyncio.sleep(1.6)  # the first push's prompt has reached the simulator by now
+    await eventually(lambda: shop.sim.prompts, 5.0, "the first push's prompt in the simulator")
     assert len(shop.sim.prompts) == 1  # the refused push sent nothing
     real = shop.payments.clock
     shop.payments.clock = lambda: real() + 121  # that prompt can no longer be paid

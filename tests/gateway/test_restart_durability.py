@@ -32,10 +32,11 @@ def start_server(env: dict[str, str]) -> subprocess.Popen:
         if proc.poll() is not None:
             raise AssertionError(f"server exited early:\n{proc.stdout.read()}")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            if requests.get(url, timeout=5).status_code == 200:
                 return proc
-        except requests.ConnectionError:
-            time.sleep(0.1)
+        except requests.RequestException:  # not listening yet, or a start-up too busy to answer in time
+            pass
+        time.sleep(0.1)
     proc.kill()
     raise AssertionError("server did not start in 20 s")
 
@@ -202,7 +203,10 @@ def test_the_standalone_simulators_second_ctrl_c_claims_nothing_is_kept(tmp_path
 
         sender = threading.Thread(target=push)
         sender.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not sim.prompts():  # the push has reached the simulator, its answer held back
+            assert time.monotonic() < deadline, "the push did not reach the simulator"
+            time.sleep(0.05)
         assert sim.proc is not None
         sim.proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
