@@ -64,9 +64,10 @@ SIMULATOR_ENV = {
     "MPESA_CONSUMER_SECRET": CONSUMER_SECRET,
     "MPESA_BUSINESS_SHORTCODE": SHORTCODE,
     "MPESA_PASSKEY": PASSKEY,
-    # Short timings: the scripted numbers answer after 0.5 s (time enough to see the query pending),
-    # and the callback follows 0.05 s later.
-    "SIMULATOR_AUTO_ANSWER_SECONDS": "0.5",
+    # Short timings: the scripted numbers answer after 3 s (time enough to see the query pending even on
+    # a loaded machine, where a library may fetch a fresh token before each call), and the callback
+    # follows 0.05 s later. SETTLE_TIMEOUT leaves ample room past the answer.
+    "SIMULATOR_AUTO_ANSWER_SECONDS": "3",
     "SIMULATOR_CALLBACK_DELAY_SECONDS": "0.05",
     "SIMULATOR_CALLBACK_TIMEOUT_SECONDS": "5",
     "SIMULATOR_PROMPT_LIFETIME_SECONDS": "30",
