@@ -33,6 +33,9 @@ LOST = "254711222333"  # another waiting customer: the push whose answer is lost
 # The gateway gives up on Daraja after TIMES_OUT s in the tests that lose a push's answer (the
 # simulator holds LOST's answer 4 s): long enough for every other push on a loaded machine.
 TIMES_OUT = "2"
+# For the tests of a payment given up locally: after 1 s, at the first reconciliation query from then
+# on (admin_app otherwise makes none for 30 s).
+GIVES_UP = {"PAYMENT_TIMEOUT_SECONDS": "1", "RECONCILE_AFTER_SECONDS": "0.6"}
 FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
 
 
@@ -41,8 +44,12 @@ def basic(password: str, user: str = "operator") -> dict[str, str]:
 
 
 async def admin_app(start_app: Any, **overrides: str) -> Running:
-    """The app with the operator's pages and the shop's API; prompts stay open a minute."""
-    settings = {"ADMIN_TOKEN": TOKEN, "SHOP_API_KEY": API_KEY, "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60"}
+    """The app with the operator's pages and the shop's API; prompts stay open a minute, and no STK
+    query is made for 30 s: callbacks settle the payments (the receipts the pages show, a failure's
+    `verified` callback), not a query that a loaded machine let overtake them (GIVES_UP for the tests
+    that need reconciliation)."""
+    settings = {"ADMIN_TOKEN": TOKEN, "SHOP_API_KEY": API_KEY, "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60",
+                "RECONCILE_AFTER_SECONDS": "30"}
     return await start_app(**{**settings, **overrides})
 
 
@@ -283,22 +290,28 @@ async def test_unverified_and_unknown_callbacks_and_lost_answers_need_attention(
 
 
 async def late_and_double(running: Running, reference: str = "INV-2001") -> dict[str, Any]:
-    """A payment given up at the gateway's time-out (PAYMENT_TIMEOUT_SECONDS=1), the order paid by a
-    second one, then M-Pesa's late success for the first: the order is paid twice."""
+    """A payment given up at the gateway's time-out (GIVES_UP), the order paid by a second one, then
+    M-Pesa's late success for the first: the order is paid twice."""
     order = await create_order(running, reference)
-    await running.client.post("/simulator/api/faults", json={"callback": "late", "callback_delay": 3,
+    # The first one's callback 20 s after the customer paid, by the simulator's clock, which is moved
+    # on once the second payment is in: it comes after the give-up and the second payment, however
+    # slow the machine (a real 3 s wait made the callback overtake them under load, as in
+    # test_orders). The prompts still open (they last a minute) stay open.
+    await running.client.post("/simulator/api/faults", json={"callback": "late", "callback_delay": 20,
                                                              "query": "error"})
     first = await push_for_order(running, order["orderId"], "0700000000")
-    await running.wait_status(first["checkoutRequestId"], "failed", timeout=5)  # given up locally
+    await running.wait_status(first["checkoutRequestId"], "failed", timeout=10)  # given up locally
     second = await push_for_order(running, order["orderId"], "0700000008")
     await running.wait_status(second["checkoutRequestId"], "completed")
-    await running.wait_status(first["checkoutRequestId"], "completed", timeout=8)  # the late success
+    assert running.sim.prompts[first["checkoutRequestId"]].callbacks == ()  # not yet
+    running.sim.advance_clock(20)
+    await running.wait_status(first["checkoutRequestId"], "completed", timeout=10)  # the late success
     return {"order": order, "first": first["checkoutRequestId"], "second": second["checkoutRequestId"]}
 
 
 async def test_late_successes_and_double_payments_of_an_order_need_attention(start_app):
     """Both payments are kept, and the operator sees both."""
-    running = await admin_app(start_app, PAYMENT_TIMEOUT_SECONDS="1")
+    running = await admin_app(start_app, **GIVES_UP)
     made = await late_and_double(running)
     first, second = made["first"], made["second"]
     html = await page(running, "/admin/attention")
@@ -327,7 +340,9 @@ async def receiver(aiohttp_server: Any) -> Receiver:
 async def failed_event(start_app: Any, receiver: Receiver) -> tuple[Running, str]:
     """A payment.completed event the shop's endpoint refused until the retry window closed."""
     receiver.default = 503
-    running = await admin_app(start_app, **hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="0.5", WEBHOOK_RETRY_SECONDS="1"))
+    # A 2 s time-out: the Resend after the window is a single attempt, which a loaded machine must
+    # not turn into a time-out (the shop answers at once).
+    running = await admin_app(start_app, **hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="2", WEBHOOK_RETRY_SECONDS="1"))
     await running.push(PAYS, 100)
     [first] = await receiver.wait_for("payment.completed")
     event_id = first.event["id"]

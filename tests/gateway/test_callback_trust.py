@@ -12,10 +12,20 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from tests.conftest import Running
 from tests.daraja_http import eventually
 
 INTERACTIVE = "254712345678"  # the prompt waits for the customer: Daraja says "still open"
+
+
+@pytest.fixture
+async def running(start_app: Any) -> Running:
+    """The app, with prompts that stay open 30 s (a payment asserted "pending", or answered by hand,
+    is not expired meanwhile by a loaded machine) and no reconciliation query for 30 s: here
+    callbacks settle payments, and every STK query is one a callback asked for."""
+    return await start_app(SIMULATOR_PROMPT_LIFETIME_SECONDS="30", RECONCILE_AFTER_SECONDS="30")
 
 
 def success(cid: str, merchant: str, *, amount: Any = 100, receipt: str = "UAB1C2D3E4",

@@ -32,13 +32,20 @@ async def read_events(resp, count: int, timeout: float = 10.0) -> list[tuple[str
     return events
 
 
-async def test_payment_stream_sends_pending_then_completed_and_ends(running):
-    pushed = await running.push("0700000000", 100)
+async def test_payment_stream_sends_pending_then_completed_and_ends(start_app):
+    # A customer who pays when the test says so (a scripted number pays 0.25 s after its prompt,
+    # before a loaded machine may have opened the stream), and no STK query in between: the
+    # callback, and nothing else, completes the payment.
+    running = await start_app(SIMULATOR_PROMPT_LIFETIME_SECONDS="30", RECONCILE_AFTER_SECONDS="30")
+    pushed = await running.push("0712345678", 100)
     cid = pushed["checkoutRequestId"]
     resp = await running.client.get(f"/stkpush/{cid}/events")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
-    events = await read_events(resp, 2)
+    events = await read_events(resp, 1)
+    answered = await running.client.post(f"/simulator/api/prompts/{cid}/pin", json={"pin": "12345"})
+    assert answered.status == 200, await answered.text()
+    events += await read_events(resp, 1)
     assert [e[0] for e in events] == ["status", "status"]
     assert events[0][1]["status"] == "pending"
     assert events[1][1]["status"] == "completed"
@@ -61,16 +68,18 @@ async def test_payment_stream_for_an_unknown_id_is_404(running):
 
 
 async def test_payment_stream_ends_when_the_polling_window_is_over(start_app):
-    running = await start_app(CHECKOUT_POLL_TIMEOUT_SECONDS="0.1")
-    pushed = await running.push("254712345678", 10)  # interactive: stays pending
+    running = await start_app(CHECKOUT_POLL_TIMEOUT_SECONDS="0.1", SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    pushed = await running.push("254712345678", 10)  # interactive: stays pending (for 30 s)
     resp = await running.client.get(f"/stkpush/{pushed['checkoutRequestId']}/events")
     [(name, body)] = await read_events(resp, 1)
     assert body["status"] == "pending"
-    assert await asyncio.wait_for(resp.content.read(), 2) == b""  # closed after the window, still pending
+    # Closed after the window (0.2 s), still pending: long before the prompt could expire.
+    assert await asyncio.wait_for(resp.content.read(), 10) == b""
     assert running.payments.events.subscriber_count(pushed["checkoutRequestId"]) == 0
 
 
-async def test_simulator_feed_shows_a_new_prompt_for_that_number(running):
+async def test_simulator_feed_shows_a_new_prompt_for_that_number(start_app):
+    running = await start_app(SIMULATOR_PROMPT_LIFETIME_SECONDS="30")  # still open when the feed is read
     resp = await running.client.get("/simulator/api/events?msisdn=254712345678")
     [(name, first)] = await read_events(resp, 1)
     assert (name, first) == ("prompts", [])
@@ -92,8 +101,8 @@ async def test_simulator_feed_rejects_a_bad_number(running):
     ("legacy", ". New M-PESA balance is Ksh{balance:,.2f}. Transaction cost, Ksh0.00."),
 ])
 async def test_paid_prompt_carries_the_mpesa_confirmation_sms(start_app, profile, ending):
-    running = await start_app(SIMULATOR_PROFILE=profile)
-    pushed = await running.push("0712345678", 100, accountReference="CART_1")
+    running = await start_app(SIMULATOR_PROFILE=profile, SIMULATOR_PROMPT_LIFETIME_SECONDS="30")
+    pushed = await running.push("0712345678", 100, accountReference="CART_1")  # the PIN: before it expires
     cid = pushed["checkoutRequestId"]
     resp = await running.client.post(f"/simulator/api/prompts/{cid}/pin", json={"pin": "12345"})
     prompt = await resp.json()

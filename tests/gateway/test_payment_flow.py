@@ -14,7 +14,10 @@ import pytest
 RECEIPT = re.compile(r"^[A-Z0-9]{10}$")
 
 
-async def test_successful_payment_completes_with_the_receipt_the_simulator_issued(running):
+async def test_successful_payment_completes_with_the_receipt_the_simulator_issued(start_app):
+    # The scripted answer 30 s on (the simulator's clock is moved there below: nothing waits), so the
+    # first look surely comes before it; no STK query either, so the callback is what completes it.
+    running = await start_app(SIMULATOR_AUTO_ANSWER_SECONDS="30", RECONCILE_AFTER_SECONDS="30")
     pushed = await running.push("0700000000", 100, accountReference="CART_1", description="Demo")
     assert pushed == {"http": 200, "success": True, "checkoutRequestId": pushed["checkoutRequestId"],
                       "message": "STK push sent successfully", "paymentToken": pushed["paymentToken"]}
@@ -23,6 +26,7 @@ async def test_successful_payment_completes_with_the_receipt_the_simulator_issue
     first = await running.status(pushed["checkoutRequestId"])
     assert first["status"] == "pending" and first["message"] == "Waiting for user to complete payment"
 
+    running.sim.advance_clock(30)  # the customer pays now
     done = await running.wait_status(pushed["checkoutRequestId"], "completed")
     prompt = running.sim.prompts[pushed["checkoutRequestId"]]
     assert done["success"] is True
@@ -75,12 +79,14 @@ async def test_lost_callback_is_settled_by_the_stk_query(running):
     assert running.sim.prompts[pushed["checkoutRequestId"]].callbacks == ()  # none was sent
 
 
-async def test_duplicate_callback_changes_nothing(running):
+async def test_duplicate_callback_changes_nothing(start_app):
+    running = await start_app(RECONCILE_AFTER_SECONDS="30")  # the first callback, not a query, settles it
     pushed = await running.push("254700000008", 100)
     cid = pushed["checkoutRequestId"]
     await running.wait_status(cid, "completed")
-    deadline = asyncio.get_running_loop().time() + 5
-    while len(await running.payments.store.callback_log(cid)) < 2:
+    deadline = asyncio.get_running_loop().time() + 10
+    # Both in the log, and both answers back at the simulator (it records one after the gateway's reply).
+    while len(await running.payments.store.callback_log(cid)) < 2 or len(running.sim.prompts[cid].callbacks) < 2:
         assert asyncio.get_running_loop().time() < deadline, "second callback never arrived"
         await asyncio.sleep(0.05)
     log = await running.payments.store.callback_log(cid)
@@ -90,12 +96,17 @@ async def test_duplicate_callback_changes_nothing(running):
     assert [c.status for c in running.sim.prompts[cid].callbacks] == [200, 200]
 
 
-async def test_late_callback_adds_the_receipt_to_a_payment_the_query_already_completed(running):
+async def test_late_callback_adds_the_receipt_to_a_payment_the_query_already_completed(start_app):
+    # The late callback 30 s after the payment, by the simulator's clock: the query (0.6-1.1 s) surely
+    # settles it first, however slow the machine; then the clock is moved on and the callback comes.
+    running = await start_app(SIMULATOR_LATE_CALLBACK_SECONDS="30")
     pushed = await running.push("254700000009", 100)
     cid = pushed["checkoutRequestId"]
     early = await running.wait_status(cid, "completed")
     assert early["transaction_id"] is None  # settled by the query before the late callback
-    deadline = asyncio.get_running_loop().time() + 5
+    assert running.sim.prompts[cid].callbacks == ()
+    running.sim.advance_clock(30)
+    deadline = asyncio.get_running_loop().time() + 10
     while (await running.status(cid))["transaction_id"] is None:
         assert asyncio.get_running_loop().time() < deadline, "late callback never added the receipt"
         await asyncio.sleep(0.05)
@@ -110,7 +121,9 @@ async def _answer(running, cid: str, action: str, **body):
     return await resp.json()
 
 
-async def test_interactive_number_pays_when_the_correct_pin_is_entered(running):
+async def test_interactive_number_pays_when_the_correct_pin_is_entered(start_app):
+    # Open 30 s: answered well before it expires; no query meanwhile, so the callback brings the receipt.
+    running = await start_app(SIMULATOR_PROMPT_LIFETIME_SECONDS="30", RECONCILE_AFTER_SECONDS="30")
     pushed = await running.push("0708374149", 250)
     cid = pushed["checkoutRequestId"]
     await asyncio.sleep(0.3)
@@ -124,7 +137,8 @@ async def test_interactive_number_pays_when_the_correct_pin_is_entered(running):
     ("pin", {"pin": "00000"}, "Wrong M-Pesa PIN entered"),
     ("cancel", {}, "User cancelled transaction"),
 ])
-async def test_interactive_number_fails_on_wrong_pin_or_cancel(running, action, body, message):
+async def test_interactive_number_fails_on_wrong_pin_or_cancel(start_app, action, body, message):
+    running = await start_app(SIMULATOR_PROMPT_LIFETIME_SECONDS="30")  # answered well before it expires
     pushed = await running.push("254712345678", 10)
     await _answer(running, pushed["checkoutRequestId"], action, **body)
     failed = await running.wait_status(pushed["checkoutRequestId"], "failed")
@@ -166,7 +180,8 @@ async def test_query_never_downgrades_a_completed_payment(running):
     assert (await running.payments.get(cid)).status == "completed"
 
 
-async def test_failure_callback_after_success_keeps_the_success(running):
+async def test_failure_callback_after_success_keeps_the_success(start_app):
+    running = await start_app(RECONCILE_AFTER_SECONDS="30")  # the genuine callback settles it, before ours
     pushed = await running.push("0700000000", 100)
     cid = pushed["checkoutRequestId"]
     await running.wait_status(cid, "completed")

@@ -20,6 +20,7 @@ from gateway.reports import today
 from tests.conftest import Running
 from tests.daraja_http import eventually
 from tests.gateway.test_admin import (
+    GIVES_UP,
     LOST,
     TIMES_OUT,
     admin_app,
@@ -112,7 +113,7 @@ async def test_show_a_payment_or_an_order_by_any_of_its_ids(start_app):
 
 
 async def test_unmatched_callbacks_lost_answers_late_successes_and_double_payments(start_app):
-    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS=TIMES_OUT, PAYMENT_TIMEOUT_SECONDS="1")
+    running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS=TIMES_OUT, **GIVES_UP)
     assert "No callbacks" in await cli(running, "unmatched")
     for command, says in (("lost", "No pushes"), ("late", "No late"), ("doubles", "No order")):
         assert says in await cli(running, command)
@@ -181,7 +182,7 @@ async def test_export_writes_the_filtered_payments_as_csv(start_app, tmp_path):
 
 
 def test_it_reads_the_database_with_the_server_stopped(tmp_path):
-    env = gateway_env(tmp_path)
+    env = {**gateway_env(tmp_path), "RECONCILE_AFTER_SECONDS": "30"}  # the callback, with its receipt, settles
     base = f"http://127.0.0.1:{env['PORT']}"
     proc = start_server(env)
     try:

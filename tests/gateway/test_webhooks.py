@@ -149,7 +149,7 @@ async def _answer(running: Any, cid: str, action: str, **body: Any) -> None:
 # -- delivery ----------------------------------------------------------------------------------
 
 async def test_completed_and_failed_payments_are_delivered_signed_with_the_exact_stored_body(start_app, receiver):
-    running = await start_app(**hooked(receiver))
+    running = await start_app(**hooked(receiver, RECONCILE_AFTER_SECONDS="30"))  # settled by their callbacks
     paid = await running.push("0700000000", 100, accountReference="INV-7", description="Kitenge")
     cancelled = await running.push("0700000002", 250)
     [completed] = await receiver.wait_for("payment.completed")
@@ -206,8 +206,10 @@ async def test_a_receiver_failing_twice_gets_three_attempts_with_growing_delays_
     assert all(signature_ok(d) for d in tries)
     first_gap, second_gap = tries[1].at - tries[0].at, tries[2].at - tries[1].at
     # The delays (0.5 s, then 1 s) are floors; how far past them an attempt lands depends on the
-    # machine's load, so only the order is checked here (the schedule itself: test_retry_delays_...).
-    assert 0.45 <= first_gap < second_gap and second_gap >= 0.95, (first_gap, second_gap)
+    # machine's load (a stall of half a second before the first retry and none before the second
+    # would even reverse their order), so only the floors are checked here. The schedule itself,
+    # attempt by attempt on the worker's own clock: test_by_default_an_event_is_retried_for_three_days_...
+    assert first_gap >= 0.45 and second_gap >= 0.95, (first_gap, second_gap)
 
     event_id = tries[0].event["id"]
     await eventually(lambda: _state_is(running, event_id, "delivered"), 5, "delivered")
@@ -234,7 +236,7 @@ async def test_a_receiver_that_does_not_answer_in_time_is_tried_again(start_app,
     await eventually(lambda: _state_is(running, event_id, "delivered"), 5, "delivered")
     first, *between, last = await attempts(running, event_id)
     assert (first["status"], first["error"]) == (None, "no answer within 0.5 s")
-    assert 450 <= first["duration_ms"] < 1500
+    assert 450 <= first["duration_ms"] < 2900  # gave up at its time-out: the answer came after 3 s
     # The next answer is at once; on a loaded machine it may still miss the 0.5 s, and be retried.
     assert all((t["status"], t["error"]) == (None, "no answer within 0.5 s") for t in between)
     assert (last["status"], last["error"]) == (200, None)
@@ -242,18 +244,20 @@ async def test_a_receiver_that_does_not_answer_in_time_is_tried_again(start_app,
 
 async def test_after_the_retry_window_the_event_is_failed_and_resend_delivers_it(start_app, receiver):
     receiver.default = 503
-    running = await start_app(**hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="0.5", WEBHOOK_RETRY_SECONDS="2"))
+    # After the window a resend is a single attempt: a 2 s time-out, which a loaded machine does not
+    # turn into a failure (the shop answers at once). Retries 1 s, then 2 s apart: 3 or 4 in the 4 s.
+    running = await start_app(**hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="2", WEBHOOK_RETRY_SECONDS="4"))
     await running.push("0700000000", 100)
     [first] = await receiver.wait_for("payment.completed")
     event_id = first.event["id"]
-    await eventually(lambda: _state_is(running, event_id, "failed"), 8, "failed")
+    await eventually(lambda: _state_is(running, event_id, "failed"), 15, "failed")
     row = await event_row(running, event_id)
     tried = await attempts(running, event_id)
     assert row["attempts"] == len(tried) >= 3 and row["next_attempt_at"] is None
     assert (row["last_status"], row["last_error"]) == (503, "HTTP 503: receiver says no")
     # Tried until the window closed: it counts from the event's creation (the first delivery may come
     # well after it on a loaded machine), and the last try is due at its end.
-    assert receiver.deliveries[-1].received >= row["created_epoch"] + 2.0 - 0.01
+    assert receiver.deliveries[-1].received >= row["created_epoch"] + 4.0 - 0.01
     await asyncio.sleep(1.0)
     assert len(receiver.deliveries) == len(tried)  # and not after
 
@@ -321,7 +325,7 @@ async def _callbacks(running: Any, cid: str, count: int) -> bool:
 
 
 async def test_order_paid_is_written_by_the_order_listener_in_the_orders_transaction(start_app, receiver):
-    running = await start_app(**hooked(receiver))
+    running = await start_app(**hooked(receiver, RECONCILE_AFTER_SECONDS="30"))  # settled by its callback
     store = running.payments.store
     pushed = await running.push("0700000000", 3000)
     cid = pushed["checkoutRequestId"]
@@ -359,7 +363,7 @@ async def test_order_paid_is_written_by_the_order_listener_in_the_orders_transac
 
 async def test_an_order_paid_through_the_simulator_sends_payment_completed_and_order_paid(start_app, receiver):
     api_key = "shop-key-for-the-webhook-tests-0123456789"
-    running = await start_app(**hooked(receiver, SHOP_API_KEY=api_key))
+    running = await start_app(**hooked(receiver, SHOP_API_KEY=api_key, RECONCILE_AFTER_SECONDS="30"))
     auth = {"Authorization": f"Bearer {api_key}"}
     resp = await running.client.post("/orders", headers=auth, json={
         "items": [{"name": "Kitenge", "quantity": 2, "unitPrice": 1500}], "reference": "INV-1042",
@@ -509,7 +513,8 @@ async def test_a_delivery_cut_short_by_a_shutdown_is_sent_again_at_the_next_star
         [_, again] = await shop.wait_for("payment.completed", 2, timeout=10)
     finally:
         await asyncio.to_thread(stop_server, proc)
-    assert again.at - started < 3
+    # At the start, not after the 25 s lease (nor the 5 s back-off: its due time is checked above).
+    assert again.at - started < 8
     assert again.body == first.body and signature_ok(again)
 
 
@@ -625,7 +630,7 @@ async def test_an_endless_answer_is_not_read(start_app, aiohttp_server):
     assert refused["status"] == 500 and refused["error"].startswith("HTTP 500: <flood><flood>")
     assert len(refused["error"]) <= 300
     assert (delivered["status"], delivered["error"]) == (200, None)
-    assert refused["duration_ms"] < 1500 and delivered["duration_ms"] < 1500  # not the 3 s time-out
+    assert refused["duration_ms"] < 2900 and delivered["duration_ms"] < 2900  # not the 3 s time-out
 
 
 async def test_the_receiver_cannot_set_cookies_for_later_deliveries(start_app, aiohttp_server):
