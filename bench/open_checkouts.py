@@ -8,6 +8,7 @@ share of them also follow it on live updates (server-sent events), for a minute.
     .venv/bin/python bench/open_checkouts.py --ramp 30             # opened over 30 s, then the minute
     .venv/bin/python bench/open_checkouts.py --direct              # browsers straight at the gateway, no proxy
     .venv/bin/python bench/open_checkouts.py --generator-loop asyncio  # the generators without uvloop
+    .venv/bin/python bench/open_checkouts.py --ramp 30 --bare      # the same load on a bare aiohttp app
 
 What a browser's open checkout sends (web/static/js/payment.js): after its push, the pay page opens
 an EventSource on GET /stkpush/{checkoutRequestId}/events?paymentToken=… and, alongside it (not only
@@ -59,6 +60,14 @@ cheaper they are, the less they take from it: they run on uvloop, installed once
 ~/.cache/mpesa-bench for this interpreter (only theirs: the gateway runs as `python run.py` always
 does), which took about 30 % less of their CPU time than asyncio's own loop for the same polls
 (--generator-loop asyncio: as before; also the fallback when uvloop cannot be installed).
+With --bare, the same checkouts, the same minute and the same figures, but against
+bench/bare_checkouts.py instead of the gateway: a bare aiohttp app, served as the gateway is
+(keep-alive time, garbage collector), that answers every poll and opens every stream with the
+gateway's bodies for a pending payment and does nothing else (no simulator, no pushes: the ids are
+made up). It is the floor under the target on this machine: what aiohttp alone needs for that load,
+measured the same way. Run it alternately with the gateway (the machine's minutes move the figures
+more than anything else): the gateway's p99 and CPU against the bare app's is what the gateway's
+own work costs at that load.
 Loopback only; stops everything it started, even on Ctrl-C.
 """
 
@@ -538,6 +547,64 @@ def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     return "\n".join(rows) + "\n"
 
 
+Started = tuple[subprocess.Popen[bytes], "subprocess.Popen[bytes] | None", int, "Path | None", list[tuple[str, str]],
+                float]
+
+
+def start_gateway(args: argparse.Namespace, work: Path, database: Path, procs: list[subprocess.Popen[bytes]],
+                  n_live: int) -> Started:
+    """The standalone simulator and the gateway (each added to `procs`), and the pending payments:
+    (gateway, simulator, the gateway's port, its collections' log, (id, token) of each payment, the
+    seconds the payments took to make)."""
+    sim_port, port = free_port(), free_port()
+    simulator = start_process(
+        [python_of(ROOT), str(ROOT / "run.py"), "simulator", "--port", str(sim_port)], work,
+        clean_env(HOST="127.0.0.1", MPESA_ENV="simulator", SIMULATOR_AUTO_ANSWER_SECONDS="3600",
+                  SIMULATOR_PROMPT_LIFETIME_SECONDS="3600"), work / "simulator.log")
+    procs.append(simulator)
+    wait_up(f"http://127.0.0.1:{sim_port}/simulator/api/clock", simulator)
+    database_url = f"sqlite:///{database}"
+    created = time.monotonic()
+    seeded: list[tuple[str, str]] = []
+    if args.seed:
+        migrate(ROOT, database_url, work)
+        kept = seed_sqlite(database, payments(args.checkouts, start=time.time() - 30, step=0.002,
+                                              status="pending", salt=f"open-{os.getpid()}",
+                                              reconcile_after=3600))
+        seeded = [(s.checkout_request_id, s.token) for s in kept]
+    # Behind the trusted proxy each checkout's address comes in X-Forwarded-For; with --direct from its
+    # own socket, and the set-up's pushes (all from 127.0.0.1, not measured) pass no per-client limit.
+    how_connected = {"PUSH_LIMIT_PER_CLIENT": "0"} if args.direct else {"TRUSTED_PROXIES": "127.0.0.1/32"}
+    env = clean_env(HOST="127.0.0.1", PORT=str(port), MPESA_ENV="simulator",
+                    MPESA_BASE_URL=f"http://127.0.0.1:{sim_port}", DATABASE_URL=database_url,
+                    STREAM_LIMIT_TOTAL=str(max(1000, n_live + n_live // 10)), **how_connected)
+    env.update(setting.split("=", 1) for setting in args.set)
+    gc_log = log_collections(work, env) if args.gc_log else None
+    gateway = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / "gateway.log")
+    procs.append(gateway)
+    base = f"http://127.0.0.1:{port}"
+    wait_up(f"{base}/health", gateway)
+    if not args.seed:
+        seeded = asyncio.run(push_all(base, args.checkouts, args.push_concurrency))
+    return gateway, simulator, port, gc_log, seeded, time.monotonic() - created
+
+
+def start_bare(args: argparse.Namespace, work: Path, database: Path, procs: list[subprocess.Popen[bytes]],
+               n_live: int) -> Started:
+    """bench/bare_checkouts.py in the gateway's place (added to `procs`), and made-up payments, as
+    start_gateway's; no simulator."""
+    port = free_port()
+    env = clean_env(HOST="127.0.0.1")
+    gc_log = log_collections(work, env) if args.gc_log else None
+    bare = start_process([python_of(ROOT), str(ROOT / "bench" / "bare_checkouts.py"), "--port", str(port)], work,
+                         env, work / "gateway.log")
+    procs.append(bare)
+    wait_up(f"http://127.0.0.1:{port}/health", bare)
+    # The gateway's shapes: ws_CO_, 17 digits of time, 12 of phone; a 43-character token.
+    seeded = [(f"ws_CO_04122026000000000{FIRST_PHONE + i}", f"{i:043d}") for i in range(args.checkouts)]
+    return bare, None, port, gc_log, seeded, 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkouts", type=int, default=10_000)
@@ -562,7 +629,15 @@ def main() -> int:
     parser.add_argument("--gc-log", action="store_true",
                         help="time the gateway's garbage collections (gc.callbacks) and summarise them by 10-s slice")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/benchtools/bin/py-spy")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the gateway, over the script's (repeatable), e.g. "
+                             "RECONCILE_AFTER_SECONDS=3600 to see what the reconciler's STK queries cost")
+    parser.add_argument("--bare", action="store_true",
+                        help="the same load against bench/bare_checkouts.py, a bare aiohttp app, instead of the "
+                             "gateway: the floor under the target on this machine")
     args = parser.parse_args()
+    if any("=" not in setting for setting in args.set):
+        parser.error("--set takes NAME=VALUE")
     args.generator_loop = generator_loop(args.generator_loop)
     limit = raise_fd_limit()
     n_live = round(args.checkouts * args.live_share)
@@ -575,37 +650,10 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     profiler: subprocess.Popen[bytes] | None = None
     try:
-        sim_port, port = free_port(), free_port()
-        simulator = start_process(
-            [python_of(ROOT), str(ROOT / "run.py"), "simulator", "--port", str(sim_port)], work,
-            clean_env(HOST="127.0.0.1", MPESA_ENV="simulator", SIMULATOR_AUTO_ANSWER_SECONDS="3600",
-                      SIMULATOR_PROMPT_LIFETIME_SECONDS="3600"), work / "simulator.log")
-        procs.append(simulator)
-        wait_up(f"http://127.0.0.1:{sim_port}/simulator/api/clock", simulator)
-        database_url = f"sqlite:///{database}"
-        created = time.monotonic()
-        seeded: list[tuple[str, str]] = []
-        if args.seed:
-            migrate(ROOT, database_url, work)
-            kept = seed_sqlite(database, payments(args.checkouts, start=time.time() - 30, step=0.002,
-                                                  status="pending", salt=f"open-{os.getpid()}",
-                                                  reconcile_after=3600))
-            seeded = [(s.checkout_request_id, s.token) for s in kept]
-        # Behind the trusted proxy each checkout's address comes in X-Forwarded-For; with --direct from its
-        # own socket, and the set-up's pushes (all from 127.0.0.1, not measured) pass no per-client limit.
-        how_connected = {"PUSH_LIMIT_PER_CLIENT": "0"} if args.direct else {"TRUSTED_PROXIES": "127.0.0.1/32"}
-        env = clean_env(HOST="127.0.0.1", PORT=str(port), MPESA_ENV="simulator",
-                        MPESA_BASE_URL=f"http://127.0.0.1:{sim_port}", DATABASE_URL=database_url,
-                        STREAM_LIMIT_TOTAL=str(max(1000, n_live + n_live // 10)), **how_connected)
-        gc_log = log_collections(work, env) if args.gc_log else None
-        gateway = start_process([python_of(ROOT), str(ROOT / "run.py")], work, env, work / "gateway.log")
-        procs.append(gateway)
-        base = f"http://127.0.0.1:{port}"
-        wait_up(f"{base}/health", gateway)
-        if not args.seed:
-            seeded = asyncio.run(push_all(base, args.checkouts, args.push_concurrency))
-        how = "inserted" if args.seed else "pushed"
-        print(f"{len(seeded):,} pending payments {how} in {time.monotonic() - created:.1f} s", flush=True)
+        start = start_bare if args.bare else start_gateway
+        gateway, simulator, port, gc_log, seeded, took = start(args, work, database, procs, n_live)
+        how = "made up (--bare)" if args.bare else "inserted" if args.seed else "pushed"
+        print(f"{len(seeded):,} pending payments {how} in {took:.1f} s", flush=True)
         live_every = round(1 / args.live_share) if args.live_share > 0 else 0  # every 5th: 20 %
         checkouts = []
         for i, (cid, token) in enumerate(seeded):
@@ -618,7 +666,8 @@ def main() -> int:
         # of the minute, or with --ramp over the seconds before it (negative offsets).
         offsets = [args.ramp * (i / len(checkouts) - 1) if args.ramp else args.interval * i / len(checkouts)
                    for i in range(len(checkouts))]
-        print(f"{len(checkouts):,} open checkouts for {args.seconds:g} s against one gateway process: {n_poll:,} "
+        server = "bare aiohttp" if args.bare else "gateway"
+        print(f"{len(checkouts):,} open checkouts for {args.seconds:g} s against one {server} process: {n_poll:,} "
               f"polling every {args.interval:g} s ({n_poll / args.interval:,.0f} polls/s intended), {n_live:,} on "
               f"live updates{' (not polling)' if args.live_without_polls else ' (polling too, as the page does)'}; "
               f"{args.generators} generator processes on {args.generator_loop}; {os.cpu_count()} CPUs shared by all"
@@ -639,7 +688,8 @@ def main() -> int:
             p.start()
         time.sleep(max(0.0, t0_wall - time.time()))
         load_before = os.getloadavg()[0]
-        cpu_before = {"gateway": cpu_seconds(gateway.pid), "simulator": cpu_seconds(simulator.pid)}
+        servers = {"gateway": gateway, **({"simulator": simulator} if simulator else {})}
+        cpu_before = {name: cpu_seconds(p.pid) for name, p in servers.items()}
         raw_profile = work / "profile.txt"
         if args.profile:
             profiler = subprocess.Popen([args.py_spy, "record", "--pid", str(gateway.pid), "--duration",
@@ -647,12 +697,11 @@ def main() -> int:
                                          "--output", str(raw_profile)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         tallies = [out.get(timeout=args.seconds + args.ramp + 60) for _ in generators]
-        cpu = {name: cpu_seconds(p.pid) - cpu_before[name] for name, p in (("gateway", gateway),
-                                                                           ("simulator", simulator))}
+        cpu = {"simulator": 0.0, **{name: cpu_seconds(p.pid) - cpu_before[name] for name, p in servers.items()}}
         resident, peak = memory_mb(gateway.pid)
         for p in generators:
             p.join(10)
-        states = pending_count(database)
+        states = {} if args.bare else pending_count(database)
         report(tallies, args, n_live, cpu, states)
         print(f"gateway memory at the end of the minute: {resident:,.0f} MB resident, {peak:,.0f} MB at most")
         levels = collections.Counter(line.split()[2] for line in (work / "gateway.log").read_text(errors="replace")
