@@ -41,7 +41,7 @@ async def operator_app(start_app: Any, receiver: Receiver) -> tuple[Any, dict[st
     receiver.default = 503
     running = await start_app(**{**BROWSER_ENV, "ADMIN_TOKEN": TOKEN, "SHOP_API_KEY": API_KEY,
                                  "SIMULATOR_PROMPT_LIFETIME_SECONDS": "60", "DARAJA_TIMEOUT_SECONDS": TIMES_OUT,
-                                 **hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="0.5", WEBHOOK_RETRY_SECONDS="1")})
+                                 **hooked(receiver, WEBHOOK_TIMEOUT_SECONDS="5", WEBHOOK_RETRY_SECONDS="1")})
     made = await paid_cancelled_and_ordered(running)
     seen = await trouble(running)
 
@@ -145,7 +145,9 @@ async def test_an_operator_on_a_laptop_finds_payments_sees_trouble_resends_a_web
     event_id = (await row.locator("td[data-label=Event] a").inner_text()).strip()
     before = len(receiver.deliveries)
     receiver.default = 200
-    receiver.answers = [("sleep", 0.4)]  # the shop takes a moment: the page shows the event on its way
+    # The shop takes 2 s (well inside the 5-s time-out): the page shows the event on its way, and
+    # its note, until the delivery is recorded and the page reloads with the outcome.
+    receiver.answers = [("sleep", 2.0)]
     await row.locator("button:has-text('Resend')").click()
     await page.wait_for_url(f"**/admin/webhooks/{event_id}?resent=1")
     assert "Queued again" in await page.locator("#resent-note").inner_text()
