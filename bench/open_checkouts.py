@@ -547,8 +547,9 @@ def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     return "\n".join(rows) + "\n"
 
 
-Started = tuple[subprocess.Popen[bytes], "subprocess.Popen[bytes] | None", int, "Path | None", list[tuple[str, str]],
-                float]
+# (the server, the simulator if any, the server's port, its collections' log, (id, token) of each
+# payment, the seconds they took to make)
+Started = tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None, int, Path | None, list[tuple[str, str]], float]
 
 
 def start_gateway(args: argparse.Namespace, work: Path, database: Path, procs: list[subprocess.Popen[bytes]],
