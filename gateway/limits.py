@@ -75,3 +75,27 @@ class SlidingWindowLimiter:
     def _forget_idle(self, now: float) -> None:
         for key in [k for k, e in self._events.items() if not e or now - e[-1] >= self.window]:
             del self._events[key]
+
+
+class RateBudget:
+    """At most `rate` events a second on average, and never more than one second's worth at once
+    (at least one): a token bucket. The reconciler spends it on its STK queries, so that however
+    many payments are due, it never asks Daraja faster than that (Daraja's per-second spike
+    arrest is counted per app, and the pushes share it)."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self._clock = clock
+        self._tokens = self.burst
+        self._at = clock()
+
+    def available(self) -> int:
+        """How many events may happen now."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
+        self._at = now
+        return int(self._tokens)
+
+    def spend(self, n: int) -> None:
+        self._tokens -= n

@@ -38,6 +38,7 @@ from .daraja.client import DarajaClient, StkPushRequest, StkQueryResult
 from .daraja.errors import DarajaError, DarajaUnavailable, RateLimited, SystemBusy
 from .daraja.wire import MalformedCallback, StkCallback, parse_stk_callback
 from .events import PaymentEvents
+from .limits import RateBudget
 from .shared import Leases
 from .storage import (
     MISSING_BATCH,
@@ -66,6 +67,8 @@ HEARTBEAT_EVERY = 2.0  # several processes: each renews its "alive" lease this o
 PROCESS_LEASE = 10.0  # … for this long (a process silent for longer is taken for dead)
 DEFERRED_MAX = 100_000  # callbacks kept in memory while the database is unreachable
 OTHERS_POLL = 0.05  # how often a callback reads whether another process's push has its answer yet
+# A reconciliation pass claims at most this many due payments (and the query budget may allow fewer).
+QUERIES_PER_PASS = 50
 MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
 
 
@@ -154,6 +157,8 @@ class PaymentService:
         self.leases: Leases | None = None  # set when other processes share the database
         # Callbacks that came while the database was unreachable: applied when it is back.
         self._deferred: collections.deque[tuple[Any, str]] = collections.deque(maxlen=DEFERRED_MAX)
+        # The reconciler's STK queries, at most RECONCILE_QUERIES_PER_SECOND however many are due.
+        self.query_budget = RateBudget(settings.reconcile_queries_per_second)
 
     # -- starting a payment --------------------------------------------------------------------
 
@@ -532,9 +537,13 @@ class PaymentService:
 
     async def reconcile_due(self) -> int:
         """Query Daraja about every payment whose next check is due: pending ones, and ones given up
-        locally (a success that Daraja confirms later still completes them). Returns how many."""
+        locally (a success that Daraja confirms later still completes them), the longest due first,
+        as many as the query budget allows. Returns how many."""
+        allowed = self.query_budget.available()
+        if not allowed:
+            return 0
         now = self.clock()
-        due = await self.store.due_for_query(now)
+        due = await self.store.due_for_query(now, min(allowed, QUERIES_PER_PASS))
         claimed = []
         if due:
             # Claim each slot first, so no other pass (or worker) queries the same payment meanwhile.
@@ -548,6 +557,7 @@ class PaymentService:
                                       {"next_query_at": None if backoff is None else now + backoff,
                                        "query_attempts": attempts}) and backoff is not None:
                         claimed.append(tx)
+        self.query_budget.spend(len(claimed))
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
         return len(claimed)
 

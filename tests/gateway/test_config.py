@@ -202,7 +202,7 @@ def test_settings_repr_hides_the_default_sandbox_passkey():
 
 @pytest.mark.parametrize("name", ["RECONCILE_INTERVAL_SECONDS", "RECONCILE_MAX_INTERVAL_SECONDS",
                                   "PAYMENT_TIMEOUT_SECONDS", "DARAJA_TIMEOUT_SECONDS", "PUSH_LIMIT_WINDOW_SECONDS",
-                                  "LOOKUP_LIMIT_WINDOW_SECONDS"])
+                                  "LOOKUP_LIMIT_WINDOW_SECONDS", "RECONCILE_QUERIES_PER_SECOND"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_intervals_that_are_not_positive_are_refused(name, value):
     assert name in refusal({name: value})

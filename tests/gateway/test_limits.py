@@ -1,4 +1,4 @@
-from gateway.limits import SlidingWindowLimiter, retry_after_header
+from gateway.limits import RateBudget, SlidingWindowLimiter, retry_after_header
 
 
 class Clock:
@@ -65,3 +65,38 @@ def test_zero_limit_never_refuses():
 def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one():
     # Waiting what Retry-After says must be enough: 3.4 s left is "4", never "3".
     assert [retry_after_header(w) for w in (3.4, 3.01, 3.0, 0.2, 0.0, 59.5)] == ["4", "4", "3", "1", "1", "60"]
+
+
+def test_a_rate_budget_allows_one_seconds_worth_at_once_then_refills_at_its_rate():
+    clock = Clock()
+    budget = RateBudget(50, clock=clock)
+    assert budget.available() == 50
+    budget.spend(50)
+    assert budget.available() == 0  # no time has passed: nothing more
+    clock.now += 0.5
+    assert budget.available() == 25
+    budget.spend(10)
+    assert budget.available() == 15  # what was not spent is kept
+    clock.now += 3600
+    assert budget.available() == 50  # an idle hour saves up one second's worth, no more
+
+
+def test_a_rate_under_one_a_second_still_allows_one_at_a_time():
+    clock = Clock()
+    budget = RateBudget(0.25, clock=clock)
+    assert budget.available() == 1
+    budget.spend(1)
+    clock.now += 3.9
+    assert budget.available() == 0
+    clock.now += 0.1
+    assert budget.available() == 1
+
+
+def test_a_clock_that_steps_back_adds_nothing():
+    clock = Clock()
+    budget = RateBudget(10, clock=clock)
+    budget.spend(10)
+    clock.now -= 100
+    assert budget.available() == 0
+    clock.now += 0.5
+    assert budget.available() == 5
