@@ -78,6 +78,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -116,6 +117,7 @@ POLL_TIMEOUT = 6.0  # a poll unanswered this long is an error: the page aborts i
 # has been answered or has timed out, so no measured poll waits behind the gateway closing 12,000
 # connections at once (2,000 streams closed together held the last second's polls for ~0.6 s).
 HOLD_AFTER = POLL_TIMEOUT + 1.0
+LAG_TICK, LAG_REPORTED = 0.01, 0.02  # s: how often each generator checks its own loop, and what counts as late
 STREAM_OPEN_TIMEOUT = 10.0  # a stream whose first event takes longer counts as failed
 LEVELS = ("WARNING", "ERROR", "CRITICAL")
 FIRST_PHONE = 254_711_000_000  # 2547110…: clear of the simulator's catalogue (2547000000xx)
@@ -175,6 +177,10 @@ class Tally:
     ramp_latencies: array[float] = field(default_factory=lambda: array("d"))
     ramp_intended: int = 0
     ramp_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    # The generator's own event loop: (s after t0, ms late) of each wake-up of a LAG_TICK timer that
+    # came more than LAG_REPORTED late. A poll due while its generator was stalled is counted late
+    # too (latency runs from the intended send time), so a stall here is not the server's.
+    lags: list[tuple[float, float]] = field(default_factory=list)
 
     def answered(self, due: float, latency_ms: float) -> None:
         """A poll due `due` s after the minute's start answered 200 pending (before it: the ramp's)."""
@@ -329,8 +335,21 @@ async def generate(checkouts: list[Checkout], port: int, t0_wall: float, seconds
             tasks.append(poller(checkout, host, port, t0, end, offset, interval, tally))
         if checkout.live:
             tasks.append(follower(checkout, host, port, t0, end, offset, tally))
+    watch = asyncio.ensure_future(watch_own_loop(t0, tally))
     await asyncio.gather(*tasks)
+    watch.cancel()
     return tally
+
+
+async def watch_own_loop(t0: float, tally: Tally) -> None:
+    """Note each time this generator's own loop wakes a LAG_TICK timer more than LAG_REPORTED late."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(LAG_TICK)
+        late = loop.time() - before - LAG_TICK
+        if late > LAG_REPORTED:
+            tally.lags.append((before - t0, late * 1000))
 
 
 def generator_main(checkouts: list[Checkout], offsets: list[float], port: int, t0_wall: float, seconds: float,
@@ -479,6 +498,16 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
             slices[int(due // 10)].append(latency)
     print("p99 by 10-s slice of the minute (when the polls were due): " + ", ".join(
         f"{k * 10}-{k * 10 + 10} s {percentile(sorted(v), 99):.0f} ms" for k, v in sorted(slices.items())))
+    stalls: dict[int, list[float]] = collections.defaultdict(list)
+    for t in tallies:
+        for at, late_ms in t.lags:
+            if at < args.seconds:
+                stalls[int(at // 10) if at >= 0 else -1].append(late_ms)
+    print("the generators' own loops, by 10-s slice (wake-ups over "
+          f"{LAG_REPORTED * 1000:.0f} ms late: count, longest ms): " + ", ".join(
+              ("the ramp " if k < 0 else f"{k * 10}-{k * 10 + 10} s ")
+              + (f"{len(stalls[k])}, {max(stalls[k]):.0f}" if stalls[k] else "none")
+              for k in range(-1 if args.ramp else 0, math.ceil(args.seconds / 10))))
     print(f"errors: {n_errors:,}" + (f" ({dict(errors)})" if errors else "")
           + f"; connections opened for polls: {sum(t.connects for t in tallies):,}")
     print(f"streams: {sum(t.streams_opened for t in tallies):,} opened of {n_live:,}, refused/failed "
