@@ -50,7 +50,8 @@ window, 150 s, before the checkouts close: the gateway ends them, as the page wo
 listening, and they count as dropped.)
 Prints polls sent against intended and the rate, p50/p99/max latency, errors
 (non-2xx, connection errors, polls unanswered after 6 s, when the page gives up on them, wrong
-bodies), streams opened/refused/dropped and the time to their first event, the CPU seconds of the
+bodies), each generator's own stalls (its event loop waking a 10-ms timer more than 20 ms late) by
+10-s slice, streams opened/refused/dropped and the time to their first event, the CPU seconds of the
 gateway, the simulator and the generators, the gateway's resident memory (and its peak) at the end of
 the minute, and whether the target (0 errors, p99 under 100 ms) is
 met; with --profile, where the gateway spends its time (py-spy, sampling the gateway process, top
