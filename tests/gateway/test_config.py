@@ -202,10 +202,17 @@ def test_settings_repr_hides_the_default_sandbox_passkey():
 
 @pytest.mark.parametrize("name", ["RECONCILE_INTERVAL_SECONDS", "RECONCILE_MAX_INTERVAL_SECONDS",
                                   "PAYMENT_TIMEOUT_SECONDS", "DARAJA_TIMEOUT_SECONDS", "PUSH_LIMIT_WINDOW_SECONDS",
-                                  "LOOKUP_LIMIT_WINDOW_SECONDS", "RECONCILE_QUERIES_PER_SECOND"])
+                                  "LOOKUP_LIMIT_WINDOW_SECONDS"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_intervals_that_are_not_positive_are_refused(name, value):
     assert name in refusal({name: value})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.5", "1e-9", "nan", "inf", "10001", "soon"])
+def test_a_query_rate_that_would_stall_the_reconciler_or_is_no_number_is_refused(value):
+    # Under one a second, the budget would allow one query and then next to none: payments never
+    # checked, never given up locally.
+    assert "RECONCILE_QUERIES_PER_SECOND" in refusal({"RECONCILE_QUERIES_PER_SECOND": value})
 
 
 @pytest.mark.parametrize("name", ["PUSH_LIMIT_PER_PHONE", "PUSH_LIMIT_PER_CLIENT", "LOOKUP_LIMIT_PER_CLIENT",
