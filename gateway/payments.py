@@ -67,8 +67,10 @@ HEARTBEAT_EVERY = 2.0  # several processes: each renews its "alive" lease this o
 PROCESS_LEASE = 10.0  # … for this long (a process silent for longer is taken for dead)
 DEFERRED_MAX = 100_000  # callbacks kept in memory while the database is unreachable
 OTHERS_POLL = 0.05  # how often a callback reads whether another process's push has its answer yet
-# A reconciliation pass claims at most this many due payments (and the query budget may allow fewer).
+# A reconciliation pass claims at most this many due payments (and the query budget may allow fewer),
+# pending ones first but for a fifth of the pass, kept for payments given up locally when so many are due.
 QUERIES_PER_PASS = 50
+LATE_SHARE = 5
 MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
 
 
@@ -537,13 +539,15 @@ class PaymentService:
 
     async def reconcile_due(self) -> int:
         """Query Daraja about every payment whose next check is due: pending ones, and ones given up
-        locally (a success that Daraja confirms later still completes them), the longest due first,
-        as many as the query budget allows. Returns how many."""
+        locally (a success that Daraja confirms later still completes them), the longest due first
+        (pending ones before the others, but for a fifth of the pass), as many as the query budget
+        allows. Returns how many."""
         allowed = self.query_budget.available()
         if not allowed:
             return 0
         now = self.clock()
-        due = await self.store.due_for_query(now, min(allowed, QUERIES_PER_PASS))
+        limit = min(allowed, QUERIES_PER_PASS)
+        due = await self.store.due_for_query(now, limit, late_at_least=limit // LATE_SHARE)
         claimed = []
         if due:
             # Claim each slot first, so no other pass (or worker) queries the same payment meanwhile.

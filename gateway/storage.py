@@ -279,6 +279,9 @@ class StoreTransaction(_Reads):
                            (outcome, note, log_id))
 
 
+_DUE = "SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? AND "
+
+
 @functools.lru_cache(maxsize=512)
 def _may_write_payments(sql: str) -> bool:
     """Whether a statement may change rows of `transactions`: any statement naming the table that
@@ -364,12 +367,16 @@ class TransactionStore(_Reads):
     async def ping(self) -> bool:
         return await self.fetch_one("SELECT 1") is not None
 
-    async def due_for_query(self, now: float, limit: int = 50) -> list[Transaction]:
-        rows = await self.fetch_all(
-            "SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? "
-            "AND (status = 'pending' OR (status = 'failed' AND settled_by = 'timeout')) "
-            "ORDER BY next_query_at LIMIT ?", (now, limit))
-        return [_row_to_tx(r) for r in rows]
+    async def due_for_query(self, now: float, limit: int = 50, late_at_least: int = 0) -> list[Transaction]:
+        """At most `limit` payments whose next STK query is due, the longest due first: pending ones
+        (a customer is waiting) before ones given up locally (a late success is looked for), but for
+        `late_at_least` places kept for the latter when that many are due, so neither kind can crowd
+        the other out for good."""
+        pending = await self.fetch_all(_DUE + "status = 'pending' ORDER BY next_query_at LIMIT ?", (now, limit))
+        late = await self.fetch_all(_DUE + "status = 'failed' AND settled_by = 'timeout' ORDER BY next_query_at "
+                                    "LIMIT ?", (now, limit))
+        n_late = min(len(late), max(limit - len(pending), late_at_least))
+        return [_row_to_tx(r) for r in [*pending[:limit - n_late], *late[:n_late]]]
 
     async def stale_attempts(self, older_than: float) -> list[PushAttempt]:
         """Attempts still `sending` long after any answer could have come."""

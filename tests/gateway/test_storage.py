@@ -80,6 +80,31 @@ async def test_a_payment_is_written_read_and_updated_only_from_what_was_expected
     assert await store.count() == 1
 
 
+async def test_due_queries_go_to_pending_payments_first_but_never_crowd_out_those_given_up(store):
+    now = time.time()
+
+    def due(i: int, late: bool, overdue: float) -> Transaction:
+        tx = dataclasses.replace(_tx(i), next_query_at=now - overdue)
+        return dataclasses.replace(tx, status="failed", settled_by="timeout") if late else tx
+
+    async with store.transaction() as t:
+        for i in range(6):  # pending, due for 10, 20, … 60 s
+            await t.insert(due(i, False, 10.0 * (i + 1)))
+        for i in range(10, 16):  # given up locally, due for longer still
+            await t.insert(due(i, True, 1000.0 + i))
+        await t.insert(due(20, False, -5.0))  # not due yet
+        await t.insert(dataclasses.replace(due(21, False, 500.0), status="completed", settled_by="callback"))
+        await t.insert(dataclasses.replace(due(22, True, 2000.0), settled_by="query"))  # Daraja's own answer
+
+    async def ids(limit: int, late_at_least: int) -> list[str]:
+        return [tx.checkout_request_id for tx in await store.due_for_query(now, limit, late_at_least)]
+
+    assert await ids(5, 1) == ["ws_CO_5", "ws_CO_4", "ws_CO_3", "ws_CO_2", "ws_CO_15"]
+    assert await ids(5, 0) == ["ws_CO_5", "ws_CO_4", "ws_CO_3", "ws_CO_2", "ws_CO_1"]
+    assert await ids(10, 2) == [f"ws_CO_{i}" for i in (5, 4, 3, 2, 1, 0, 15, 14, 13, 12)]  # the rest to the late
+    assert len(await ids(50, 10)) == 12  # every due one, and nothing else
+
+
 async def test_rows_are_read_by_name_by_position_and_as_a_dict(store):
     async with store.transaction() as t:
         await t.insert(_tx(1))
