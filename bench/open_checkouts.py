@@ -337,8 +337,10 @@ async def generate(checkouts: list[Checkout], port: int, t0_wall: float, seconds
         if checkout.live:
             tasks.append(follower(checkout, host, port, t0, end, offset, tally))
     watch = asyncio.ensure_future(watch_own_loop(t0, tally))
-    await asyncio.gather(*tasks)
-    watch.cancel()
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        watch.cancel()
     return tally
 
 
