@@ -80,6 +80,10 @@ class Running:
     def payments(self) -> PaymentService:
         return self.app[PAYMENTS]
 
+    def stk_queries(self) -> int:
+        """How many STK queries the simulator has been sent (its whole journal: a plain read stops at 200)."""
+        return sum(1 for e in self.sim.journal.entries(limit=10**6) if e.url.endswith("/stkpushquery/v1/query"))
+
     async def push(self, phone: str = "0700000000", amount: Any = 100, **extra: Any) -> dict[str, Any]:
         resp = await self.client.post("/stkpush", json={"phone": phone, "amount": amount, **extra})
         body = await resp.json()

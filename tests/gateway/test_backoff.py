@@ -9,7 +9,6 @@ import pytest
 from gateway.config import Settings
 from gateway.payments import PaymentService, iso
 from gateway.storage import Transaction
-from tests.conftest import Running
 
 
 def service() -> PaymentService:
@@ -39,10 +38,6 @@ def test_a_payment_given_up_a_day_ago_is_no_longer_queried():
     assert service()._backoff(payment("failed", "timeout", age=86_401), 3, time.time()) is None
 
 
-def _queries(running: Running) -> int:
-    return sum(1 for e in running.sim.journal.entries(limit=10**6) if e.url.endswith("/stkpushquery/v1/query"))
-
-
 async def test_however_many_payments_are_due_the_reconciler_keeps_to_its_query_rate(start_app):
     """120 payments whose customers never answer, each due for a query every 0.3-0.5 s (about 300
     queries a second wanted): the reconciler sends 5 a second, plus at most the second's worth its
@@ -54,9 +49,9 @@ async def test_however_many_payments_are_due_the_reconciler_keeps_to_its_query_r
     pushes = await asyncio.gather(*(running.push(f"2547160{i:05d}", 10) for i in range(120)))
     assert {p["http"] for p in pushes} == {200}
     await asyncio.sleep(1.0)  # every payment is due by now, and stays due
-    started, before = time.monotonic(), _queries(running)
+    started, before = time.monotonic(), running.stk_queries()
     await asyncio.sleep(3.0)
-    sent, elapsed = _queries(running) - before, time.monotonic() - started
+    sent, elapsed = running.stk_queries() - before, time.monotonic() - started
     assert rate * elapsed * 0.5 <= sent <= rate * elapsed + 2 * rate, (sent, elapsed)
     statuses = {(await running.status(p["checkoutRequestId"]))["status"] for p in pushes}
     assert statuses == {"pending"}  # queried ("still processing"), nothing settled by it

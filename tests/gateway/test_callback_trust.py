@@ -126,11 +126,11 @@ async def test_forged_failure_for_a_payment_daraja_says_is_open_changes_nothing(
 
 async def test_forged_callback_with_another_merchant_request_id_is_not_even_queried(running):
     cid, _ = await open_payment(running)
-    queries_before = await _queries(running)
+    queries_before = running.stk_queries()
     await post_callback(running, success(cid, "1234-5678-9abc-forged"))
     assert await final_outcomes(running, cid) == ["unverified"]
     await assert_unchanged(running, cid)
-    assert await _queries(running) == queries_before
+    assert running.stk_queries() == queries_before
 
 
 async def test_forged_callback_for_a_push_whose_answer_was_lost_is_not_adopted(start_app):
@@ -193,12 +193,12 @@ async def test_genuine_failure_is_confirmed_by_a_query_then_applied(running):
 
 async def test_matching_success_is_applied_without_a_query(running):
     cid, _ = await open_payment(running)
-    queries_before = await _queries(running)
+    queries_before = running.stk_queries()
     running.sim.enter_pin(cid, "12345")
     done = await running.wait_status(cid, "completed")
     assert done["transaction_id"] == running.sim.prompts[cid].receipt
     assert await final_outcomes(running, cid) == ["applied"]
-    assert await _queries(running) == queries_before
+    assert running.stk_queries() == queries_before
 
 
 async def test_success_callback_carrying_amount_as_a_decimal_still_matches(running):
@@ -209,10 +209,6 @@ async def test_success_callback_carrying_amount_as_a_decimal_still_matches(runni
     assert await final_outcomes(running, cid) == ["applied"]
     body = json.dumps(success(cid, merchant, amount=100.0, receipt=prompt.receipt))
     assert '"Value": 100.0' in body
-
-
-async def _queries(running: Running) -> int:
-    return sum(1 for e in running.sim.journal.entries() if e.url.endswith("/stkpushquery/v1/query"))
 
 
 async def test_two_hundred_forged_adoptions_complete_nothing(start_app):
