@@ -279,7 +279,17 @@ class StoreTransaction(_Reads):
                            (outcome, note, log_id))
 
 
-_DUE = "SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? AND "
+# The longest-due pending payments and the longest-due ones given up locally, `limit` (the 2nd and
+# 4th argument) of each, in one round trip.
+_DUE_FOR_QUERY = (
+    "SELECT * FROM (SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? "
+    "AND status = 'pending' ORDER BY next_query_at LIMIT ?) AS pending UNION ALL "
+    "SELECT * FROM (SELECT * FROM transactions WHERE next_query_at IS NOT NULL AND next_query_at <= ? "
+    "AND status = 'failed' AND settled_by = 'timeout' ORDER BY next_query_at LIMIT ?) AS late")
+
+
+def _next_query(tx: Transaction) -> float:
+    return tx.next_query_at if tx.next_query_at is not None else 0.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -372,11 +382,11 @@ class TransactionStore(_Reads):
         (a customer is waiting) before ones given up locally (a late success is looked for), but for
         `late_at_least` places kept for the latter when that many are due, so neither kind can crowd
         the other out for good."""
-        pending = await self.fetch_all(_DUE + "status = 'pending' ORDER BY next_query_at LIMIT ?", (now, limit))
-        late = await self.fetch_all(_DUE + "status = 'failed' AND settled_by = 'timeout' ORDER BY next_query_at "
-                                    "LIMIT ?", (now, limit))
+        due = [_row_to_tx(r) for r in await self.fetch_all(_DUE_FOR_QUERY, (now, limit, now, limit))]
+        pending = sorted((tx for tx in due if tx.status == "pending"), key=_next_query)
+        late = sorted((tx for tx in due if tx.status != "pending"), key=_next_query)
         n_late = min(len(late), max(limit - len(pending), late_at_least))
-        return [_row_to_tx(r) for r in [*pending[:limit - n_late], *late[:n_late]]]
+        return [*pending[:limit - n_late], *late[:n_late]]
 
     async def stale_attempts(self, older_than: float) -> list[PushAttempt]:
         """Attempts still `sending` long after any answer could have come."""
