@@ -100,6 +100,8 @@ def daraja_mock_python() -> Path:
 
 # The floor under the gateway's push (bench/push_relay.py; the module's docstring says what it is).
 FLOOR, FLOOR_VIA = "floor: relay (built-in sim)", "floor: relay -> standalone sim"
+# The same relay plus the gateway's two durable writes per push (push_relay.py --durable).
+FLOOR_DURABLE = "floor + writes -> standalone"
 
 
 @dataclass
@@ -186,12 +188,16 @@ def start_gateway(work: Path, name: str, extra: dict[str, str], root: Path = ROO
     return proc, base
 
 
-def start_relay(work: Path, name: str, daraja: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_relay(work: Path, name: str, daraja: str | None, *,
+                durable: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """bench/push_relay.py, the floor under the gateway's push: its simulator built in (`daraja`
-    None, set up for load as the gateway's) or the standalone one at `daraja`; its base URL."""
+    None, set up for load as the gateway's) or the standalone one at `daraja`, with the gateway's
+    two durable writes per push if `durable` (a fresh SQLite file); its base URL."""
     port = free_port()
     argv = [python_of(ROOT), str(ROOT / "bench" / "push_relay.py"), "--port", str(port)]
-    proc = start_process(argv + (["--daraja", daraja] if daraja else []), work, clean_env(**LOAD_SETTINGS),
+    argv += ["--daraja", daraja] if daraja else []
+    argv += ["--durable", str(work / f"{name}.sqlite3")] if durable else []
+    proc = start_process(argv, work, clean_env(**LOAD_SETTINGS),
                          work / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     wait_up(f"{base}/health", proc)
@@ -272,6 +278,9 @@ def start_targets(args: argparse.Namespace, mock_command: Path, work: Path,
             proc, relay = start_relay(work, "relay-via", sim)
             procs.append(proc)
             targets.append(gateway_target(FLOOR_VIA, relay, "078", (proc.pid, sim_pid)))
+            proc, relay = start_relay(work, "relay-durable", sim, durable=True)
+            procs.append(proc)
+            targets.append(gateway_target(FLOOR_DURABLE, relay, "079", (proc.pid, sim_pid)))
     return targets
 
 
@@ -288,8 +297,9 @@ def main() -> int:
                              "main`) and its gateway calling this checkout's standalone simulator, same settings, "
                              "same rounds")
     parser.add_argument("--no-floor", action="store_true",
-                        help="leave out the floor under the gateway's push (bench/push_relay.py: a bare aiohttp "
-                             "handler that only relays the push to the simulator over HTTP and answers)")
+                        help="leave out the floors under the gateway's push (bench/push_relay.py: a bare aiohttp "
+                             "handler that only relays the push to the simulator over HTTP and answers; and, "
+                             "calling the standalone simulator, the same plus the gateway's two durable writes)")
     parser.add_argument("--with-reconciler", action="store_true",
                         help="leave the gateways' reconciler as in production (STK queries from 20 s after each "
                              "push, whose callback never comes here)")
@@ -344,7 +354,9 @@ def main() -> int:
                 ratio(f"gateway @{args.also.name} -> sim", "simulator (standalone)", 0.5)
             if not args.no_floor:
                 ratio(FLOOR_VIA, "simulator (standalone)", 0.5)
+                ratio(FLOOR_DURABLE, "simulator (standalone)", 0.5)
                 ratio("gateway -> standalone sim", FLOOR_VIA, None)
+                ratio("gateway -> standalone sim", FLOOR_DURABLE, None)
         failures = sum(r.bad + r.socket_errors for rows in results.values() for r in rows)
         if failures:
             print(f"\n{failures} answers were not 2xx or failed: these figures are not valid", file=sys.stderr)
