@@ -45,6 +45,7 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
             transaction_type=settings.transaction_type, party_b=settings.party_b, timeout=settings.daraja_timeout)
         daraja.observer = app[METRICS].daraja_call
         app[PAYMENTS] = PaymentService(store, daraja, settings)
+        app[PAYMENTS].lag_observer = app[METRICS].reconciled
         leases = None
         if store.shared:  # other processes may serve from this database: share what they must agree on
             leases = app[PAYMENTS].leases = Leases(lambda: store)

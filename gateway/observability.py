@@ -11,7 +11,8 @@ line the request writes, logs as text or JSON, and Prometheus metrics.
 * **Metrics.** `GET /metrics` in Prometheus' text format (prometheus-client) when
   METRICS_ENABLED=true, behind `Authorization: Bearer METRICS_TOKEN` when that is set. With several
   workers (`run.py --workers N`) the processes write to PROMETHEUS_MULTIPROC_DIR, and any worker's
-  answer sums them all.
+  answer sums them all (the reconciler's gauges: the worst lag and the latest pass of the live
+  workers).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import istr
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from .clients import peer_trusted
@@ -81,6 +82,13 @@ class Metrics:
                                      "unavailable)", ["call", "code"], registry=r)
         self.daraja_seconds = Histogram("mpesa_daraja_request_seconds", "Time of each call to Daraja", ["call"],
                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.reconcile_lag = Gauge("mpesa_reconcile_lag_seconds", "How long past its time the longest-waiting due "
+                                   "STK query of this process's reconciler was at its last pass, by kind (pending; "
+                                   "given_up: given up locally, still checked for a day); 0 when none was waiting",
+                                   ["kind"], registry=r, multiprocess_mode="livemax")  # workers: the worst
+        self.reconcile_pass = Gauge("mpesa_reconcile_last_pass_timestamp_seconds", "When this process's reconciler "
+                                    "last looked for payments due for an STK query (Unix time)", registry=r,
+                                    multiprocess_mode="livemax")  # workers: the latest of any live one
         self._timers: dict[tuple[str, str, str], Any] = {}  # labels() looked up once per series
         self.http_seconds = Histogram("mpesa_http_request_seconds", "Time to answer each request to the public "
                                       "endpoints, by route, method and status", ["route", "method", "status"],
@@ -100,6 +108,13 @@ class Metrics:
             self.daraja_errors.labels(call, bounded(error)).inc()
         if query_result is not None:
             self.queries.labels(bounded(query_result)).inc()
+
+
+    def reconciled(self, pending_lag: float, given_up_lag: float) -> None:
+        """The reconciler's observer: a pass's lags (see PaymentService._note_lag)."""
+        self.reconcile_lag.labels("pending").set(pending_lag)
+        self.reconcile_lag.labels("given_up").set(given_up_lag)
+        self.reconcile_pass.set_to_current_time()
 
 
 def bounded(code: str) -> str:

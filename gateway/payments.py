@@ -41,6 +41,7 @@ from .events import PaymentEvents
 from .limits import RateBudget
 from .shared import Leases
 from .storage import (
+    CHECK_OVERDUE_AFTER,
     MISSING_BATCH,
     LoggedCallback,
     PushAttempt,
@@ -161,6 +162,9 @@ class PaymentService:
         self._deferred: collections.deque[tuple[Any, str]] = collections.deque(maxlen=DEFERRED_MAX)
         # The reconciler's STK queries, at most RECONCILE_QUERIES_PER_SECOND however many are due.
         self.query_budget = RateBudget(settings.reconcile_queries_per_second)
+        # Told at each pass how late the longest-waiting due check is (pending, given up locally): the metrics.
+        self.lag_observer: Callable[[float, float], None] | None = None
+        self._behind = False  # the reconciler is behind (warned of; told again once it has caught up)
 
     # -- starting a payment --------------------------------------------------------------------
 
@@ -548,6 +552,7 @@ class PaymentService:
         now = self.clock()
         limit = min(allowed, QUERIES_PER_PASS)
         due = await self.store.due_for_query(now, limit, late_at_least=limit // LATE_SHARE)
+        self._note_lag(now, due)
         claimed = []
         if due:
             # Claim each slot first, so no other pass (or worker) queries the same payment meanwhile.
@@ -564,6 +569,29 @@ class PaymentService:
         self.query_budget.spend(len(claimed))
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
         return len(claimed)
+
+    def _note_lag(self, now: float, due: list[Transaction]) -> None:
+        """How late the longest-waiting due checks are (the store gives the longest due of each
+        kind first): told to the metrics; a pending one CHECK_OVERDUE_AFTER late is warned of once,
+        and the catching up once it is under half that again."""
+        pending = late = 0.0
+        for tx in due:
+            lag = now - (tx.next_query_at if tx.next_query_at is not None else now)
+            if tx.status == "pending":
+                pending = max(pending, lag)
+            else:
+                late = max(late, lag)
+        if self.lag_observer is not None:
+            self.lag_observer(pending, late)
+        if not self._behind and pending >= CHECK_OVERDUE_AFTER:
+            self._behind = True
+            log.warning("the reconciler is behind: a pending payment's STK query is %.0f s overdue (more payments "
+                        "are due than RECONCILE_QUERIES_PER_SECOND=%d lets through in this process: raise it within "
+                        "Daraja's allowance, or add workers)", pending, self.settings.reconcile_queries_per_second)
+        elif self._behind and pending < CHECK_OVERDUE_AFTER / 2:
+            self._behind = False
+            log.info("the reconciler has caught up: the longest-waiting pending payment's STK query is %.0f s "
+                     "overdue", pending)
 
     async def _reconcile(self, tx: Transaction) -> None:
         try:

@@ -48,6 +48,12 @@ CALLBACK_BODY_CAP = 8 * 1024
 # Callback outcomes that still need work (after a crash, the recovery pass finishes them).
 OPEN_CALLBACK_OUTCOMES = ("received", "verifying")
 
+# A pending payment still waiting for its STK query this long after the query was due means the
+# reconciler is behind (more due than RECONCILE_QUERIES_PER_SECOND lets through, or no process is
+# reconciling): warned of in the log (gateway/payments.py), listed on the operator's "Needs
+# attention" page (gateway/reports.py).
+CHECK_OVERDUE_AFTER = 60.0
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

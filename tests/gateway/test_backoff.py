@@ -1,14 +1,19 @@
-"""Reconciliation back-off: doubling up to a cap, and no arithmetic that can overflow; and however
-many payments are due, no more STK queries a second than RECONCILE_QUERIES_PER_SECOND."""
+"""Reconciliation back-off: doubling up to a cap, and no arithmetic that can overflow; however
+many payments are due, no more STK queries a second than RECONCILE_QUERIES_PER_SECOND; and when
+more are due than that lets through, the operator is told (a warning, the lag in the metrics)."""
 
 import asyncio
+import logging
+import re
 import time
 
 import pytest
 
+import gateway.payments
 from gateway.config import Settings
-from gateway.payments import PaymentService, iso
+from gateway.payments import CHECK_OVERDUE_AFTER, PaymentService, iso
 from gateway.storage import Transaction
+from tests.daraja_http import eventually
 
 
 def service() -> PaymentService:
@@ -16,10 +21,11 @@ def service() -> PaymentService:
     return PaymentService(store=None, daraja=None, settings=settings)  # type: ignore[arg-type]
 
 
-def payment(status: str = "pending", settled_by: str | None = None, age: float = 0.0) -> Transaction:
+def payment(status: str = "pending", settled_by: str | None = None, age: float = 0.0,
+            next_query_at: float | None = None) -> Transaction:
     return Transaction(checkout_request_id="ws_CO_1", merchant_request_id="m", phone="254712345678", amount=1,
                        account_reference="r", description="d", status=status, settled_by=settled_by,
-                       created_at=iso(time.time() - age))
+                       created_at=iso(time.time() - age), next_query_at=next_query_at)
 
 
 def test_pending_payments_are_queried_ever_more_slowly_up_to_the_cap():
@@ -55,3 +61,81 @@ async def test_however_many_payments_are_due_the_reconciler_keeps_to_its_query_r
     assert rate * elapsed * 0.5 <= sent <= rate * elapsed + 2 * rate, (sent, elapsed)
     statuses = {(await running.status(p["checkoutRequestId"]))["status"] for p in pushes}
     assert statuses == {"pending"}  # queried ("still processing"), nothing settled by it
+
+
+# -- the reconciler falling behind -------------------------------------------------------------
+
+def lagging() -> tuple[PaymentService, list[tuple[float, float]]]:
+    seen: list[tuple[float, float]] = []
+    svc = service()
+    svc.lag_observer = lambda pending, given_up: seen.append((pending, given_up))
+    return svc, seen
+
+
+def behind_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "gateway.payments" and "reconciler" in r.getMessage()]
+
+
+def test_the_lag_told_is_the_longest_wait_of_each_kind(caplog):
+    svc, seen = lagging()
+    now = 1_000_000.0
+    svc._note_lag(now, [payment(next_query_at=now - 5), payment(next_query_at=now - 2),
+                        payment("failed", "timeout", next_query_at=now - 30)])
+    svc._note_lag(now, [])  # nothing due: no lag
+    assert seen == [(5.0, 30.0), (0.0, 0.0)]
+    assert behind_lines(caplog) == []  # 5 s late is no backlog; a payment given up locally never warns
+
+
+def test_a_backlog_is_warned_of_once_and_its_end_once(caplog):
+    """Warned when a pending payment's query is CHECK_OVERDUE_AFTER late, not again at every pass
+    while it stays behind, and told once it is under half that again (not at every pass that
+    hovers around the threshold)."""
+    svc, seen = lagging()
+    now = 1_000_000.0
+    caplog.set_level(logging.INFO, "gateway.payments")
+    for lag in (10, CHECK_OVERDUE_AFTER - 1, CHECK_OVERDUE_AFTER, CHECK_OVERDUE_AFTER + 30, CHECK_OVERDUE_AFTER - 1,
+                CHECK_OVERDUE_AFTER + 1, CHECK_OVERDUE_AFTER / 2 + 1, CHECK_OVERDUE_AFTER / 2 - 1, 0,
+                CHECK_OVERDUE_AFTER * 3):
+        svc._note_lag(now, [payment(next_query_at=now - lag)])
+    lines = behind_lines(caplog)
+    assert len(lines) == 3, lines
+    behind = "the reconciler is behind: a pending payment's STK query is"
+    assert lines[0].startswith(f"{behind} {CHECK_OVERDUE_AFTER:.0f} s")
+    assert "RECONCILE_QUERIES_PER_SECOND=50" in lines[0]
+    assert lines[1].startswith(f"the reconciler has caught up: the longest-waiting pending payment's STK query is "
+                               f"{CHECK_OVERDUE_AFTER / 2 - 1:.0f} s")
+    assert lines[2].startswith(f"{behind} {CHECK_OVERDUE_AFTER * 3:.0f} s")
+    assert [r.levelname for r in caplog.records if "reconciler" in r.getMessage()] == ["WARNING", "INFO", "WARNING"]
+    assert [pending for pending, _ in seen][3] == CHECK_OVERDUE_AFTER + 30
+
+
+def lag_of(metrics: str, kind: str) -> float:
+    found = re.search(rf'^mpesa_reconcile_lag_seconds{{kind="{kind}"}} (\S+)$', metrics, re.M)
+    assert found, metrics[-2000:]
+    return float(found[1])
+
+
+async def test_a_reconciler_held_to_its_rate_behind_its_due_payments_says_so(start_app, monkeypatch, caplog):
+    """Twelve pending payments due at once, one query a second allowed: the last waits about
+    twelve seconds. With the threshold at 3 s (60 s in service), the reconciler warns, once, and
+    the metrics show the lag; a query one second late (the pass's own tick) would not."""
+    monkeypatch.setattr(gateway.payments, "CHECK_OVERDUE_AFTER", 3.0)
+    running = await start_app(METRICS_ENABLED="true", RECONCILE_QUERIES_PER_SECOND="1", RECONCILE_AFTER_SECONDS="0.3",
+                              SIMULATOR_PROMPT_LIFETIME_SECONDS="60", PUSH_LIMIT_PER_PHONE="0")
+    started = time.monotonic()
+    pushes = await asyncio.gather(*(running.push(f"2547170{i:05d}", 10) for i in range(12)))
+    assert {p["http"] for p in pushes} == {200}
+
+    async def metrics() -> str:
+        return await (await running.client.get("/metrics")).text()
+
+    assert await eventually(lambda: any("the reconciler is behind" in line for line in behind_lines(caplog)),
+                            timeout=15)
+    assert time.monotonic() - started >= 3.3  # (each due 0.3 s after its push, 3 s overdue no sooner)
+    text = await metrics()
+    assert 3.0 <= lag_of(text, "pending") <= time.monotonic() - started, (text, time.monotonic() - started)
+    assert lag_of(text, "given_up") == 0.0
+    last_pass = float(re.search(r"^mpesa_reconcile_last_pass_timestamp_seconds (\S+)$", text, re.M)[1])  # type: ignore[index]
+    assert time.time() - 3 <= last_pass <= time.time()
+    await asyncio.sleep(1.5)  # further passes, still behind: no second warning
+    assert [line for line in behind_lines(caplog) if "behind" in line][1:] == []

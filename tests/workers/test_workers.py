@@ -135,6 +135,14 @@ async def test_the_metrics_of_several_workers_are_summed_by_any_of_them(instance
                 text = await resp.text()
             seen.add(next(line for line in text.splitlines()
                           if line.startswith('mpesa_stk_pushes_total{outcome="accepted"}')))
+            # The reconciler's gauges: one series each for the live workers (the worst lag, the
+            # latest pass), not one per process.
+            reconciler = [line for line in text.splitlines() if line.startswith("mpesa_reconcile_")]
+            assert sorted(line.split(" ")[0] for line in reconciler) == [
+                'mpesa_reconcile_lag_seconds{kind="given_up"}', 'mpesa_reconcile_lag_seconds{kind="pending"}',
+                "mpesa_reconcile_last_pass_timestamp_seconds"], reconciler
+            last_pass = next(line for line in reconciler if line.startswith("mpesa_reconcile_last_pass"))
+            assert time.time() - 10 < float(last_pass.split(" ")[1]) <= time.time() + 1, reconciler
     assert seen == {'mpesa_stk_pushes_total{outcome="accepted"} 40.0'}, seen
 
 
