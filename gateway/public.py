@@ -39,6 +39,7 @@ from .reports import (
     order,
     order_payments,
     orders,
+    overdue_checks,
     payment,
     payments,
     payments_csv,
@@ -53,8 +54,8 @@ from .webhooks import resend_event
 __all__ = ["ORDER_STATUSES", "PAYMENT_STATUSES", "SETTINGS", "WEBHOOK_STATES", "Filters", "LookupLimited",
            "ReportError", "Settings", "SlidingWindowLimiter", "attention", "callbacks_of", "daily_totals",
            "double_payments", "events_about", "find_payment", "late_successes", "lost_answers", "nairobi_time",
-           "operator_store", "order", "order_of", "order_payments", "orders", "payment", "payments", "payments_csv",
-           "receipt", "resend_webhook", "retry_after_header", "unmatched_callbacks", "webhook_event",
+           "operator_store", "order", "order_of", "order_payments", "orders", "overdue_checks", "payment", "payments",
+           "payments_csv", "receipt", "resend_webhook", "retry_after_header", "unmatched_callbacks", "webhook_event",
            "webhook_events", "webhooks_enabled"]
 
 

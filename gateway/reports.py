@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from .daraja.wire import NAIROBI
 from .result_messages import customer_message
+from .storage import CHECK_OVERDUE_AFTER
 
 PAYMENT_STATUSES = ("pending", "completed", "failed")
 ORDER_STATUSES = ("open", "paid")
@@ -630,6 +631,47 @@ async def late_successes(store: Reader, *, limit: int = 200) -> list[Payment]:
     return [_payment(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class OverdueCheck:
+    """A pending payment whose STK query is CHECK_OVERDUE_AFTER or more past its time: the
+    reconciler is behind, or no process is reconciling."""
+
+    payment: Payment
+    overdue_seconds: float
+
+    @property
+    def overdue_text(self) -> str:
+        seconds = max(0, int(self.overdue_seconds))
+        if seconds < 60:
+            return f"{seconds} s"
+        if seconds < 3600:
+            return f"{seconds // 60} min {seconds % 60} s"
+        return f"{seconds // 3600} h {seconds // 60 % 60} min"
+
+
+# Pending payments whose STK query was due at or before the given time (the index on next_query_at).
+_OVERDUE = "t.next_query_at IS NOT NULL AND t.next_query_at <= ? AND t.status = 'pending'"
+
+
+def _overdue_since(now: float | None) -> tuple[float, float]:
+    now = datetime.now(UTC).timestamp() if now is None else now
+    return now, now - CHECK_OVERDUE_AFTER
+
+
+async def overdue_checks(store: Reader, now: float | None = None, *, limit: int = 200) -> list[OverdueCheck]:
+    """The pending payments whose STK query is overdue by CHECK_OVERDUE_AFTER or more, the longest
+    overdue first."""
+    now, since = _overdue_since(now)
+    rows = await store.fetch_all(f"SELECT {PAYMENT_COLUMNS}, t.next_query_at AS due_at {PAYMENTS_JOINED} "
+                                 f"WHERE {_OVERDUE} ORDER BY t.next_query_at LIMIT ?", (since, limit))
+    checks = []
+    for row in rows:
+        values = dict(row)
+        due_at = float(values.pop("due_at"))
+        checks.append(OverdueCheck(_payment(values), now - due_at))
+    return checks
+
+
 # -- the webhook outbox --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -748,14 +790,15 @@ class Attention:
     late_successes: int
     double_payments: int
     failed_webhooks: int
+    overdue_checks: int
 
     @property
     def total(self) -> int:
         return (self.unknown_callbacks + self.unverified_callbacks + self.lost_answers + self.late_successes
-                + self.double_payments + self.failed_webhooks)
+                + self.double_payments + self.failed_webhooks + self.overdue_checks)
 
 
-async def attention(store: Reader) -> Attention:
+async def attention(store: Reader, now: float | None = None) -> Attention:
     async def one(sql: str, args: Iterable[Any] = ()) -> int:
         row = await store.fetch_one(sql, args)
         return int(row[0]) if row and row[0] is not None else 0
@@ -768,4 +811,5 @@ async def attention(store: Reader) -> Attention:
         double_payments=await one("SELECT COUNT(*) FROM (SELECT order_id FROM transactions WHERE order_id IS NOT NULL "
                                   "AND status = 'completed' GROUP BY order_id HAVING COUNT(*) > 1) AS doubles"),
         failed_webhooks=await one("SELECT COUNT(*) FROM webhook_events WHERE state = 'failed'"),
+        overdue_checks=await one(f"SELECT COUNT(*) FROM transactions t WHERE {_OVERDUE}", (_overdue_since(now)[1],)),
     )

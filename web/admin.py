@@ -54,6 +54,7 @@ from gateway.public import (
     order,
     order_payments,
     orders,
+    overdue_checks,
     payment,
     payments,
     payments_csv,
@@ -326,6 +327,7 @@ async def attention_page(request: web.Request) -> web.Response:
                         unverified=await unmatched_callbacks(store, ("unverified",)),
                         unknown=await unmatched_callbacks(store, ("unknown",)),
                         lost=await lost_answers(store), late=await late_successes(store),
+                        overdue=await overdue_checks(store),
                         doubles=await double_payments(store))
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+import gateway.reports
 from gateway.reports import today
 from tests.conftest import Running
 from tests.daraja_http import eventually
@@ -275,7 +276,7 @@ async def test_the_csv_export_holds_the_filtered_payments(start_app):
 async def test_unverified_and_unknown_callbacks_and_lost_answers_need_attention(start_app):
     running = await admin_app(start_app, DARAJA_TIMEOUT_SECONDS=TIMES_OUT)
     clean = await page(running, "/admin/attention")
-    assert clean.count("<p>None.</p>") == 5
+    assert clean.count("<p>None.</p>") == 6
     seen = await trouble(running)
     html = await page(running, "/admin/attention")
     unverified = html[html.index('id="unverified"'):html.index('id="unknown"')]
@@ -325,6 +326,53 @@ async def test_late_successes_and_double_payments_of_an_order_need_attention(sta
     assert "paid 2 times" in await page(running, "/admin/orders")
     html = await page(running, f"/admin/payments/{first}")
     assert "pill-late" in html and "after the gateway had given up" in html
+
+
+async def test_payments_whose_query_is_overdue_need_attention(start_app, monkeypatch):
+    """The reconciler held to one query a second with fourteen pending payments due within two
+    seconds falls behind: the payments whose STK query is overdue by the threshold (3 s here, a
+    minute in service) are listed, the longest overdue first, and counted in the navigation. A
+    payment the customer paid is not, nor are queries due only just now."""
+    monkeypatch.setattr(gateway.reports, "CHECK_OVERDUE_AFTER", 3.0)
+    running = await admin_app(start_app, RECONCILE_QUERIES_PER_SECOND="1", RECONCILE_AFTER_SECONDS="0.3",
+                              PUSH_LIMIT_PER_PHONE="0")
+    paid = await running.push(PAYS, 100)
+    await running.wait_status(paid["checkoutRequestId"], "completed")
+    # Ten due first, four 1.5 s later: the reconciler (oldest first, one a second) is still on the
+    # ten when the four are overdue too.
+    first = await asyncio.gather(*(running.push(f"2547180{i:05d}", 10 + i) for i in range(10)))
+    await asyncio.sleep(1.5)
+    later = await asyncio.gather(*(running.push(f"2547181{i:05d}", 10 + i) for i in range(4)))
+    assert {p["http"] for p in first + later} == {200}
+    earlier_ids, later_ids = {p["checkoutRequestId"] for p in first}, {p["checkoutRequestId"] for p in later}
+    clean = await page(running, "/admin/attention")
+    assert "Checks running late (0)" in clean and 'class="badge"' not in clean
+
+    def listed_in(html: str) -> list[str]:
+        section = html[html.index('id="overdue"'):html.index('id="unverified"')]
+        return re.findall(r'href="/admin/payments/([^"]+)"', section)
+
+    async def both_listed() -> str | None:
+        html = await page(running, "/admin/attention")
+        listed = set(listed_in(html))
+        return html if listed & earlier_ids and listed & later_ids else None
+
+    html = await eventually(both_listed, timeout=15, what="overdue checks of both groups listed")
+    count = int(re.search(r"Checks running late \((\d+)\)", html)[1])  # type: ignore[index]
+    section = html[html.index('id="overdue"'):html.index('id="unverified"')]
+    listed = listed_in(html)
+    # The list and the count are two reads a moment apart, with the reconciler claiming one a second
+    # and more coming due meanwhile.
+    assert count >= 2 and abs(count - len(listed)) <= 2, (count, listed)
+    assert set(listed) <= earlier_ids | later_ids and paid["checkoutRequestId"] not in section
+    kinds = ["earlier" if c in earlier_ids else "later" for c in listed]
+    assert kinds == sorted(kinds), kinds  # the longest overdue first
+    overdue = [int(m) for m in re.findall(r'class="overdue">(\d+) s<', section)]
+    assert len(overdue) == len(listed) and all(s >= 3 for s in overdue), section
+    assert overdue == sorted(overdue, reverse=True)
+    assert f'<span class="badge" aria-label="{count} to look at">{count}</span>' in html
+    # Each is still pending: listed, not changed.
+    assert {(await running.status(c))["status"] for c in listed} == {"pending"}
 
 
 # -- webhooks and Resend -------------------------------------------------------------------------
