@@ -178,7 +178,8 @@ class Settings:
     reconcile_after: float = _setting(20.0, "RECONCILE_AFTER_SECONDS", _seconds)
     reconcile_interval: float = _setting(10.0, "RECONCILE_INTERVAL_SECONDS", _positive)
     reconcile_max_interval: float = _setting(60.0, "RECONCILE_MAX_INTERVAL_SECONDS", _positive)
-    # However many are due, the reconciler sends Daraja at most this many STK queries a second (per process).
+    # However many are due, the reconciler sends Daraja at most this many STK queries a second (in all: the
+    # processes sharing a PostgreSQL database each take an equal share).
     reconcile_queries_per_second: int = _setting(50, "RECONCILE_QUERIES_PER_SECOND", _whole(1, 10_000))
     payment_timeout: float = _setting(300.0, "PAYMENT_TIMEOUT_SECONDS", _positive)
 

@@ -90,6 +90,14 @@ class RateBudget:
         self._tokens = self.burst
         self._at = clock()
 
+    def set_rate(self, rate: float) -> None:
+        """From now on, `rate` events a second (what was earned at the old rate is kept, up to the
+        new burst)."""
+        self.available()
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self._tokens = min(self._tokens, self.burst)
+
     def available(self) -> int:
         """How many events may happen now."""
         now = self._clock()

@@ -160,8 +160,10 @@ class PaymentService:
         self.leases: Leases | None = None  # set when other processes share the database
         # Callbacks that came while the database was unreachable: applied when it is back.
         self._deferred: collections.deque[tuple[Any, str]] = collections.deque(maxlen=DEFERRED_MAX)
-        # The reconciler's STK queries, at most RECONCILE_QUERIES_PER_SECOND however many are due.
+        # The reconciler's STK queries, at most RECONCILE_QUERIES_PER_SECOND however many are due
+        # (this process's share of it when others reconcile on the same database: `share_queries`).
         self.query_budget = RateBudget(settings.reconcile_queries_per_second)
+        self._sharing = 1  # processes reconciling on this database, this one included
         # Told at each pass how late the longest-waiting due check is (pending, given up locally): the metrics.
         self.lag_observer: Callable[[float, float], None] | None = None
         self._behind = False  # the reconciler is behind (warned of; told again once it has caught up)
@@ -570,6 +572,22 @@ class PaymentService:
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
         return len(claimed)
 
+    def share_queries(self, processes: int) -> None:
+        """`processes` are alive on this database, this one included: each takes an equal share of
+        RECONCILE_QUERIES_PER_SECOND, so that together they never send Daraja more (its allowance
+        is counted per app, whatever the number of workers and machines)."""
+        processes = max(1, processes)
+        if processes == self._sharing:
+            return
+        self._sharing = processes
+        rate = self.settings.reconcile_queries_per_second
+        self.query_budget.set_rate(rate / processes)
+        if processes > 1:
+            log.info("%d processes share RECONCILE_QUERIES_PER_SECOND=%d: at most %.3g STK queries a second from "
+                     "this one", processes, rate, rate / processes)
+        else:
+            log.info("this process reconciles alone again: at most %d STK queries a second", rate)
+
     def _note_lag(self, now: float, due: list[Transaction]) -> None:
         """How late the longest-waiting due checks are (the store gives the longest due of each
         kind first): told to the metrics; a pending one CHECK_OVERDUE_AFTER late is warned of once,
@@ -586,8 +604,8 @@ class PaymentService:
         if not self._behind and pending >= CHECK_OVERDUE_AFTER:
             self._behind = True
             log.warning("the reconciler is behind: a pending payment's STK query is %.0f s overdue (more payments "
-                        "are due than RECONCILE_QUERIES_PER_SECOND=%d lets through in this process: raise it within "
-                        "Daraja's allowance, or add workers)", pending, self.settings.reconcile_queries_per_second)
+                        "are due than RECONCILE_QUERIES_PER_SECOND=%d lets through: raise it, within Daraja's "
+                        "allowance)", pending, self.settings.reconcile_queries_per_second)
         elif self._behind and pending < CHECK_OVERDUE_AFTER / 2:
             self._behind = False
             log.info("the reconciler has caught up: the longest-waiting pending payment's STK query is %.0f s "
@@ -747,6 +765,7 @@ async def reconcile_forever(service: PaymentService, tick: float = 1.0, leases: 
         try:
             if leases is not None and time.monotonic() - last_beat >= HEARTBEAT_EVERY:
                 await leases.claim("process", leases.holder, PROCESS_LEASE)  # "this process is alive"
+                service.share_queries(await leases.held("process"))
                 last_beat = time.monotonic()
             if time.monotonic() - last_recovery >= RECOVERY_EVERY:
                 last_recovery = time.monotonic()

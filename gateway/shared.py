@@ -179,6 +179,13 @@ class Leases:
                             (self.holder, now + seconds, name, key))
             return True
 
+    async def held(self, name: str) -> int:
+        """How many leases named `name` are held and not run out (with "process": the processes
+        alive on this database)."""
+        row = await self._store().fetch_one("SELECT COUNT(*) FROM leases WHERE name = ? AND until_epoch > ?",
+                                            (name, self._clock()))
+        return int(row[0]) if row else 0
+
     async def release(self, name: str, key: str) -> None:
         async with self._store().transaction() as t:
             await t.execute("DELETE FROM leases WHERE name = ? AND key = ? AND holder = ?", (name, key, self.holder))

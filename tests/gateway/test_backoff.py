@@ -16,9 +16,9 @@ from gateway.storage import Transaction
 from tests.daraja_http import eventually
 
 
-def service() -> PaymentService:
-    settings = Settings(reconcile_interval=10.0, reconcile_max_interval=60.0)
-    return PaymentService(store=None, daraja=None, settings=settings)  # type: ignore[arg-type]
+def service(**settings: object) -> PaymentService:
+    chosen = Settings(reconcile_interval=10.0, reconcile_max_interval=60.0, **settings)  # type: ignore[arg-type]
+    return PaymentService(store=None, daraja=None, settings=chosen)  # type: ignore[arg-type]
 
 
 def payment(status: str = "pending", settled_by: str | None = None, age: float = 0.0,
@@ -61,6 +61,22 @@ async def test_however_many_payments_are_due_the_reconciler_keeps_to_its_query_r
     assert rate * elapsed * 0.5 <= sent <= rate * elapsed + 2 * rate, (sent, elapsed)
     statuses = {(await running.status(p["checkoutRequestId"]))["status"] for p in pushes}
     assert statuses == {"pending"}  # queried ("still processing"), nothing settled by it
+
+
+def test_processes_on_one_database_share_the_query_rate(caplog):
+    """Each of N processes alive on the database takes 1/N of RECONCILE_QUERIES_PER_SECOND (their
+    count from the "process" leases, at every heartbeat): together they send Daraja no more."""
+    caplog.set_level(logging.INFO, "gateway.payments")
+    svc = service(reconcile_queries_per_second=60)
+    assert svc.query_budget.rate == 60
+    svc.share_queries(3)
+    assert svc.query_budget.rate == 20
+    svc.share_queries(3)  # unchanged: not logged again
+    svc.share_queries(0)  # (no lease read yet: this process alone)
+    assert svc.query_budget.rate == 60
+    lines = [r.getMessage() for r in caplog.records if "STK queries a second" in r.getMessage()]
+    assert lines == ["3 processes share RECONCILE_QUERIES_PER_SECOND=60: at most 20 STK queries a second from this one",
+                     "this process reconciles alone again: at most 60 STK queries a second"]
 
 
 # -- the reconciler falling behind -------------------------------------------------------------

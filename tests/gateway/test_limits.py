@@ -100,3 +100,23 @@ def test_a_clock_that_steps_back_adds_nothing():
     assert budget.available() == 0
     clock.now += 0.5
     assert budget.available() == 5
+
+
+def test_a_new_rate_keeps_what_was_earned_up_to_its_burst_and_refills_at_the_new_rate():
+    clock = Clock()
+    budget = RateBudget(50, clock=clock)
+    budget.spend(50)
+    clock.now += 0.2  # 10 earned at 50 a second
+    budget.set_rate(25)  # (two processes now share 50 a second)
+    assert budget.available() == 10
+    budget.spend(10)
+    clock.now += 1.0
+    assert budget.available() == 25  # refilled at 25 a second, up to one second's worth
+    budget.set_rate(5)  # a burst of 25 earned is cut to the new second's worth
+    assert budget.available() == 5
+    budget.spend(5)
+    budget.set_rate(0.5)  # under one a second: one at a time, one every 2 s
+    clock.now += 1.9
+    assert budget.available() == 0
+    clock.now += 0.2
+    assert budget.available() == 1

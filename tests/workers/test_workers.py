@@ -224,6 +224,35 @@ async def test_each_due_payment_is_queried_by_one_instance_and_recovery_runs_onc
     assert not over, over
 
 
+async def test_instances_on_one_database_share_the_reconcilers_query_rate(
+        instances: Started, sim: Simulator) -> None:
+    """Two instances, RECONCILE_QUERIES_PER_SECOND=4, sixty payments due again and again: Daraja
+    gets about 4 STK queries a second in all (each instance 2, from their heartbeats' count of
+    the processes alive), not 4 from each (8 a second, as before the rate was shared)."""
+    rate = 4
+    busy = {"RECONCILE_QUERIES_PER_SECOND": str(rate), "RECONCILE_AFTER_SECONDS": "0.3",
+            "RECONCILE_INTERVAL_SECONDS": "0.5", "RECONCILE_MAX_INTERVAL_SECONDS": "1",
+            "PAYMENT_TIMEOUT_SECONDS": "300"}
+    a, b = instances("a", **busy), instances("b", **busy)
+    async with aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(*(push(session, (a.url, b.url)[i % 2], p) for i, p in enumerate(phones(60))))
+    assert [code for code, _ in answers] == [200] * 60
+
+    def stk_queries() -> int:
+        entries = sim.api("GET", "/journal", params={"kind": "request", "limit": "2000"})
+        return sum(1 for e in entries if e["url"].startswith("/mpesa/stkpushquery"))
+
+    shared = "2 processes share RECONCILE_QUERIES_PER_SECOND=4"
+    assert await wait_for(lambda: asyncio.sleep(0, shared in a.log_text() and shared in b.log_text()), 10), \
+        (a.log_text()[-2000:], b.log_text()[-2000:])
+    await asyncio.sleep(1.5)  # what each earned before sharing is spent
+    started, before = time.monotonic(), stk_queries()
+    await asyncio.sleep(4)
+    sent, elapsed = stk_queries() - before, time.monotonic() - started
+    # Both budgets may hold one second's worth (2 each) and a pass may be under way at each end.
+    assert rate * elapsed * 0.5 <= sent <= rate * elapsed + 2 * rate, (sent, elapsed)
+
+
 async def test_start_up_recovery_runs_in_one_instance(sim: Simulator, postgres_url: str, tmp_path: Path,
                                                       instances: Started) -> None:
     """What a crash left half done, found by the first instance to start and by no other: a push
