@@ -500,7 +500,7 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
         for due, latency in zip(t.due_at, t.latencies, strict=True):
             slices[int(due // 10)].append(latency)
     print("p99 by 10-s slice of the minute (when the polls were due): " + ", ".join(
-        f"{k * 10}-{k * 10 + 10} s {percentile(sorted(v), 99):.0f} ms" for k, v in sorted(slices.items())))
+        f"{slice_label(k, args.seconds)} {percentile(sorted(v), 99):.0f} ms" for k, v in sorted(slices.items())))
     stalls: dict[int, list[float]] = collections.defaultdict(list)
     for t in tallies:
         for at, late_ms in t.lags:
@@ -508,7 +508,7 @@ def report(tallies: list[Tally], args: argparse.Namespace, n_live: int, cpu: dic
                 stalls[int(at // 10) if at >= 0 else -1].append(late_ms)
     print("the generators' own loops, by 10-s slice (wake-ups over "
           f"{LAG_REPORTED * 1000:.0f} ms late: count, longest ms): " + ", ".join(
-              ("the ramp " if k < 0 else f"{k * 10}-{k * 10 + 10} s ")
+              ("the ramp " if k < 0 else f"{slice_label(k, args.seconds)} ")
               + (f"{len(stalls[k])}, {max(stalls[k]):.0f}" if stalls[k] else "none")
               for k in range(-1 if args.ramp else 0, math.ceil(args.seconds / 10))))
     print(f"errors: {n_errors:,}" + (f" ({dict(errors)})" if errors else "")
@@ -554,6 +554,12 @@ def log_collections(work: Path, env: dict[str, str]) -> Path:
     return work / "gc.log"
 
 
+def slice_label(index: int, seconds: float) -> str:
+    """The 10-s slice `index` of a measured time of `seconds`, as "20-30 s" (the last one may be
+    shorter: "30-35 s")."""
+    return f"{index * 10}-{min(index * 10 + 10, seconds):g} s"
+
+
 def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     """The gateway's collections during the measured time, by 10-s slice: how many, their total and
     longest pause, by generation ("" without --gc-log)."""
@@ -569,7 +575,7 @@ def gc_summary(log: Path | None, t0_wall: float, seconds: float) -> str:
     rows = ["garbage collections in the gateway by 10-s slice (generation: count, total ms, longest ms):"]
     for index in range(int((seconds + 9) // 10)):
         parts = [f"g{g} {len(t)} {sum(t):.0f} {max(t):.0f}" for g, t in sorted(slices[index].items())]
-        rows.append(f"  {index * 10}-{index * 10 + 10} s: {'; '.join(parts) or 'none'}")
+        rows.append(f"  {slice_label(index, seconds)}: {'; '.join(parts) or 'none'}")
     longest = sorted((line.split() for line in lines if 0 <= float(line.split()[0]) - t0_wall < seconds),
                      key=lambda f: -float(f[1]))[:3]
     if longest:
