@@ -49,6 +49,7 @@ from .storage import (
     Transaction,
     TransactionStore,
     capped_body,
+    pick_due,
 )
 from .storage_pg import UNAVAILABLE
 
@@ -553,8 +554,8 @@ class PaymentService:
             return 0
         now = self.clock()
         limit = min(allowed, QUERIES_PER_PASS)
-        due = await self.store.due_for_query(now, limit, late_at_least=limit // LATE_SHARE)
-        self._note_lag(now, due)
+        candidates = await self.store.due_candidates(now, limit)  # the longest due of each kind
+        due = pick_due(candidates, limit, late_at_least=limit // LATE_SHARE)
         claimed = []
         if due:
             # Claim each slot first, so no other pass (or worker) queries the same payment meanwhile.
@@ -570,6 +571,7 @@ class PaymentService:
                         claimed.append(tx)
         self.query_budget.spend(len(claimed))
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
+        self._note_lag(now, candidates, full=len(due) >= limit)  # (last: nothing it does can hold up the queries)
         return len(claimed)
 
     def share_queries(self, processes: int) -> None:
@@ -588,12 +590,15 @@ class PaymentService:
         else:
             log.info("this process reconciles alone again: at most %d STK queries a second", rate)
 
-    def _note_lag(self, now: float, due: list[Transaction]) -> None:
-        """How late the longest-waiting due checks are (the store gives the longest due of each
-        kind first): told to the metrics; a pending one CHECK_OVERDUE_AFTER late is warned of once,
-        and the catching up once it is under half that again."""
+    def _note_lag(self, now: float, candidates: list[Transaction], *, full: bool) -> None:
+        """How late the longest-waiting due checks were at the pass that read `candidates` (the
+        longest due of each kind), told to the metrics. A pass that took as many as it could (`full`)
+        with a pending payment's query CHECK_OVERDUE_AFTER late means the reconciler is behind: warned
+        of once, and the catching up once that lag is under half the threshold again. (A lag with
+        room left in the pass is what an outage, a restart or a stopped clock leaves: it goes at this
+        pass.)"""
         pending = late = 0.0
-        for tx in due:
+        for tx in candidates:
             lag = now - (tx.next_query_at if tx.next_query_at is not None else now)
             if tx.status == "pending":
                 pending = max(pending, lag)
@@ -601,11 +606,12 @@ class PaymentService:
                 late = max(late, lag)
         if self.lag_observer is not None:
             self.lag_observer(pending, late)
-        if not self._behind and pending >= CHECK_OVERDUE_AFTER:
+        if not self._behind and full and pending >= CHECK_OVERDUE_AFTER:
             self._behind = True
-            log.warning("the reconciler is behind: a pending payment's STK query is %.0f s overdue (more payments "
-                        "are due than RECONCILE_QUERIES_PER_SECOND=%d lets through: raise it, within Daraja's "
-                        "allowance)", pending, self.settings.reconcile_queries_per_second)
+            log.warning("the reconciler is behind: a pending payment's STK query is %.0f s overdue, and more are due "
+                        "than a pass takes (RECONCILE_QUERIES_PER_SECOND=%d; if Daraja answers promptly, see "
+                        "mpesa_daraja_request_seconds, raise it within Daraja's allowance)", pending,
+                        self.settings.reconcile_queries_per_second)
         elif self._behind and pending < CHECK_OVERDUE_AFTER / 2:
             self._behind = False
             log.info("the reconciler has caught up: the longest-waiting pending payment's STK query is %.0f s "

@@ -298,6 +298,15 @@ def _next_query(tx: Transaction) -> float:
     return tx.next_query_at if tx.next_query_at is not None else 0.0
 
 
+def pick_due(due: list[Transaction], limit: int, late_at_least: int = 0) -> list[Transaction]:
+    """At most `limit` of `due`, the longest due first: pending ones before ones given up locally,
+    but for `late_at_least` places kept for the latter when that many are due."""
+    pending = sorted((tx for tx in due if tx.status == "pending"), key=_next_query)
+    late = sorted((tx for tx in due if tx.status != "pending"), key=_next_query)
+    n_late = min(len(late), max(limit - len(pending), late_at_least))
+    return [*pending[:limit - n_late], *late[:n_late]]
+
+
 @functools.lru_cache(maxsize=512)
 def _may_write_payments(sql: str) -> bool:
     """Whether a statement may change rows of `transactions`: any statement naming the table that
@@ -388,11 +397,12 @@ class TransactionStore(_Reads):
         (a customer is waiting) before ones given up locally (a late success is looked for), but for
         `late_at_least` places kept for the latter when that many are due, so neither kind can crowd
         the other out for good."""
-        due = [_row_to_tx(r) for r in await self.fetch_all(_DUE_FOR_QUERY, (now, limit, now, limit))]
-        pending = sorted((tx for tx in due if tx.status == "pending"), key=_next_query)
-        late = sorted((tx for tx in due if tx.status != "pending"), key=_next_query)
-        n_late = min(len(late), max(limit - len(pending), late_at_least))
-        return [*pending[:limit - n_late], *late[:n_late]]
+        return pick_due(await self.due_candidates(now, limit), limit, late_at_least)
+
+    async def due_candidates(self, now: float, limit: int = 50) -> list[Transaction]:
+        """The `limit` longest-due payments of each kind (pending; given up locally), in one round
+        trip: what `due_for_query` chooses from (`pick_due`)."""
+        return [_row_to_tx(r) for r in await self.fetch_all(_DUE_FOR_QUERY, (now, limit, now, limit))]
 
     async def stale_attempts(self, older_than: float) -> list[PushAttempt]:
         """Attempts still `sending` long after any answer could have come."""
