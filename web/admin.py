@@ -209,10 +209,13 @@ def _static(request: web.Request, name: str) -> str:
     return str(resource.url_for(filename=name))
 
 
-async def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+async def render(request: web.Request, template: str, status: int = 200, *, now: float | None = None,
+                 **context: Any) -> web.Response:
+    """`template` with the pages' common context; the counts in the navigation as of `now` (the
+    time the page's own lists were read at, where they depend on it)."""
     state = request.app[ADMIN]
     settings = request.app[SETTINGS]
-    counts = await attention(operator_store(request.app))
+    counts = await attention(operator_store(request.app), now)
     text = state.templates.get_template(template).render(
         business_name=settings.business_name, mode=settings.mpesa_env, attention=counts,
         css=_static(request, "css/admin.css"), js=_static(request, "js/admin.js"),
@@ -323,11 +326,12 @@ async def order_page(request: web.Request) -> web.Response:
 
 async def attention_page(request: web.Request) -> web.Response:
     store = operator_store(request.app)
-    return await render(request, "admin_attention.html", page="attention",
+    now = time.time()  # the list of checks running late and their count, as of one moment
+    return await render(request, "admin_attention.html", page="attention", now=now,
                         unverified=await unmatched_callbacks(store, ("unverified",)),
                         unknown=await unmatched_callbacks(store, ("unknown",)),
                         lost=await lost_answers(store), late=await late_successes(store),
-                        overdue=await overdue_checks(store),
+                        overdue=await overdue_checks(store, now),
                         doubles=await double_payments(store))
 
 

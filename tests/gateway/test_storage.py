@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
+from gateway import reports
 from gateway.migrations import MIGRATIONS
-from gateway.storage import SqliteTransactionStore, StoreTransaction, Transaction, TransactionStore
+from gateway.storage import (
+    CHECK_OVERDUE_AFTER,
+    SqliteTransactionStore,
+    StoreTransaction,
+    Transaction,
+    TransactionStore,
+)
 from gateway.storage_pg import PostgresTransactionStore, numbered
 
 LATEST = MIGRATIONS[-1].version
@@ -103,6 +110,38 @@ async def test_due_queries_go_to_pending_payments_first_but_never_crowd_out_thos
     assert await ids(5, 0) == ["ws_CO_5", "ws_CO_4", "ws_CO_3", "ws_CO_2", "ws_CO_1"]
     assert await ids(10, 2) == [f"ws_CO_{i}" for i in (5, 4, 3, 2, 1, 0, 15, 14, 13, 12)]  # the rest to the late
     assert len(await ids(50, 10)) == 12  # every due one, and nothing else
+    # What a pass reads before it chooses: the longest due of each kind, so that how late each kind
+    # is can be told even when the pass leaves one kind out.
+    assert await ids(2, 0) == ["ws_CO_5", "ws_CO_4"]
+    candidates = [tx.checkout_request_id for tx in await store.due_candidates(now, 2)]
+    assert sorted(candidates) == ["ws_CO_14", "ws_CO_15", "ws_CO_4", "ws_CO_5"]
+
+
+async def test_overdue_checks_are_pending_payments_a_minute_past_their_query(store):
+    """What the operator's "Needs attention" page lists and counts: pending payments whose STK
+    query is CHECK_OVERDUE_AFTER or more past its time, the longest overdue first; not those given
+    up locally, settled, due only just now, or with no query to come."""
+    now = time.time()
+
+    def due(i: int, overdue: float | None, **changes: Any) -> Transaction:
+        return dataclasses.replace(_tx(i), next_query_at=None if overdue is None else now - overdue, **changes)
+
+    async with store.transaction() as t:
+        await t.insert(due(1, CHECK_OVERDUE_AFTER + 300))
+        await t.insert(due(2, CHECK_OVERDUE_AFTER))  # exactly at the threshold: overdue
+        await t.insert(due(3, CHECK_OVERDUE_AFTER - 1))  # not yet
+        await t.insert(due(4, CHECK_OVERDUE_AFTER + 50))
+        await t.insert(due(5, CHECK_OVERDUE_AFTER + 900, status="failed", settled_by="timeout"))  # given up locally
+        await t.insert(due(6, CHECK_OVERDUE_AFTER + 900, status="completed", settled_by="callback"))
+        await t.insert(due(7, None))  # no query to come
+    checks = await reports.overdue_checks(store, now)
+    assert [(c.payment.checkout_request_id, round(c.overdue_seconds)) for c in checks] == [
+        ("ws_CO_1", CHECK_OVERDUE_AFTER + 300), ("ws_CO_4", CHECK_OVERDUE_AFTER + 50), ("ws_CO_2", CHECK_OVERDUE_AFTER)]
+    assert [c.overdue_text for c in checks] == ["6 min 0 s", "1 min 50 s", "1 min 0 s"]
+    assert [c.payment.checkout_request_id for c in await reports.overdue_checks(store, now, limit=1)] == ["ws_CO_1"]
+    assert (await reports.attention(store, now)).overdue_checks == 3
+    assert (await reports.attention(store, now - 250)).overdue_checks == 1  # 250 s earlier: the first only
+    assert (await reports.attention(store, now - 400)).overdue_checks == 0
 
 
 async def test_rows_are_read_by_name_by_position_and_as_a_dict(store):
