@@ -733,6 +733,8 @@ def main() -> int:
         if args.profile:
             profiler = subprocess.Popen([args.py_spy, "record", "--pid", str(gateway.pid), "--duration",
                                          str(int(args.seconds)), "--rate", "50", "--format", "raw",
+                                         # without it py-spy stops the gateway for every sample
+                                         "--nonblocking",
                                          "--output", str(raw_profile)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         tallies = [out.get(timeout=args.seconds + args.ramp + 60) for _ in generators]
