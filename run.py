@@ -185,19 +185,20 @@ def _stop_now(number: int, left: str) -> None:
 # on for LEAST_ON at least. The young generation is quiet when QUIET_PERIOD went by without a young
 # collection and with its count (allocations less releases) grown by less than QUIET_GROWTH. Frozen
 # objects wait for a full collection until the process's peak resident memory has grown HEAP_GROWTH
-# times since the last one.
+# times since the last one, and by HEAP_HEADROOM bytes at least.
 PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON = 0.05, 0.05, 0.01, 5.0, 1.0
-QUIET_PERIOD, QUIET_GROWTH, HEAP_GROWTH = 1.0, GC_THRESHOLDS[0] // 10, 2.0
+QUIET_PERIOD, QUIET_GROWTH, HEAP_GROWTH, HEAP_HEADROOM = 1.0, GC_THRESHOLDS[0] // 10, 2.0, 512 * 2**20
 
 
 def peak_memory() -> float:
-    """The process's peak resident memory, in the platform's unit (only ratios of it are used); 0 where
-    it cannot be read (then nothing is frozen after start-up: the collector works as CPython's)."""
+    """The process's peak resident memory in bytes; 0 where it cannot be read (then nothing is
+    frozen after start-up: the collector works as CPython's)."""
     try:
         import resource
     except ImportError:  # (not on Windows)
         return 0.0
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    unit = 1 if sys.platform == "darwin" else 1024  # (macOS counts bytes, Linux and the BSDs KiB)
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * unit
 
 
 async def pace_collector(app: web.Application) -> AsyncIterator[None]:
@@ -228,9 +229,16 @@ async def pace_collector(app: web.Application) -> AsyncIterator[None]:
       frozen objects included. One is made when the process's peak resident memory has grown
       HEAP_GROWTH times since the last (a heap-growth rule, like Go's collector's GOGC), so memory
       stays bounded whatever the load, and a process whose memory does not grow pays for none. What
-      survives it is frozen again, out of the way of CPython's own full collections."""
+      survives it is frozen again, out of the way of CPython's own full collections. The growth must
+      also be HEAP_HEADROOM at least: from a just-started process's 60-70 MB, a warm-up to thousands
+      of open checkouts doubles the memory with live connections, not garbage, and the full
+      collection that followed walked them all to free next to nothing (bench/open_checkouts.py
+      --gc-log: 486 ms and 571 objects freed at 5,000 checkouts, the only slow answers of that
+      minute; 870 ms and 321 objects at 10,000, 331 MB). Frozen garbage is that small under such
+      load (what makes garbage keeps the young generation busy, so it is not frozen), and the
+      headroom bounds it all the same."""
     task = asyncio.ensure_future(_pace(PACE_PERIOD, BEHIND, CAUGHT_UP, LONGEST_OFF, LEAST_ON, QUIET_PERIOD,
-                                       QUIET_GROWTH, HEAP_GROWTH, peak_memory))
+                                       QUIET_GROWTH, HEAP_GROWTH, peak_memory, headroom=HEAP_HEADROOM))
     try:
         yield
     finally:
@@ -246,7 +254,7 @@ def young_generation() -> tuple[int, int]:
 
 async def _pace(period: float, behind: float, caught_up: float, longest_off: float, least_on: float,
                 quiet: float, quiet_growth: int, growth: float, memory: Callable[[], float],
-                observe: Callable[[], tuple[int, int]] = young_generation) -> None:
+                observe: Callable[[], tuple[int, int]] = young_generation, headroom: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     off_at, on_at = loop.time(), float("-inf")  # (LEAST_ON counts from a re-enabling, not from the start)
     checked_at, seen = loop.time(), observe()
@@ -256,7 +264,7 @@ async def _pace(period: float, behind: float, caught_up: float, longest_off: flo
         nonlocal collected_at
         if not collected_at:  # (memory unknown: nothing is frozen, nothing could bound it)
             return
-        if memory() >= collected_at * growth:
+        if memory() >= max(collected_at * growth, collected_at + headroom):
             gc.unfreeze()
             gc.collect()
             collected_at = memory()

@@ -52,7 +52,7 @@ class Memory:
 
 def start_pacing(longest_off: float = 30.0, least_on: float = 0.0, quiet: float = 3600.0,
                  memory: Memory | None = None, observe: Callable[[], tuple[int, int]] | None = None,
-                 behind: float = 0.15) -> asyncio.Future[None]:
+                 behind: float = 0.15, headroom: float = 0.0) -> asyncio.Future[None]:
     """run._pace every 20 ms, with thresholds well apart from what a loaded test machine's scheduling
     adds to such a timer (and no quiet freezing unless asked for). The young count's growth counts
     only where `observe` is given: whatever else runs in a test process (other tests' threads)
@@ -61,7 +61,8 @@ def start_pacing(longest_off: float = 30.0, least_on: float = 0.0, quiet: float 
     return asyncio.ensure_future(run._pace(period=0.02, behind=behind, caught_up=0.05, longest_off=longest_off,
                                            least_on=least_on, quiet=quiet,
                                            quiet_growth=2_000 if observe else 10**15, growth=run.HEAP_GROWTH,
-                                           memory=memory or Memory(), observe=observe or run.young_generation))
+                                           memory=memory or Memory(), observe=observe or run.young_generation,
+                                           headroom=headroom))
 
 
 def in_generation(generation: int, objects: list[list[int]]) -> bool:
@@ -218,6 +219,34 @@ async def test_frozen_garbage_is_freed_by_a_full_collection_once_memory_has_grow
         assert gone() is not None  # the next full one waits for memory to grow again from there
     finally:
         pacing.cancel()
+
+
+async def test_memory_doubled_by_less_than_the_headroom_is_no_reason_for_a_full_collection(
+        collector_on, no_automatic_collection):
+    """A young process's memory doubles as it warms up (live connections, not garbage): the full
+    collection waits until it has also grown by the headroom (run.HEAP_HEADROOM in service)."""
+    memory = Memory(100.0)
+    pacing = start_pacing(behind=3600, quiet=0.2, memory=memory, headroom=500.0)
+    try:
+        await asyncio.sleep(0.1)
+        cycle = Cycle()
+        gone = weakref.ref(cycle)
+        kept = [[n] for n in range(1_000)]
+        del cycle
+        assert await until(lambda: frozen(kept))
+        memory.value = 100.0 * run.HEAP_GROWTH * 2  # grown four times over, but by 300 only
+        await asyncio.sleep(0.5)
+        assert gone() is not None
+        memory.value = 100.0 + 500.0
+        assert await until(lambda: gone() is None)
+    finally:
+        pacing.cancel()
+
+
+def test_the_headroom_is_half_a_gigabyte_of_the_peak_memory_counted_in_bytes():
+    assert run.HEAP_HEADROOM == 512 * 2**20
+    peak = run.peak_memory()
+    assert 20 * 2**20 < peak < 8 * 2**30, peak  # this test process: tens to hundreds of MB, in bytes
 
 
 async def test_nothing_is_frozen_where_memory_cannot_be_read(collector_on, no_automatic_collection):
