@@ -145,7 +145,7 @@ async def periodic_reads(database_url: str) -> dict[str, float]:
              "recovery (every 15 s): accepted_attempts_without_payment, since the previous pass":
                  lambda: store.accepted_attempts_without_payment(newest - 100),
              "recovery: open_callbacks": lambda: store.open_callbacks("9999"),
-             "reconciler: due_for_query": lambda: store.due_for_query(now)}
+             "reconciler: due_candidates": lambda: store.due_candidates(now)}
     took = {}
     try:
         for name, read in reads.items():

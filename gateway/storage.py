@@ -299,8 +299,9 @@ def _next_query(tx: Transaction) -> float:
 
 
 def pick_due(due: list[Transaction], limit: int, late_at_least: int = 0) -> list[Transaction]:
-    """At most `limit` of `due`, the longest due first: pending ones before ones given up locally,
-    but for `late_at_least` places kept for the latter when that many are due."""
+    """At most `limit` of `due`, the longest due first: pending ones (a customer is waiting) before
+    ones given up locally (a late success is looked for), but for `late_at_least` places kept for
+    the latter when that many are due, so neither kind can crowd the other out for good."""
     pending = sorted((tx for tx in due if tx.status == "pending"), key=_next_query)
     late = sorted((tx for tx in due if tx.status != "pending"), key=_next_query)
     n_late = min(len(late), max(limit - len(pending), late_at_least))
@@ -392,16 +393,9 @@ class TransactionStore(_Reads):
     async def ping(self) -> bool:
         return await self.fetch_one("SELECT 1") is not None
 
-    async def due_for_query(self, now: float, limit: int = 50, late_at_least: int = 0) -> list[Transaction]:
-        """At most `limit` payments whose next STK query is due, the longest due first: pending ones
-        (a customer is waiting) before ones given up locally (a late success is looked for), but for
-        `late_at_least` places kept for the latter when that many are due, so neither kind can crowd
-        the other out for good."""
-        return pick_due(await self.due_candidates(now, limit), limit, late_at_least)
-
     async def due_candidates(self, now: float, limit: int = 50) -> list[Transaction]:
-        """The `limit` longest-due payments of each kind (pending; given up locally), in one round
-        trip: what `due_for_query` chooses from (`pick_due`)."""
+        """The `limit` longest-due payments of each kind whose next STK query is due (pending; given
+        up locally), in one round trip: what a reconciliation pass chooses from (`pick_due`)."""
         return [_row_to_tx(r) for r in await self.fetch_all(_DUE_FOR_QUERY, (now, limit, now, limit))]
 
     async def stale_attempts(self, older_than: float) -> list[PushAttempt]:
