@@ -109,7 +109,6 @@ class Metrics:
         if query_result is not None:
             self.queries.labels(bounded(query_result)).inc()
 
-
     def reconciled(self, pending_lag: float, given_up_lag: float) -> None:
         """The reconciler's observer: a pass's lags (see PaymentService._note_lag)."""
         self.reconcile_lag.labels("pending").set(pending_lag)

@@ -653,17 +653,17 @@ class OverdueCheck:
 _OVERDUE = "t.next_query_at IS NOT NULL AND t.next_query_at <= ? AND t.status = 'pending'"
 
 
-def _overdue_since(now: float | None) -> tuple[float, float]:
-    now = datetime.now(UTC).timestamp() if now is None else now
-    return now, now - CHECK_OVERDUE_AFTER
+def _epoch(now: float | None) -> float:
+    return datetime.now(UTC).timestamp() if now is None else now
 
 
 async def overdue_checks(store: Reader, now: float | None = None, *, limit: int = 200) -> list[OverdueCheck]:
     """The pending payments whose STK query is overdue by CHECK_OVERDUE_AFTER or more, the longest
     overdue first."""
-    now, since = _overdue_since(now)
+    now = _epoch(now)
     rows = await store.fetch_all(f"SELECT {PAYMENT_COLUMNS}, t.next_query_at AS due_at {PAYMENTS_JOINED} "
-                                 f"WHERE {_OVERDUE} ORDER BY t.next_query_at LIMIT ?", (since, limit))
+                                 f"WHERE {_OVERDUE} ORDER BY t.next_query_at LIMIT ?",
+                                 (now - CHECK_OVERDUE_AFTER, limit))
     checks = []
     for row in rows:
         values = dict(row)
@@ -811,5 +811,6 @@ async def attention(store: Reader, now: float | None = None) -> Attention:
         double_payments=await one("SELECT COUNT(*) FROM (SELECT order_id FROM transactions WHERE order_id IS NOT NULL "
                                   "AND status = 'completed' GROUP BY order_id HAVING COUNT(*) > 1) AS doubles"),
         failed_webhooks=await one("SELECT COUNT(*) FROM webhook_events WHERE state = 'failed'"),
-        overdue_checks=await one(f"SELECT COUNT(*) FROM transactions t WHERE {_OVERDUE}", (_overdue_since(now)[1],)),
+        overdue_checks=await one(f"SELECT COUNT(*) FROM transactions t WHERE {_OVERDUE}",
+                                 (_epoch(now) - CHECK_OVERDUE_AFTER,)),
     )
