@@ -338,6 +338,31 @@ async def test_try_again_is_one_action_that_sends_a_new_push(shop):
     assert len(running.sim.prompts) == 2
 
 
+async def test_pay_waits_for_the_order_on_a_slow_connection(shop):
+    """The order arrives after the page. Until it has, there is nothing to pay: Pay is disabled (an
+    enabled one took the tap and dropped it), the phone can be typed, and once the order is shown
+    the tap pays it."""
+    running, page, _ = await shop()
+    order = await create_order(running, amount=30)
+    release = asyncio.Event()
+
+    async def slow_order(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r".*/checkout/ord_[\w-]+$"), slow_order)
+    await page.goto(checkout_link(order))
+    await page.fill("#phone", "0700000000")
+    assert await page.is_disabled("#pay-button")
+    tap = asyncio.create_task(page.click("#pay-button"))
+    await asyncio.sleep(0.5)
+    assert not tap.done(), "the tap waits for the order"
+    release.set()
+    await tap
+    await page.wait_for_url(ORDER_RECEIPT)
+    assert len(running.sim.prompts) == 1
+
+
 @pytest.mark.parametrize("phone, reason, next_step", [
     ("0700000001", "Insufficient M-Pesa balance", "Top up your M-Pesa account or enter another number"),
     ("0700000002", "User cancelled transaction", "Tap Try Again when you are ready to pay"),

@@ -52,6 +52,9 @@ let mode = config.mode; // "order" | "catalogue" | "free" | "none"
 let order = null; // the order being paid: GET /checkout/{orderId}, or just created from the cart
 let cart = null;
 let cartView = null;
+// Until the order (or the catalogue) has loaded there is nothing to pay: the Pay button stays
+// disabled (the page renders it so), rather than take a tap it would have to drop.
+let loaded = !(mode === "order" || mode === "catalogue");
 
 // ---- text: "M-Pesa" never breaks at its hyphen ---------------------------------------------------
 
@@ -110,6 +113,7 @@ function updatePayButton() {
 function showOrder(data, { fromCart = false } = {}) {
   order = data;
   mode = "order";
+  markLoaded();
   if (cartView) {
     cartView.detach();
     cartView = null;
@@ -205,6 +209,7 @@ async function loadCatalogue() {
   }
   cart = new Cart({ catalogue: reply.data });
   orderCard.setAttribute("aria-busy", "false");
+  markLoaded();
   cartView = new CartView(cart, orderNodes());
   cart.subscribe(updatePayButton);
   updatePayButton();
@@ -311,13 +316,22 @@ if (phonePanel) {
 
 // ---- the payment ----------------------------------------------------------------------------------
 
+// While a prompt can still be paid, or once paid, the form cannot send another push.
+const LOCKED_STATES = new Set(["sending", "waiting", "watching", "completed"]);
+
 function setFormLocked(locked) {
-  payButton.disabled = locked;
-  payButton.setAttribute("aria-busy", String(locked));
+  payButton.disabled = locked || !loaded;
+  payButton.setAttribute("aria-busy", String(locked || !loaded));
   phoneInput.readOnly = locked;
   if (amountInput) amountInput.readOnly = locked;
   cartView?.setLocked(locked);
   form.classList.toggle("is-locked", locked);
+}
+
+function markLoaded() {
+  if (loaded) return;
+  loaded = true;
+  setFormLocked(LOCKED_STATES.has(statusBox.dataset.state));
 }
 
 // 429: the customer can try again at `retryAt`; until then Try Again counts down.
@@ -364,7 +378,7 @@ function render(update) {
   const ended = state === "failed" || state === "timeout" || state === "limited";
   payButton.hidden = ended;
   retryButton.hidden = !ended;
-  setFormLocked(state === "sending" || state === "waiting" || state === "watching" || state === "completed");
+  setFormLocked(LOCKED_STATES.has(state));
   if (state === "limited") {
     startCountdown(update.retryAt);
   } else {
