@@ -70,7 +70,8 @@ PROCESS_LEASE = 10.0  # … for this long (a process silent for longer is taken 
 DEFERRED_MAX = 100_000  # callbacks kept in memory while the database is unreachable
 OTHERS_POLL = 0.05  # how often a callback reads whether another process's push has its answer yet
 # A reconciliation pass claims at most this many due payments (and the query budget may allow fewer),
-# pending ones first but for a fifth of the pass, kept for payments given up locally when so many are due.
+# pending ones first but for a fifth of the places (over passes: one pass in five of one place), kept
+# for payments given up locally when so many are due.
 QUERIES_PER_PASS = 50
 LATE_SHARE = 5
 MAX_BACKOFF_DOUBLINGS = 30  # 2**30 × any interval is already far past every cap
@@ -168,6 +169,7 @@ class PaymentService:
         # Told at each pass how late the longest-waiting due check is (pending, given up locally): the metrics.
         self.lag_observer: Callable[[float, float], None] | None = None
         self._behind = False  # the reconciler is behind (warned of; told again once it has caught up)
+        self._late_credit = 0  # places earned by payments given up locally, in fifths of a place
 
     # -- starting a payment --------------------------------------------------------------------
 
@@ -547,7 +549,7 @@ class PaymentService:
     async def reconcile_due(self) -> int:
         """Query Daraja about every payment whose next check is due: pending ones, and ones given up
         locally (a success that Daraja confirms later still completes them), the longest due first
-        (pending ones before the others, but for a fifth of the pass), as many as the query budget
+        (pending ones before the others, but for a fifth of the places), as many as the query budget
         allows. Returns how many."""
         allowed = self.query_budget.available()
         if not allowed:
@@ -555,7 +557,7 @@ class PaymentService:
         now = self.clock()
         limit = min(allowed, QUERIES_PER_PASS)
         candidates = await self.store.due_candidates(now, limit)  # the longest due of each kind
-        due = pick_due(candidates, limit, late_at_least=limit // LATE_SHARE)
+        due = pick_due(candidates, limit, late_at_least=self._late_places(limit))
         claimed = []
         if due:
             # Claim each slot first, so no other pass (or worker) queries the same payment meanwhile.
@@ -573,6 +575,15 @@ class PaymentService:
         await asyncio.gather(*(self._reconcile(tx) for tx in claimed))
         self._note_lag(now, candidates, full=len(due) >= limit)  # (last: nothing it does can hold up the queries)
         return len(claimed)
+
+    def _late_places(self, limit: int) -> int:
+        """Places of a pass of `limit` kept for payments given up locally: a fifth of every pass's
+        places, the fractions carried to the next pass. So a pass smaller than five (a low query
+        rate) keeps its place for them one pass in five, or so, instead of never (a lasting
+        pending backlog would otherwise hold up for good the rechecks that find late successes)."""
+        self._late_credit += limit
+        places, self._late_credit = divmod(self._late_credit, LATE_SHARE)
+        return places
 
     def share_queries(self, processes: int) -> None:
         """`processes` are alive on this database, this one included: each takes an equal share of

@@ -63,6 +63,47 @@ async def test_however_many_payments_are_due_the_reconciler_keeps_to_its_query_r
     assert statuses == {"pending"}  # queried ("still processing"), nothing settled by it
 
 
+@pytest.mark.parametrize("limit, places", [
+    (50, [10] * 10),
+    (1, [0, 0, 0, 0, 1, 0, 0, 0, 0, 1]),
+    (3, [0, 1, 0, 1, 1, 0, 1, 0, 1, 1]),
+    (7, [1, 1, 2, 1, 2, 1, 1, 2, 1, 2]),
+])
+def test_a_fifth_of_the_places_is_kept_for_payments_given_up_however_small_the_passes(limit, places):
+    svc = service()
+    assert [svc._late_places(limit) for _ in places] == places
+    assert sum(places) * 5 == limit * len(places)
+
+
+async def test_payments_given_up_are_rechecked_under_a_lasting_pending_backlog_at_a_low_rate(start_app):
+    """Two STK queries a second (a pass of one place every half second) and 25 pending payments
+    due again and again: the 3 given up locally still get one place in five. Before, a pass kept
+    `limit // 5` places for them, none when the pass is smaller than five: a late success of theirs
+    would not have been looked for while the backlog lasted."""
+    running = await start_app(RECONCILE_QUERIES_PER_SECOND="2", PAYMENT_TIMEOUT_SECONDS="300")
+    now, made = time.time(), iso(time.time() - 200)
+    async with running.payments.store.transaction() as t:
+        for i in range(25):
+            await t.insert(Transaction(checkout_request_id=f"ws_CO_pending_{i}", merchant_request_id="m",
+                                       phone="254712345678", amount=10, account_reference="R", description="D",
+                                       next_query_at=now - 1))
+        for i in range(3):
+            await t.insert(Transaction(checkout_request_id=f"ws_CO_given_up_{i}", merchant_request_id="m",
+                                       phone="254712345678", amount=10, account_reference="R", description="D",
+                                       status="failed", result_code="timeout", settled_by="timeout",
+                                       created_at=made, settled_at=made, next_query_at=now - 1))
+
+    async def queried(kind: str) -> int:
+        rows = await running.payments.store.fetch_all(
+            "SELECT SUM(query_attempts) FROM transactions WHERE checkout_request_id LIKE ?", [f"ws_CO_{kind}_%"])
+        return int(rows[0][0] or 0)
+
+    await asyncio.sleep(6.0)
+    pending, given_up = await queried("pending"), await queried("given_up")
+    assert pending + given_up <= 2 * 6 + 3, (pending, given_up)  # the rate holds
+    assert 1 <= given_up < pending, (pending, given_up)
+
+
 def test_processes_on_one_database_share_the_query_rate(caplog):
     """Each of N processes alive on the database takes 1/N of RECONCILE_QUERIES_PER_SECOND (their
     count from the "process" leases, at every heartbeat): together they send Daraja no more."""
