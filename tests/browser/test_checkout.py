@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -281,6 +282,26 @@ async def test_invalid_phone_is_rejected_before_any_request(shop):
     await asyncio.sleep(0.3)
     assert posted == []
     assert running.sim.prompts == {}
+
+
+async def test_pay_is_disabled_until_the_pages_script_runs(shop):
+    """Before the script has run, a tap on an enabled Pay would submit the form natively: a GET of
+    the page with the phone and amount in its address (the history, the server's logs)."""
+    running, page, _ = await shop(DEMO_CATALOGUE="0")  # the free-amount form: nothing to load first
+    release = asyncio.Event()
+
+    async def slow_script(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r".*/checkout-page\.js(\?.*)?$"), slow_script)
+    await page.goto("/pay.html", wait_until="commit")
+    await page.wait_for_selector("#pay-button")
+    assert await page.is_disabled("#pay-button")
+    release.set()
+    await page.wait_for_selector("html.js-ready", state="attached")
+    assert await page.is_enabled("#pay-button")
+    assert "phone" not in page.url
 
 
 async def test_double_click_and_enter_send_one_push(shop):

@@ -52,8 +52,9 @@ let mode = config.mode; // "order" | "catalogue" | "free" | "none"
 let order = null; // the order being paid: GET /checkout/{orderId}, or just created from the cart
 let cart = null;
 let cartView = null;
-// Until the order (or the catalogue) has loaded there is nothing to pay: the Pay button stays
-// disabled (the page renders it so), rather than take a tap it would have to drop.
+// The page renders Pay disabled: before this script runs, a tap would submit the form natively (the
+// fields in a GET's query). Until the order (or the catalogue) has loaded there is nothing to pay,
+// so it stays disabled until then, rather than take a tap it would have to drop.
 let loaded = !(mode === "order" || mode === "catalogue");
 
 // ---- text: "M-Pesa" never breaks at its hyphen ---------------------------------------------------
