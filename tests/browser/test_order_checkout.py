@@ -351,13 +351,20 @@ async def test_pay_waits_for_the_order_on_a_slow_connection(shop):
         await route.continue_()
 
     await page.route(re.compile(r".*/checkout/ord_[\w-]+$"), slow_order)
-    await page.goto(checkout_link(order))
-    await page.fill("#phone", "0700000000")
-    assert await page.is_disabled("#pay-button")
-    tap = asyncio.create_task(page.click("#pay-button"))
-    await asyncio.sleep(0.5)
-    assert not tap.done(), "the tap waits for the order"
-    release.set()
+    tap = None
+    try:
+        await page.goto(checkout_link(order))
+        await page.fill("#phone", "0700000000")
+        assert await page.is_disabled("#pay-button")
+        tap = asyncio.create_task(page.click("#pay-button"))
+        await asyncio.sleep(0.5)
+        assert not tap.done(), "the tap waits for the order"
+    except BaseException:
+        if tap is not None:
+            tap.cancel()
+        raise
+    finally:
+        release.set()
     await tap
     await page.wait_for_url(ORDER_RECEIPT)
     assert len(running.sim.prompts) == 1
