@@ -3,6 +3,7 @@ many payments are due, no more STK queries a second than RECONCILE_QUERIES_PER_S
 more are due than that lets through, the operator is told (a warning, the lag in the metrics)."""
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -81,17 +82,15 @@ async def test_payments_given_up_are_rechecked_under_a_lasting_pending_backlog_a
     `limit // 5` places for them, none when the pass is smaller than five: a late success of theirs
     would not have been looked for while the backlog lasted."""
     running = await start_app(RECONCILE_QUERIES_PER_SECOND="2", PAYMENT_TIMEOUT_SECONDS="300")
-    started, now, made = time.monotonic(), time.time(), iso(time.time() - 200)
+    started, now = time.monotonic(), time.time()
+    waiting = payment(next_query_at=now - 1)
+    gone = payment("failed", "timeout", age=200, next_query_at=now - 1)
+    gone = dataclasses.replace(gone, result_code="timeout", settled_at=gone.created_at)
     async with running.payments.store.transaction() as t:
         for i in range(25):
-            await t.insert(Transaction(checkout_request_id=f"ws_CO_pending_{i}", merchant_request_id="m",
-                                       phone="254712345678", amount=10, account_reference="R", description="D",
-                                       next_query_at=now - 1))
+            await t.insert(dataclasses.replace(waiting, checkout_request_id=f"ws_CO_pending_{i}"))
         for i in range(3):
-            await t.insert(Transaction(checkout_request_id=f"ws_CO_given_up_{i}", merchant_request_id="m",
-                                       phone="254712345678", amount=10, account_reference="R", description="D",
-                                       status="failed", result_code="timeout", settled_by="timeout",
-                                       created_at=made, settled_at=made, next_query_at=now - 1))
+            await t.insert(dataclasses.replace(gone, checkout_request_id=f"ws_CO_given_up_{i}"))
 
     async def queried(kind: str) -> int:
         rows = await running.payments.store.fetch_all(
