@@ -55,7 +55,7 @@ let cartView = null;
 // The page renders Pay disabled: before this script runs, a tap would submit the form natively (the
 // fields in a GET's query). Until the order (or the catalogue) has loaded there is nothing to pay,
 // so it stays disabled until then, rather than take a tap it would have to drop.
-let loaded = !(mode === "order" || mode === "catalogue");
+const somethingToPay = () => order !== null || cart !== null || mode === "free";
 
 // ---- text: "M-Pesa" never breaks at its hyphen ---------------------------------------------------
 
@@ -114,7 +114,7 @@ function updatePayButton() {
 function showOrder(data, { fromCart = false } = {}) {
   order = data;
   mode = "order";
-  markLoaded();
+  refreshLock();
   if (cartView) {
     cartView.detach();
     cartView = null;
@@ -210,7 +210,7 @@ async function loadCatalogue() {
   }
   cart = new Cart({ catalogue: reply.data });
   orderCard.setAttribute("aria-busy", "false");
-  markLoaded();
+  refreshLock();
   cartView = new CartView(cart, orderNodes());
   cart.subscribe(updatePayButton);
   updatePayButton();
@@ -321,17 +321,17 @@ if (phonePanel) {
 const LOCKED_STATES = new Set(["sending", "waiting", "watching", "completed"]);
 
 function setFormLocked(locked) {
-  payButton.disabled = locked || !loaded;
-  payButton.setAttribute("aria-busy", String(locked || !loaded));
+  const busy = locked || !somethingToPay();
+  payButton.disabled = busy;
+  payButton.setAttribute("aria-busy", String(busy));
   phoneInput.readOnly = locked;
   if (amountInput) amountInput.readOnly = locked;
   cartView?.setLocked(locked);
   form.classList.toggle("is-locked", locked);
 }
 
-function markLoaded() {
-  if (loaded) return;
-  loaded = true;
+/** The form's lock again, as the state shown asks for: once there is something to pay. */
+function refreshLock() {
   setFormLocked(LOCKED_STATES.has(statusBox.dataset.state));
 }
 
